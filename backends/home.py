@@ -1,0 +1,17 @@
+"""Where Stigmer keeps its local state: ``$STIGMER_HOME``, default ``~/.stigmer``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["stigmer_home"]
+
+
+def stigmer_home() -> Path:
+    """The state directory, created private (0700) on first use."""
+    home = Path(os.environ.get("STIGMER_HOME") or Path.home() / ".stigmer").expanduser()
+    if not home.is_dir():
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.chmod(0o700)  # mkdir's mode is filtered by the umask
+    return home

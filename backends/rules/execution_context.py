@@ -1,0 +1,60 @@
+"""``GetExecutionContext``: who may see which secrets, and the resolved environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from stigmer.gen.stigmer.backend import v1 as pb
+
+from . import errors, secret_refs
+from .executions import phase_name
+
+__all__ = ["build", "check_holder", "referenced_secrets"]
+
+
+def referenced_secrets(spec: pb.AgentInstanceSpec) -> list[str]:
+    """Every secret name ``spec`` references (environment and credentials), in order."""
+    names: list[str] = []
+    texts = [variable.value for variable in spec.env]
+    if spec.model is not None:
+        texts.append(spec.model.credentials)
+    for text in texts:
+        for name in secret_refs.find(text):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def check_holder(execution: pb.Execution, runner_id: str) -> None:
+    """Only the lease holder of a running execution may have its context.
+
+    ``execution`` must already have had its lease expiry applied.
+    """
+    if execution.status.phase != pb.ExecutionPhase.RUNNING:
+        raise errors.failed_precondition(
+            f"execution {execution.id} is {phase_name(execution.status.phase)}; "
+            "its context is given only while it is EXECUTION_PHASE_RUNNING"
+        )
+    if execution.status.runner_id != runner_id:
+        raise errors.failed_precondition(f"execution {execution.id} is held by another runner")
+
+
+def build(
+    execution: pb.Execution, snapshot: pb.AgentInstance, secrets: Mapping[str, str]
+) -> pb.GetExecutionContextResponse:
+    """The context, given the values of (at least) the referenced secrets.
+
+    A referenced secret missing from ``secrets`` is ``FAILED_PRECONDITION``
+    naming it; secrets not referenced are never included.
+    """
+    names = referenced_secrets(snapshot.spec)
+    missing = [name for name in names if name not in secrets]
+    if missing:
+        raise errors.failed_precondition(
+            f"agent instance {snapshot.name!r} references secrets that do not exist: {', '.join(missing)}"
+        )
+    values = {name: secrets[name] for name in names}
+    environment = {variable.name: secret_refs.substitute(variable.value, values) for variable in snapshot.spec.env}
+    return pb.GetExecutionContextResponse(
+        execution=execution, agent_instance=snapshot, environment=environment, secrets=values
+    )

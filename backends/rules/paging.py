@@ -1,0 +1,58 @@
+"""Page sizes and opaque page tokens, as the proto's pagination section says.
+
+A token carries the key of the last item returned and a fingerprint of the
+request it belongs to (all fields but ``page_size`` and ``page_token``), so a
+token replayed with other filters or order is rejected instead of silently
+returning a wrong page.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import betterproto2
+
+from . import errors
+
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "decode_token", "encode_token", "page_size"]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_TOKEN_VERSION = 1
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise errors.invalid_argument("page_size", f"must not be negative (got {requested})")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _fingerprint(request: betterproto2.Message) -> str:
+    scope = type(request).from_dict(request.to_dict())
+    scope.page_size, scope.page_token = 0, ""
+    digest = hashlib.sha256(type(request).__name__.encode() + bytes(scope)).hexdigest()
+    return digest[:16]
+
+
+def encode_token(request: betterproto2.Message, last_key: str) -> str:
+    payload = json.dumps({"v": _TOKEN_VERSION, "f": _fingerprint(request), "k": last_key}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+def decode_token(request: betterproto2.Message) -> str | None:
+    """The key after which the requested page starts; None for the first page."""
+    token = request.page_token
+    if not token:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        version, fingerprint, key = payload["v"], payload["f"], payload["k"]
+    except (ValueError, TypeError, KeyError):
+        raise errors.invalid_argument("page_token", "malformed page token") from None
+    if version != _TOKEN_VERSION or not isinstance(key, str):
+        raise errors.invalid_argument("page_token", "malformed page token")
+    if fingerprint != _fingerprint(request):
+        raise errors.invalid_argument("page_token", "the page token was issued for a request with other fields")
+    return key

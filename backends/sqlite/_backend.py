@@ -1,0 +1,443 @@
+"""The SQLite backend: every RPC of ``BackendService`` on one database file.
+
+A thin adapter: requests are validated and decided by ``stigmer.backends.rules``;
+this module only loads rows, hands them to the rules and writes the result.
+Every read-modify-write runs in one ``BEGIN IMMEDIATE`` transaction, so
+concurrent processes serialise on SQLite's write lock (waiting up to the busy
+timeout, never failing with "database is locked" under normal contention)
+and a compare-and-set is checked against the committed row.
+
+Calls run on the caller's event loop thread: a statement takes microseconds,
+and a thread hop per call would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from grpclib import GRPCError
+from grpclib.const import Status
+
+from stigmer.gen.stigmer.backend import v1 as pb
+
+from .. import rules
+from ..base import Backend
+from ..home import stigmer_home
+from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
+from . import _rows
+from ._errors import storage_error
+from ._schema import STATUS_COLUMN_NAMES, migrate
+from ._watch import ChangeFeed
+
+__all__ = ["SqliteBackend", "default_database_path"]
+
+_EXECUTION_SELECT = f"SELECT {', '.join(_rows.EXECUTION_COLUMNS)} FROM executions"
+_STATUS_ASSIGN = ", ".join(f"{name} = ?" for name in STATUS_COLUMN_NAMES)
+_AGENT_SELECT = (
+    "SELECT a.id, a.name, a.version, v.agent_instance FROM agent_instances a "
+    "JOIN agent_instance_versions v ON v.agent_instance_id = a.id AND v.version = a.version"
+)
+
+
+def default_database_path() -> Path:
+    """``$STIGMER_HOME/local.db`` (``~/.stigmer/local.db`` by default)."""
+    return stigmer_home() / "local.db"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _package_version() -> str:
+    try:
+        return version("stigmer-backend")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _storage_boundary(method):
+    """Reports sqlite3 errors as the documented ``GRPCError``, for one RPC method."""
+
+    @functools.wraps(method)
+    async def wrapper(self: SqliteBackend, request):
+        try:
+            return await method(self, request)
+        except sqlite3.Error as error:
+            raise storage_error(error, str(self.path)) from None
+
+    return wrapper
+
+
+class SqliteBackend(Backend):
+    """``BackendService`` on a local SQLite file.
+
+    :param path: the database file; default ``$STIGMER_HOME/local.db``. Its
+        directory must exist. Created (0600) and migrated on first use.
+    :param busy_timeout: seconds a write waits for another process's write
+        lock before failing with ``UNAVAILABLE``.
+    :param poll_interval: seconds between checks for other processes' writes
+        while an execution is watched.
+
+    Raises ``GRPCError`` (``INTERNAL``) naming the file if it is not a usable
+    Stigmer database: not SQLite, damaged, read-only, or from a newer schema.
+    """
+
+    kind = "sqlite"
+
+    def __init__(
+        self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0, poll_interval: float = 0.02
+    ) -> None:
+        self.path = Path(path) if path is not None else default_database_path()
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._connect()
+            migrate(self._conn, str(self.path))
+        except sqlite3.Error as error:
+            self._close_connection()
+            raise storage_error(error, str(self.path)) from None
+        except BaseException:
+            self._close_connection()
+            raise
+        self._changes = ChangeFeed(self._connect, poll_interval)
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            # Private from the first byte; SQLite gives -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.row_factory = sqlite3.Row
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise GRPCError(Status.INTERNAL, f"{self.path} cannot use write-ahead logging (journal mode {mode})")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            self._changes.close()
+            self._close_connection()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none."""
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._changes.notify()
+
+    # -- executions: loading, lease expiry, storing -------------------------------------------
+
+    def _execution_row(self, conn: sqlite3.Connection, execution_id: str) -> sqlite3.Row:
+        row = conn.execute(f"{_EXECUTION_SELECT} WHERE id = ?", (execution_id,)).fetchone()
+        if row is None:
+            raise errors.not_found(f"execution {execution_id!r}")
+        return row
+
+    def _store_status(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> None:
+        cursor = conn.execute(
+            f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?",
+            (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version),
+        )
+        if cursor.rowcount != 1:  # impossible under BEGIN IMMEDIATE; refuse to guess if it happens
+            raise GRPCError(Status.INTERNAL, f"execution {after.id} changed during its own write transaction")
+
+    def _settled(self, conn: sqlite3.Connection, execution: pb.Execution, now: datetime) -> pb.Execution:
+        """``execution`` after its lease expiry, written; call inside a write transaction."""
+        expired = executions.expire_lease(execution, now)
+        if expired is None:
+            return execution
+        self._store_status(conn, execution, expired)
+        return expired
+
+    def _read_execution(self, execution_id: str, now: datetime) -> pb.Execution:
+        execution = _rows.execution_from_row(self._execution_row(self._db, execution_id))
+        if executions.lease_expired(execution, now):
+            with self._write() as conn:
+                execution = self._settled(conn, _rows.execution_from_row(self._execution_row(conn, execution_id)), now)
+        return execution
+
+    def _expire_due_leases(self, now: datetime) -> None:
+        due = self._db.execute(
+            "SELECT id FROM executions WHERE phase = 2 AND lease_expire_us <= ?", (_rows.micros(now),)
+        ).fetchall()
+        if due:
+            with self._write() as conn:
+                for (execution_id,) in due:
+                    self._settled(conn, _rows.execution_from_row(self._execution_row(conn, execution_id)), now)
+
+    def _change(self, execution_id: str, decide) -> pb.Execution:
+        """Applies ``decide(current) -> new`` in one transaction; a lease expiry found on the way is kept."""
+        now = _now()
+        refusal: GRPCError | None = None
+        with self._write() as conn:
+            before = _rows.execution_from_row(self._execution_row(conn, execution_id))
+            current = self._settled(conn, before, now)
+            try:
+                after = decide(current, now)
+            except GRPCError as error:
+                refusal = error  # raised after the commit, which keeps a lease expiry
+            else:
+                self._store_status(conn, current, after)
+        if refusal is not None:
+            raise refusal
+        return after
+
+    # -- RPCs ---------------------------------------------------------------------------------
+
+    async def get_backend_info(self, message: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
+        return pb.GetBackendInfoResponse(
+            contract_version=rules.CONTRACT_VERSION,
+            backend_kind=self.kind,
+            backend_version=_package_version(),
+            capabilities=[pb.Capability.DURABLE_STORAGE],
+        )
+
+    @_storage_boundary
+    async def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
+        validation.validate_create_execution(message)
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
+            if row is not None:
+                existing = self._settled(conn, _rows.execution_from_row(row), now)
+                if not executions.is_retry_of(existing, message):
+                    raise errors.already_exists(
+                        f"request_id {message.request_id!r} was already used for a different execution request"
+                    )
+                return pb.CreateExecutionResponse(execution=existing, created=False)
+            agent = self._agent_row(conn, message.agent_instance)
+            newest = conn.execute("SELECT max(id) FROM executions").fetchone()[0]
+            snapshot = pb.AgentInstance(id=agent["id"], name=agent["name"])
+            execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, snapshot, now)
+            conn.execute(
+                f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})",
+                _rows.execution_row(execution, agent["version"]),
+            )
+        return pb.CreateExecutionResponse(execution=execution, created=True)
+
+    @_storage_boundary
+    async def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
+        validation.validate_execution_id(message.execution_id)
+        return pb.GetExecutionResponse(execution=self._read_execution(message.execution_id, _now()))
+
+    @_storage_boundary
+    async def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
+        validation.validate_list_executions(message)
+        size = paging.page_size(message.page_size)
+        after = paging.decode_token(message)
+        self._expire_due_leases(_now())
+        where, params = [], []
+        if message.agent_instance_id:
+            where.append("agent_instance_id = ?")
+            params.append(message.agent_instance_id)
+        if message.phases:
+            where.append(f"phase IN ({', '.join('?' * len(message.phases))})")
+            params.extend(int(phase) for phase in message.phases)
+        if after is not None:
+            where.append("id < ?" if message.newest_first else "id > ?")
+            params.append(after)
+        sql = _EXECUTION_SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id {'DESC' if message.newest_first else 'ASC'} LIMIT ?"
+        rows = self._db.execute(sql, (*params, size + 1)).fetchall()
+        page = [_rows.execution_from_row(row) for row in rows[:size]]
+        token = paging.encode_token(message, page[-1].id) if len(rows) > size else ""
+        return pb.ListExecutionsResponse(executions=page, next_page_token=token)
+
+    @_storage_boundary
+    async def update_execution_status(
+        self, message: pb.UpdateExecutionStatusRequest
+    ) -> pb.UpdateExecutionStatusResponse:
+        validation.validate_update_execution_status(message)
+        updated = self._change(
+            message.execution_id, lambda current, now: executions.update_status(current, message, now)
+        )
+        return pb.UpdateExecutionStatusResponse(execution=updated)
+
+    @_storage_boundary
+    async def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
+        validation.validate_cancel_execution(message)
+        cancelled = self._change(message.execution_id, lambda current, now: executions.cancel(current, message, now))
+        return pb.CancelExecutionResponse(execution=cancelled)
+
+    async def watch_execution(self, message: pb.WatchExecutionRequest) -> AsyncIterator[pb.WatchExecutionResponse]:
+        validation.validate_execution_id(message.execution_id)
+        try:
+            async with self._changes.subscription() as wake_event:
+                event = wake_event()
+                execution = self._read_execution(message.execution_id, _now())
+                while True:
+                    yield pb.WatchExecutionResponse(execution=execution)
+                    if execution.status.phase in executions.TERMINAL_PHASES:
+                        return
+                    execution, event = await self._next_version(execution, event, wake_event)
+        except sqlite3.Error as error:
+            raise storage_error(error, str(self.path)) from None
+
+    async def _next_version(self, seen: pb.Execution, event, wake_event) -> tuple[pb.Execution, object]:
+        """The version after ``seen``, waiting for it; and the event to wait on next."""
+        while True:
+            row = self._db.execute(
+                f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
+                "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
+                (seen.id, seen.version),
+            ).fetchone()
+            if row is not None:
+                if row["version"] != seen.version + 1:
+                    raise GRPCError(
+                        Status.ABORTED, f"the watch of execution {seen.id} fell too far behind; watch it again"
+                    )
+                status = _rows.status_from_row(row)
+                return (
+                    dataclasses.replace(
+                        seen, status=status, version=row["version"], update_time=_rows.timestamp(row["update_us"])
+                    ),
+                    event,
+                )
+            now = _now()
+            if executions.lease_expired(seen, now):
+                self._read_execution(seen.id, now)  # writes the expiry; history picks it up
+                continue
+            timeout = 1.0
+            if seen.status.lease_expire_time is not None:
+                timeout = min(timeout, max(0.0, (seen.status.lease_expire_time - now).total_seconds()) + 0.001)
+            try:
+                await _wait(event, timeout)
+            finally:
+                event = wake_event()
+
+    @_storage_boundary
+    async def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
+        validation.validate_get_execution_context(message)
+        execution = self._read_execution(message.execution_id, _now())
+        execution_context.check_holder(execution, message.runner_id)
+        snapshot_json = self._db.execute(
+            "SELECT v.agent_instance FROM executions e JOIN agent_instance_versions v "
+            "ON v.agent_instance_id = e.agent_instance_id AND v.version = e.agent_version WHERE e.id = ?",
+            (execution.id,),
+        ).fetchone()[0]
+        snapshot = _rows.agent_instance_from_json(snapshot_json)
+        return execution_context.build(
+            execution, snapshot, self._secret_values(execution_context.referenced_secrets(snapshot.spec))
+        )
+
+    def _secret_values(self, names: list[str]) -> dict[str, str]:
+        return {}  # no secret storage yet: every reference is reported missing
+
+    # -- agent instances ----------------------------------------------------------------------
+
+    def _agent_row(self, conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row:
+        if ref.id is not None:
+            row = conn.execute(f"{_AGENT_SELECT} WHERE a.id = ?", (ref.id,)).fetchone()
+            what = f"agent instance with id {ref.id!r}"
+        else:
+            row = conn.execute(f"{_AGENT_SELECT} WHERE a.name = ?", (ref.name,)).fetchone()
+            what = f"agent instance {ref.name!r}"
+        if row is None:
+            raise errors.not_found(what)
+        return row
+
+    @_storage_boundary
+    async def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
+        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        row = self._agent_row(self._db, message.agent_instance)
+        return pb.GetAgentInstanceResponse(agent_instance=_rows.agent_instance_from_json(row["agent_instance"]))
+
+    @_storage_boundary
+    async def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
+        validation.validate_apply_agent_instance(message)
+        now = _now()
+        with self._write() as conn:
+            row = conn.execute(f"{_AGENT_SELECT} WHERE a.name = ?", (message.name,)).fetchone()
+            existing = None if row is None else _rows.agent_instance_from_json(row["agent_instance"])
+            new_id = ""
+            if existing is None:
+                newest = conn.execute("SELECT max(agent_instance_id) FROM agent_instance_versions").fetchone()[0]
+                new_id = ids.next_id(ids.AGENT_INSTANCE_PREFIX, newest)
+            agent, outcome = agent_instances.apply(existing, message, new_id, now)
+            if outcome == pb.ApplyOutcome.CREATED:
+                conn.execute(
+                    "INSERT INTO agent_instances (id, name, version) VALUES (?, ?, ?)",
+                    (agent.id, agent.name, agent.version),
+                )
+            elif outcome == pb.ApplyOutcome.UPDATED:
+                conn.execute("UPDATE agent_instances SET version = ? WHERE id = ?", (agent.version, agent.id))
+            if outcome != pb.ApplyOutcome.UNCHANGED:
+                conn.execute(
+                    "INSERT INTO agent_instance_versions (agent_instance_id, version, agent_instance) VALUES (?, ?, ?)",
+                    (agent.id, agent.version, _rows.agent_instance_to_json(agent)),
+                )
+        return pb.ApplyAgentInstanceResponse(agent_instance=agent, outcome=outcome)
+
+    @_storage_boundary
+    async def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
+        size = paging.page_size(message.page_size)
+        after = paging.decode_token(message)
+        sql, params = _AGENT_SELECT, []
+        if after is not None:
+            sql += " WHERE a.name > ?"
+            params.append(after)
+        rows = self._db.execute(f"{sql} ORDER BY a.name LIMIT ?", (*params, size + 1)).fetchall()
+        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows[:size]]
+        token = paging.encode_token(message, page[-1].name) if len(rows) > size else ""
+        return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
+
+    @_storage_boundary
+    async def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
+        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        with self._write() as conn:
+            row = self._agent_row(conn, message.agent_instance)
+            conn.execute("DELETE FROM agent_instances WHERE id = ?", (row["id"],))
+        return pb.DeleteAgentInstanceResponse()
+
+    # -- secrets ------------------------------------------------------------------------------
+
+    async def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
+        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+
+    async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
+        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+
+    async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
+        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass

@@ -1,0 +1,143 @@
+"""The SQLite schema and its versioned migrations (``PRAGMA user_version``).
+
+Each migration runs with the version bump in one ``BEGIN IMMEDIATE``
+transaction, so a database is always at exactly one schema version, and
+concurrent openers never migrate twice. A database from a newer schema than
+this code knows is refused and left untouched.
+
+Executions keep their status in columns; a trigger copies every version of
+the status into ``execution_history``, which is how ``WatchExecution``
+delivers every change with no gap, including changes from other processes.
+History older than ``HISTORY_WINDOW_US`` is pruned by the same trigger: a
+watcher polls every few milliseconds, so only a watcher stalled for that long
+could miss a version, and it is told so.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import sqlite_utils
+from grpclib import GRPCError
+from grpclib.const import Status
+
+__all__ = ["HISTORY_WINDOW_US", "SCHEMA_VERSION", "migrate"]
+
+HISTORY_WINDOW_US = 10 * 60 * 1_000_000
+
+_STATUS_COLUMNS = {
+    "phase": int,
+    "message": str,
+    "output_text": str,
+    "output_data": str,
+    "error_code": str,
+    "error_message": str,
+    "error_details": str,
+    "runner_id": str,
+    "lease_expire_us": int,
+    "start_us": int,
+    "end_us": int,
+}
+STATUS_COLUMN_NAMES = tuple(_STATUS_COLUMNS)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["agent_instances"].create(
+        {"id": str, "name": str, "version": int},
+        pk="id",
+        not_null={"id", "name", "version"},
+    )
+    db["agent_instances"].create_index(["name"], unique=True)
+    # Every applied version of every agent instance: executions point at the
+    # version they snapshot, so applies and deletes never change them.
+    db["agent_instance_versions"].create(
+        {"agent_instance_id": str, "version": int, "agent_instance": str},
+        pk=("agent_instance_id", "version"),
+        not_null={"agent_instance_id", "version", "agent_instance"},
+    )
+    db.execute(
+        """
+        CREATE TABLE executions (
+            id TEXT PRIMARY KEY,
+            request_id TEXT NOT NULL UNIQUE,
+            agent_instance_id TEXT NOT NULL,
+            agent_instance_name TEXT NOT NULL,
+            agent_version INTEGER NOT NULL,
+            input_message TEXT NOT NULL,
+            input_data TEXT,
+            version INTEGER NOT NULL CHECK (version >= 1),
+            create_us INTEGER NOT NULL,
+            update_us INTEGER NOT NULL,
+            phase INTEGER NOT NULL CHECK (phase BETWEEN 1 AND 5),
+            message TEXT NOT NULL,
+            output_text TEXT,
+            output_data TEXT,
+            error_code TEXT,
+            error_message TEXT,
+            error_details TEXT,
+            runner_id TEXT NOT NULL,
+            lease_expire_us INTEGER,
+            start_us INTEGER,
+            end_us INTEGER,
+            FOREIGN KEY (agent_instance_id, agent_version)
+                REFERENCES agent_instance_versions (agent_instance_id, version)
+        )
+        """
+    )
+    db["executions"].create_index(["agent_instance_id", "id"])
+    db["executions"].create_index(["phase", "id"])
+    db.execute("CREATE INDEX executions_running_leases ON executions (lease_expire_us) WHERE phase = 2")
+    columns = ", ".join(STATUS_COLUMN_NAMES)
+    db.execute(
+        f"""
+        CREATE TABLE execution_history (
+            execution_id TEXT NOT NULL REFERENCES executions (id),
+            version INTEGER NOT NULL,
+            update_us INTEGER NOT NULL,
+            {", ".join(f"{name} {'INTEGER' if kind is int else 'TEXT'}" for name, kind in _STATUS_COLUMNS.items())},
+            PRIMARY KEY (execution_id, version)
+        ) WITHOUT ROWID
+        """
+    )
+    new_values = ", ".join(f"NEW.{name}" for name in STATUS_COLUMN_NAMES)
+    record = f"""
+        INSERT INTO execution_history (execution_id, version, update_us, {columns})
+        VALUES (NEW.id, NEW.version, NEW.update_us, {new_values});
+    """
+    db.execute(f"CREATE TRIGGER executions_history_on_insert AFTER INSERT ON executions BEGIN {record} END")
+    db.execute(
+        f"""
+        CREATE TRIGGER executions_history_on_update AFTER UPDATE OF version ON executions BEGIN
+            {record}
+            DELETE FROM execution_history
+            WHERE execution_id = NEW.id AND update_us < NEW.update_us - {HISTORY_WINDOW_US};
+        END
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Brings the database to ``SCHEMA_VERSION``, or refuses a newer one."""
+    db = sqlite_utils.Database(conn)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > SCHEMA_VERSION:
+            raise GRPCError(
+                Status.INTERNAL,
+                f"{path} was written by a newer Stigmer (schema version {found}; this one knows up to "
+                f"{SCHEMA_VERSION}); upgrade Stigmer to use it",
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version - 1](db)
+        if found != SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,1 @@
+"""``stigmer``, the command line of the Stigmer execution plane."""

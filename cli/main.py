@@ -1,0 +1,34 @@
+"""The ``stigmer`` command group.
+
+Subcommands live in their own modules and are imported only when invoked
+(click's lazy loading), so ``stigmer --help`` stays fast and imports none of
+grpclib, sqlite-utils, cryptography, keyring or the generated code.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+__all__ = ["cli"]
+
+# name -> "module:attribute", relative to this package
+COMMANDS: dict[str, str] = {}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS:
+            module, attribute = COMMANDS[name].split(":")
+            return getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stigmer-backend", prog_name="stigmer")
+def cli() -> None:
+    """Stigmer: run AI agents locally (SQLite) or against a remote backend (gRPC)."""
