@@ -1,14 +1,14 @@
 """Maps the top-level folders into one import package, ``stigmer``.
 
 The folders tell the architecture (``gen/``, ``backends/``, ``cli/``,
-``conformance/``); on import they are ``stigmer.gen``, ``stigmer.backends``,
-``stigmer.cli`` and ``stigmer.conformance``. pyproject.toml cannot express a
+``conformance/``, ``server/``, ``runner/``); on import each is a subpackage:
+``stigmer.gen``, ``stigmer.backends``, and so on. pyproject.toml cannot express a
 renaming package search, hence this file; everything else lives there.
 """
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("gen", "backends", "cli", "conformance")
+FOLDERS = ("gen", "backends", "cli", "conformance", "server", "runner")
 
 setup(
     package_dir={f"stigmer.{folder}": folder for folder in FOLDERS},

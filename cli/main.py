@@ -14,7 +14,17 @@ import click
 __all__ = ["cli"]
 
 # name -> "module:attribute", relative to this package
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "apply": "agents:apply",
+    "agent": "agents:agent",
+    "execution": "executions:execution",
+    "secret": "secrets:secret",
+    "login": "auth:login",
+    "logout": "auth:logout",
+    "context": "auth:context",
+    "server": "server:server",
+    "conformance": "conformance:conformance",
+}
 
 
 class LazyGroup(click.Group):

@@ -1,1 +1,13 @@
-"""placeholder"""
+"""The conformance suite: one contract test that every backend must pass.
+
+Run it with ``stigmer conformance run --target ...`` or with pytest and this
+package's plugin (``pytest --stigmer-target ... <stigmer.conformance.SUITE_DIR>``);
+see CONFORMANCE.md. Areas are modules of ``suite/``; ``client`` has the
+helpers a third party may reuse in its own tests.
+"""
+
+from .plugin import SUITE_DIR, conformance_id
+
+SUITE_VERSION = "1.0.0"
+
+__all__ = ["SUITE_DIR", "SUITE_VERSION", "conformance_id"]

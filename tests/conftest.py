@@ -29,3 +29,19 @@ def buf() -> str:
     path = shutil.which("buf", path=toolchain_env()["PATH"])
     assert path, "buf is not installed: install the project with its [dev] extra"
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_stigmer_home(tmp_path_factory):
+    """No test reads or writes the real ``~/.stigmer`` or keychain entry of whoever runs the tests."""
+    saved = {name: os.environ.get(name) for name in ("STIGMER_HOME", "STIGMER_MASTER_KEY")}
+    home = tmp_path_factory.mktemp("stigmer-home")
+    home.chmod(0o700)
+    os.environ["STIGMER_HOME"] = str(home)
+    os.environ.pop("STIGMER_MASTER_KEY", None)
+    yield home
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

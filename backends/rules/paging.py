@@ -9,6 +9,7 @@ returning a wrong page.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 
@@ -30,8 +31,7 @@ def page_size(requested: int) -> int:
 
 
 def _fingerprint(request: betterproto2.Message) -> str:
-    scope = type(request).from_dict(request.to_dict())
-    scope.page_size, scope.page_token = 0, ""
+    scope = dataclasses.replace(request, page_size=0, page_token="")
     digest = hashlib.sha256(type(request).__name__.encode() + bytes(scope)).hexdigest()
     return digest[:16]
 

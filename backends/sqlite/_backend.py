@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,11 +32,13 @@ from stigmer.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend
+from ..encryption import MasterKey, MasterKeySource
 from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
-from ._schema import STATUS_COLUMN_NAMES, migrate
+from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
+from ._secrets import KeyRotation, KeyStatus, SecretVault
 from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
@@ -86,6 +89,10 @@ class SqliteBackend(Backend):
         lock before failing with ``UNAVAILABLE``.
     :param poll_interval: seconds between checks for other processes' writes
         while an execution is watched.
+    :param master_key: where the master key that seals secrets is found;
+        default ``MasterKeySource()`` (``STIGMER_MASTER_KEY``, the OS
+        keychain, ``$STIGMER_HOME/master.key``). Looked up at the first
+        secret operation only: everything else works without a key.
 
     Raises ``GRPCError`` (``INTERNAL``) naming the file if it is not a usable
     Stigmer database: not SQLite, damaged, read-only, or from a newer schema.
@@ -94,9 +101,15 @@ class SqliteBackend(Backend):
     kind = "sqlite"
 
     def __init__(
-        self, path: str | os.PathLike[str] | None = None, *, busy_timeout: float = 30.0, poll_interval: float = 0.02
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.02,
+        master_key: MasterKeySource | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_database_path()
+        self._vault = SecretVault(self.path, master_key if master_key is not None else MasterKeySource())
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         try:
@@ -105,6 +118,9 @@ class SqliteBackend(Backend):
         except sqlite3.Error as error:
             self._close_connection()
             raise storage_error(error, str(self.path)) from None
+        except OSError as error:  # the file cannot be created: no such directory, no permission
+            self._close_connection()
+            raise GRPCError(Status.INTERNAL, f"cannot open {self.path}: {error.strerror}") from None
         except BaseException:
             self._close_connection()
             raise
@@ -114,10 +130,15 @@ class SqliteBackend(Backend):
         if not self.path.exists():
             # Private from the first byte; SQLite gives -wal and -shm the same mode.
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if not os.access(self.path, os.W_OK):
+            # SQLite would open it read-only and fail only at the first write.
+            raise GRPCError(Status.INTERNAL, f"{self.path} is read-only; Stigmer needs to write to it")
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # Before anything that writes (switching to WAL does): a newer database is left untouched.
+            refuse_newer(conn, str(self.path))
+            mode = _enable_wal(conn, self._busy_timeout)
             if mode != "wal":
                 raise GRPCError(Status.INTERNAL, f"{self.path} cannot use write-ahead logging (journal mode {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -190,7 +211,9 @@ class SqliteBackend(Backend):
 
     def _expire_due_leases(self, now: datetime) -> None:
         due = self._db.execute(
-            "SELECT id FROM executions WHERE phase = 2 AND lease_expire_us <= ?", (_rows.micros(now),)
+            # The partial index holds only RUNNING rows, so this costs the same with a million finished ones.
+            "SELECT id FROM executions INDEXED BY executions_running_leases WHERE phase = 2 AND lease_expire_us <= ?",
+            (_rows.micros(now),),
         ).fetchall()
         if due:
             with self._write() as conn:
@@ -221,7 +244,7 @@ class SqliteBackend(Backend):
             contract_version=rules.CONTRACT_VERSION,
             backend_kind=self.kind,
             backend_version=_package_version(),
-            capabilities=[pb.Capability.DURABLE_STORAGE],
+            capabilities=[pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS],
         )
 
     @_storage_boundary
@@ -356,7 +379,14 @@ class SqliteBackend(Backend):
         )
 
     def _secret_values(self, names: list[str]) -> dict[str, str]:
-        return {}  # no secret storage yet: every reference is reported missing
+        if not names:
+            return {}
+        conn = self._db
+        conn.execute("BEGIN")  # one read snapshot: the key check and the values agree
+        try:
+            return self._vault.values(conn, names)
+        finally:
+            conn.execute("COMMIT")
 
     # -- agent instances ----------------------------------------------------------------------
 
@@ -426,14 +456,83 @@ class SqliteBackend(Backend):
 
     # -- secrets ------------------------------------------------------------------------------
 
+    # Values are sealed by SecretVault (see _secrets.py): only ciphertext is ever bound to SQL.
+
+    @_storage_boundary
     async def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
-        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+        validation.validate_put_secret(message)
+        with self._write() as conn:
+            return self._vault.put(conn, message.name, message.value, _now())
 
+    @_storage_boundary
     async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
-        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+        size = paging.page_size(message.page_size)
+        page = self._vault.page(self._db, paging.decode_token(message), size + 1)
+        token = paging.encode_token(message, page[size - 1].name) if len(page) > size else ""
+        return pb.ListSecretsResponse(secrets=page[:size], next_page_token=token)
 
+    @_storage_boundary
     async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
-        raise errors.unimplemented("this backend does not store secrets yet (no CAPABILITY_SECRETS)")
+        validation.validate_secret_name(message.name)
+        with self._write() as conn:
+            self._vault.delete(conn, message.name)
+        return pb.DeleteSecretResponse()
+
+    # -- the master key (local administration, not RPCs) ---------------------------------------
+
+    async def master_key_status(self) -> KeyStatus:
+        """Where the master key is, whether it opens this database's secrets, how many there are.
+
+        Never creates a key, and reports problems in ``KeyStatus.problem``
+        instead of raising.
+        """
+        try:
+            conn = self._db
+            conn.execute("BEGIN")
+            try:
+                return self._vault.status(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise storage_error(error, str(self.path)) from None
+
+    async def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
+        """Re-encrypts every secret under a new master key, in one transaction, and stores the new key.
+
+        :param new_key: the key to move to; default a new random key, kept
+            where the current one is (keychain or key file). Required when
+            the current key comes from ``STIGMER_MASTER_KEY``.
+        :returns: the ``KeyRotation`` (how many secrets, old key id, the new key's place and id).
+
+        The new key is staged next to the current one before the commit and
+        replaces it after, so a crash at any point leaves a key that opens
+        every secret. Raises ``GRPCError`` as the secret RPCs do, and
+        ``FAILED_PRECONDITION`` when there is no key to rotate.
+        """
+        try:
+            with self._write() as conn:
+                rotation = self._vault.rotate(conn, new_key)
+        except sqlite3.Error as error:
+            raise storage_error(error, str(self.path)) from None
+        self._vault.promote(rotation)
+        return rotation
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``busy_timeout`` for other openers.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite returns SQLITE_BUSY at once
+    instead of calling the busy handler when another process holds a lock (several processes
+    opening a new file together); once the file is in WAL mode the pragma takes no lock.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.001)
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:

@@ -22,7 +22,7 @@ import sqlite_utils
 from grpclib import GRPCError
 from grpclib.const import Status
 
-__all__ = ["HISTORY_WINDOW_US", "SCHEMA_VERSION", "migrate"]
+__all__ = ["HISTORY_WINDOW_US", "SCHEMA_VERSION", "migrate", "refuse_newer"]
 
 HISTORY_WINDOW_US = 10 * 60 * 1_000_000
 
@@ -117,8 +117,45 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2_secrets(db: sqlite_utils.Database) -> None:
+    # Values only ever as sealed ciphertext (stigmer.backends.encryption); the
+    # single key-check row records the master key they are sealed under.
+    db.execute(
+        """
+        CREATE TABLE secrets (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL CHECK (version >= 1),
+            create_us INTEGER NOT NULL,
+            update_us INTEGER NOT NULL,
+            ciphertext BLOB NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE secret_key_check (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            key_id BLOB NOT NULL,
+            check_value BLOB NOT NULL
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_secrets]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def refuse_newer(conn: sqlite3.Connection, path: str) -> int:
+    """The database's schema version; ``INTERNAL`` if newer than this code knows. Reads only."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise GRPCError(
+            Status.INTERNAL,
+            f"{path} was written by a newer Stigmer (schema version {found}; this one knows up to "
+            f"{SCHEMA_VERSION}); upgrade Stigmer to use it",
+        )
+    return found
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
@@ -126,13 +163,7 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
     db = sqlite_utils.Database(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = conn.execute("PRAGMA user_version").fetchone()[0]
-        if found > SCHEMA_VERSION:
-            raise GRPCError(
-                Status.INTERNAL,
-                f"{path} was written by a newer Stigmer (schema version {found}; this one knows up to "
-                f"{SCHEMA_VERSION}); upgrade Stigmer to use it",
-            )
+        found = refuse_newer(conn, path)
         for version in range(found + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[version - 1](db)
         if found != SCHEMA_VERSION:

@@ -44,7 +44,10 @@ class TinyBackend(pb.BackendServiceBase):
 @pytest.fixture
 async def client():
     server = Server([TinyBackend()])
-    sock = socket.create_server(("127.0.0.1", 0))  # the server owns and closes it
+    # IPPROTO_TCP, not create_server's 0: asyncio then sets TCP_NODELAY (no 40 ms delayed-ACK stalls).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # the server owns and closes it
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
     await server.start(sock=sock)
     channel = Channel("127.0.0.1", sock.getsockname()[1])
     yield pb.BackendServiceStub(channel)

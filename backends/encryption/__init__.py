@@ -1,0 +1,42 @@
+"""Secrets at rest: AES-256-GCM sealed values under a master key kept outside the database.
+
+The database stores only sealed values (``seal``/``unseal``, format in
+``_sealed``) and a ``KeyCheck`` of the key they are sealed under, so a wrong
+key is refused up front with the place it came from. The key itself lives in
+``STIGMER_MASTER_KEY``, the OS keychain, or ``$STIGMER_HOME/master.key``
+(``MasterKeySource``), as base64 text of 32 bytes.
+
+    source = MasterKeySource()                   # env, keychain, file; opened lazily
+    key, store = source.find() or source.create()
+    sealed = seal(key, "GH_TOKEN", value)        # bound to the name and the key
+    value = unseal(key, "GH_TOKEN", sealed)      # SealedValueError if moved, altered or another key's
+"""
+
+from ._errors import KeyLookupFailed, MasterKeyError, SealedValueError
+from ._key import KEY_BYTES, KeyCheck, MasterKey
+from ._sealed import FORMAT_VERSION, key_id_of, reseal, seal, unseal
+from ._source import ENV_VAR, KEY_FILE_NAME, NEW_KEY_ENV_VAR, MasterKeySource, environment_key
+from ._stores import EnvironmentKeyStore, FileKeyStore, KeychainKeyStore, KeyStore
+
+__all__ = [
+    "ENV_VAR",
+    "FORMAT_VERSION",
+    "KEY_BYTES",
+    "KEY_FILE_NAME",
+    "NEW_KEY_ENV_VAR",
+    "EnvironmentKeyStore",
+    "FileKeyStore",
+    "KeyCheck",
+    "KeyLookupFailed",
+    "KeyStore",
+    "KeychainKeyStore",
+    "MasterKey",
+    "MasterKeyError",
+    "MasterKeySource",
+    "SealedValueError",
+    "environment_key",
+    "key_id_of",
+    "reseal",
+    "seal",
+    "unseal",
+]

@@ -1,0 +1,156 @@
+"""``stigmer execution``: inspect and control executions."""
+
+from __future__ import annotations
+
+import click
+
+from ._output import emit, output_option, status
+from ._runtime import open_backend, run
+
+__all__ = ["execution"]
+
+PHASES = ("pending", "running", "succeeded", "failed", "cancelled")
+
+
+def _time(value):
+    return value.isoformat(timespec="seconds") if value else None
+
+
+EXECUTION_COLUMNS = [
+    ("ID", lambda e: e.id),
+    ("AGENT", lambda e: e.agent_instance_name),
+    ("PHASE", lambda e: e.status.phase.name),
+    ("VERSION", lambda e: e.version),
+    ("CREATED", lambda e: _time(e.create_time)),
+    ("MESSAGE", lambda e: e.status.message or None),
+]
+
+
+@click.group()
+def execution() -> None:
+    """Executions: list, get, watch, cancel."""
+
+
+@execution.command("list")
+@click.option("--agent", "agent_name", help="Only executions of this agent instance (name or id).")
+@click.option("--phase", "phases", multiple=True, type=click.Choice(PHASES), help="Only these phases (repeatable).")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="At most this many.")
+@click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
+@output_option
+def list_executions(
+    agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
+) -> None:
+    """List executions, newest first (ListExecutions)."""
+
+    async def main() -> None:
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        from .agents import _ref
+
+        found: list = []
+        async with open_backend() as backend:
+            agent_id = ""
+            if agent_name:
+                request = pb.GetAgentInstanceRequest(agent_instance=_ref(agent_name))
+                agent_id = (await backend.get_agent_instance(request)).agent_instance.id
+            token = ""
+            while len(found) < limit:
+                request = pb.ListExecutionsRequest(
+                    page_size=min(limit - len(found), 1000),
+                    page_token=token,
+                    agent_instance_id=agent_id,
+                    phases=[pb.ExecutionPhase[p.upper()] for p in phases],
+                    newest_first=not oldest_first,
+                )
+                page = await backend.list_executions(request)
+                found += page.executions
+                token = page.next_page_token
+                if not token:
+                    break
+        emit(output, {"executions": found}, EXECUTION_COLUMNS, rows=found)
+
+    run(main)
+
+
+@execution.command("get")
+@click.argument("execution_id")
+@output_option
+def get_execution(execution_id: str, output: str) -> None:
+    """Show one execution (GetExecution)."""
+
+    async def main() -> None:
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        async with open_backend() as backend:
+            found = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+        if output == "table":
+            _describe(found)
+        else:
+            emit(output, found, [])
+
+    run(main)
+
+
+def _describe(e) -> None:
+    s = e.status
+    lines = [
+        ("id", e.id),
+        ("agent", f"{e.agent_instance_name} ({e.agent_instance_id})"),
+        ("phase", s.phase.name),
+        ("version", e.version),
+        ("message", s.message),
+        ("runner", s.runner_id),
+        ("created", _time(e.create_time)),
+        ("started", _time(s.start_time)),
+        ("ended", _time(s.end_time)),
+        ("lease until", _time(s.lease_expire_time)),
+        ("input", e.input.message),
+        ("output", s.output.text if s.output else None),
+        ("error", f"{s.error.code}: {s.error.message}" if s.error else None),
+    ]
+    for label, value in lines:
+        if value not in (None, ""):
+            click.echo(f"{label + ':':<13}{value}")
+
+
+@execution.command("watch")
+@click.argument("execution_id")
+@output_option
+def watch_execution(execution_id: str, output: str) -> None:
+    """Follow an execution until it ends (WatchExecution); one line (or JSON object) per version."""
+
+    async def main() -> None:
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        async with open_backend() as backend:
+            async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+                e = response.execution
+                if output == "table":
+                    message = f": {e.status.message}" if e.status.message else ""
+                    click.echo(f"v{e.version} {e.status.phase.name}{message}")
+                elif output == "json":  # one object per line, so a consumer can stream them
+                    import json
+
+                    click.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+                else:
+                    click.echo("---")
+                    emit(output, e, [])
+
+    run(main)
+
+
+@execution.command("cancel")
+@click.argument("execution_id")
+@click.option("--reason", default="cancelled from the command line", show_default=True, help="Stored as the message.")
+def cancel_execution(execution_id: str, reason: str) -> None:
+    """Cancel a pending or running execution (CancelExecution)."""
+
+    async def main() -> None:
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        async with open_backend() as backend:
+            request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
+            cancelled = (await backend.cancel_execution(request)).execution
+        status(f"execution {cancelled.id} cancelled (version {cancelled.version})")
+
+    run(main)

@@ -1,0 +1,213 @@
+"""``stigmer secret``: store, list and delete secrets; inspect and rotate the master key.
+
+A value goes in only through ``put``, read from stdin or a hidden prompt,
+never from the command line (where it would land in shell history and the
+process list), and never comes out: ``list`` shows metadata only. Agents
+reference secrets as ``${.secrets.NAME}``; runners get the values for the
+execution they hold and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import click
+
+from ._output import emit, output_option
+from ._output import status as say
+from ._runtime import open_backend, run
+
+__all__ = ["secret"]
+
+_MAX_VALUE_BYTES = 65_536
+_COLUMNS = [
+    ("NAME", lambda secret: secret.name),
+    ("VERSION", lambda secret: secret.version),
+    ("CREATED", lambda secret: _when(secret.create_time)),
+    ("UPDATED", lambda secret: _when(secret.update_time)),
+]
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
+
+
+def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from stigmer.backends.rules.secret_refs import SECRET_NAME
+
+    if not SECRET_NAME.fullmatch(value):
+        raise click.BadParameter(
+            f"{value!r} is not a secret name: letters, digits and underscores, not starting with a digit, "
+            "at most 128 characters"
+        )
+    return value
+
+
+def _read_value() -> str:
+    """The value: all of stdin when it is not a terminal, else a hidden prompt asked twice."""
+    stdin = getattr(sys.stdin, "buffer", None)
+    if stdin is None:
+        raise click.UsageError("there is no standard input to read the value from")
+    if stdin.isatty():
+        value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
+    else:
+        data = stdin.read(_MAX_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
+        try:
+            value = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.UsageError("the value on stdin is not UTF-8 text") from None
+        # `echo value | stigmer secret put NAME` must store "value", as $(...) would.
+        value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+    if not value:
+        raise click.UsageError("the value is empty: pipe it on stdin, or run in a terminal to be prompted for it")
+    if len(value.encode()) > _MAX_VALUE_BYTES:
+        raise click.UsageError(f"the value is longer than {_MAX_VALUE_BYTES} bytes")
+    return value
+
+
+def _require_local(command: str) -> None:
+    from ._context import load_context
+
+    context = load_context()
+    if context.is_remote:
+        raise click.ClickException(
+            f"`stigmer secret {command}` works on the local database only; the active context is "
+            f"{context.endpoint} (see `stigmer context`)"
+        )
+
+
+@click.group()
+def secret() -> None:
+    """Secrets that agents reference as ${.secrets.NAME}, stored encrypted."""
+
+
+@secret.command()
+@click.argument("name", callback=_secret_name)
+@output_option
+def put(name: str, output: str) -> None:
+    """Store NAME's value (create or replace).
+
+    The value is read from stdin when it is piped (one trailing newline is
+    dropped), otherwise prompted for without echo, twice. It is never taken
+    from the command line.
+    """
+    value = _read_value()
+
+    async def main():
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        async with open_backend() as backend:
+            return await backend.put_secret(pb.PutSecretRequest(name=name, value=value))
+
+    response = run(main)
+    say(f"secret {name} {'created' if response.created else 'updated'} (version {response.secret.version})")
+    emit(output, response.secret, _COLUMNS)
+
+
+@secret.command("list")
+@output_option
+def list_secrets(output: str) -> None:
+    """List secrets by name (metadata only: values are never shown)."""
+
+    async def main():
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        secrets, token = [], ""
+        async with open_backend() as backend:
+            while True:
+                page = await backend.list_secrets(pb.ListSecretsRequest(page_size=1000, page_token=token))
+                secrets += page.secrets
+                token = page.next_page_token
+                if not token:
+                    return secrets
+
+    secrets = run(main)
+    emit(output, secrets, _COLUMNS, rows=secrets)
+
+
+@secret.command()
+@click.argument("name", callback=_secret_name)
+def delete(name: str) -> None:
+    """Delete NAME. Agents that reference it fail to start until it is put again."""
+
+    async def main():
+        from stigmer.gen.stigmer.backend import v1 as pb
+
+        async with open_backend() as backend:
+            await backend.delete_secret(pb.DeleteSecretRequest(name=name))
+
+    run(main)
+    say(f"secret {name} deleted")
+
+
+@secret.command()
+@output_option
+def status(output: str) -> None:
+    """Where the master key lives and whether it opens the local database's secrets.
+
+    Exits 1 when the secrets cannot be opened (no key, or a key that does
+    not match). Never creates a key.
+    """
+    _require_local("status")
+
+    async def main():
+        async with open_backend() as backend:
+            return await backend.master_key_status()
+
+    report = run(main)
+    if report.place:
+        key = f"{report.place} (key id {report.key_id})"
+    elif report.new_key_place:
+        key = f"none yet: the first `stigmer secret put` creates one in {report.new_key_place}"
+    elif report.problem:
+        key = "none usable (see the error below)"
+    else:
+        key = "not found"
+    matches = {True: "yes", False: "NO", None: "- (no secrets stored)"}[report.matches]
+    rows = [
+        ("database", report.database),
+        ("secrets", str(report.secrets)),
+        ("master key", key),
+        ("sealed under key id", report.database_key_id or "-"),
+        ("key matches database", matches),
+    ]
+    if output == "table":
+        # Label and value per line, never cut short: paths and keychain places are long.
+        for label, value in rows:
+            click.echo(f"{label + ':':<22}{value}")
+    else:
+        emit(output, dataclasses.asdict(report), [])
+    if report.problem:
+        raise click.ClickException(report.problem)
+
+
+@secret.command("rotate-key")
+def rotate_key() -> None:
+    """Re-encrypt every secret under a new master key, in one transaction.
+
+    The new key is random and replaces the current one where it lives (OS
+    keychain or key file). When the current key comes from
+    STIGMER_MASTER_KEY, which Stigmer cannot change, put the new key (base64
+    of 32 bytes, e.g. `openssl rand -base64 32`) in STIGMER_NEW_MASTER_KEY,
+    then move it to STIGMER_MASTER_KEY once this succeeds.
+    """
+    _require_local("rotate-key")
+
+    async def main():
+        from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
+
+        try:
+            new_key = environment_key(NEW_KEY_ENV_VAR)
+        except MasterKeyError as error:
+            raise click.UsageError(str(error)) from None
+        async with open_backend() as backend:
+            return await backend.rotate_master_key(new_key), new_key is not None
+
+    rotation, from_environment = run(main)
+    say(
+        f"re-encrypted {rotation.secrets} secret(s) under a new master key (key id {rotation.new_key.key_id.hex()}, "
+        f"replacing {rotation.old_key_id}), kept in {rotation.new_key.place}"
+    )
+    if from_environment and not rotation.store.writable:
+        say("now set STIGMER_MASTER_KEY to the value of STIGMER_NEW_MASTER_KEY, and unset STIGMER_NEW_MASTER_KEY")

@@ -1,0 +1,124 @@
+"""``stigmer server``: serve the local SQLite backend over gRPC for runners and CLIs elsewhere."""
+
+from __future__ import annotations
+
+import click
+
+DEFAULT_PORT = 7780
+TOKEN_ENV = "STIGMER_SERVER_TOKEN"
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 or :: for all).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port; 0 picks a free one (read it from the 'listening on' line).",
+)
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    help="SQLite database to serve  [default: $STIGMER_HOME/local.db]",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(),
+    help=f"File holding the bearer token clients must send (mode 0600). Or set {TOKEN_ENV}.",
+)
+@click.option("--tls-cert", type=click.Path(), help="PEM certificate chain; enables TLS (needs --tls-key).")
+@click.option("--tls-key", type=click.Path(), help="PEM private key (unencrypted) of --tls-cert.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds SIGTERM/SIGINT waits for calls in flight.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every call (method, peer, duration) to stderr.")
+def server(
+    host: str,
+    port: int,
+    db_path: str | None,
+    token_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    grace: float,
+    verbose: bool,
+) -> None:
+    """Serve a Stigmer backend over gRPC (BackendService, health, reflection).
+
+    \b
+    Listens on 127.0.0.1 by default. Clients authenticate with a bearer token
+    ('authorization: Bearer TOKEN') taken from --token-file or the environment
+    variable STIGMER_SERVER_TOKEN; health checks need none. Listening on any
+    other than a loopback address requires a token. Prints
+    'listening on HOST:PORT' on stdout once it accepts connections; stops
+    gracefully on SIGINT or SIGTERM.
+    """
+    import logging
+    import os
+
+    from ._runtime import run
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("stigmer").setLevel(logging.DEBUG)
+
+    from stigmer.backends.cloud.endpoint import format_endpoint
+    from stigmer.server.startup import (
+        StartupError,
+        is_loopback,
+        listening_socket,
+        read_server_token,
+        server_ssl_context,
+    )
+
+    try:
+        token = read_server_token(token_file, os.environ.get(TOKEN_ENV), TOKEN_ENV)
+        if token is None and not is_loopback(host):
+            raise StartupError(
+                f"refusing to listen on {host} without authentication: "
+                f"give a token with --token-file or {TOKEN_ENV}, or listen on 127.0.0.1"
+            )
+        ssl_context = server_ssl_context(tls_cert, tls_key) if tls_cert and tls_key else None
+        sock = listening_socket(host, port)
+    except StartupError as error:
+        raise click.ClickException(str(error)) from None
+
+    async def main() -> None:
+        from stigmer.backends.sqlite import SqliteBackend
+        from stigmer.server.backend_server import serve_until_signalled
+
+        from ._output import status
+
+        try:
+            backend = SqliteBackend(db_path)
+        except BaseException:
+            sock.close()
+            raise
+
+        def listening(address: tuple[str, int]) -> None:
+            where = format_endpoint(*address)
+            click.echo(f"listening on {where}")
+            security = ", ".join(
+                [
+                    "TLS" if ssl_context else "no TLS",
+                    "token required" if token else "no authentication",
+                ]
+            )
+            status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
+            if ssl_context is None and not is_loopback(address[0]):
+                status("warning: no TLS on a non-loopback address: the token and all data travel in clear")
+
+        async with backend:
+            await serve_until_signalled(
+                backend, sock, token=token, ssl_context=ssl_context, grace=grace, on_listening=listening
+            )
+        status("stopped")
+
+    run(main)

@@ -1,0 +1,205 @@
+"""The suite's view of a backend: synchronous calls, tracked resources, one error helper.
+
+Tests call ``client.create_execution(request)`` exactly as they would call the
+generated stub or a Python backend, but synchronously, on the suite's event
+loop, each bounded by a timeout so a hung backend fails a test instead of
+hanging the run. Everything a test creates is registered and undone at
+teardown (csi-test's ``Resources``), and names carry a per-run suffix, so the
+suite can run against a shared, long-lived backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets as _random
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from grpclib import GRPCError
+from grpclib.const import Status
+
+from stigmer.gen.stigmer.backend import v1 as pb
+
+__all__ = ["CALL_TIMEOUT", "Client", "Watch", "expect_status", "unique_name"]
+
+CALL_TIMEOUT = 30.0
+_RUN = _random.token_hex(3)
+_counter = iter(range(1, 1 << 62))
+_RPCS = frozenset(re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in (
+    "GetBackendInfo", "CreateExecution", "GetExecution", "ListExecutions", "UpdateExecutionStatus",
+    "CancelExecution", "WatchExecution", "GetExecutionContext", "GetAgentInstance", "ApplyAgentInstance",
+    "ListAgentInstances", "DeleteAgentInstance", "PutSecret", "ListSecrets", "DeleteSecret",
+))  # fmt: skip
+
+
+def unique_name(prefix: str = "cf") -> str:
+    """An agent instance name no other test or run uses (valid for the name pattern)."""
+    return f"{prefix}-{_RUN}-{next(_counter)}"
+
+
+def unique_secret_name(prefix: str = "CF") -> str:
+    return f"{prefix}_{_RUN.upper()}_{next(_counter)}"
+
+
+def request_id() -> str:
+    return f"cf-{uuid.uuid4()}"
+
+
+_known_secret_values: set[str] = set()
+
+
+def remember_secret_value(value: str) -> None:
+    """Registers a value that must never appear in an error message or ordinary response."""
+    _known_secret_values.add(value)
+
+
+def leaked_values(text: str | bytes) -> list[str]:
+    if isinstance(text, bytes):
+        return [v for v in _known_secret_values if v.encode() in text]
+    return [v for v in _known_secret_values if v in text]
+
+
+class _Caught:
+    error: GRPCError
+
+
+@contextlib.contextmanager
+def expect_status(status: Status, *, naming: str | None = None) -> Iterator[_Caught]:
+    """Asserts the block fails with ``status``; the message names ``naming`` if given.
+
+    Every expected failure is also checked for leaked secret values.
+    """
+    caught = _Caught()
+    try:
+        yield caught
+    except GRPCError as error:
+        caught.error = error
+        message = error.message or ""
+        assert error.status == status, f"expected {status.name}, got {error.status.name}: {message}"
+        assert not leaked_values(message), "a secret value appears in an error message"
+        if naming is not None:
+            assert naming in message, f"the {status.name} message should name {naming!r}: {message!r}"
+    else:
+        raise AssertionError(f"expected the call to fail with {status.name}, but it succeeded")
+
+
+class Watch:
+    """A ``WatchExecution`` stream consumed in the background while the test goes on."""
+
+    def __init__(self, client: Client, execution_id: str) -> None:
+        self._client = client
+        self.states: list[pb.Execution] = []
+        self.error: BaseException | None = None
+        self.done = False
+        self._task = client.loop.create_task(self._consume(execution_id))
+
+    async def _consume(self, execution_id: str) -> None:
+        try:
+            stream = self._client.backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id))
+            async for response in stream:
+                self.states.append(response.execution)
+        except Exception as error:  # reported to the test through .error
+            self.error = error
+        finally:
+            self.done = True
+
+    def wait_until(self, condition: Callable[[Watch], bool], timeout: float = 10.0) -> bool:
+        """Runs the loop until ``condition(self)`` holds, or ``timeout`` passes."""
+
+        async def poll() -> bool:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not condition(self):
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                await asyncio.sleep(0.005)
+            return True
+
+        return self._client.loop.run_until_complete(poll())
+
+    def finish(self, timeout: float = 10.0) -> list[pb.Execution]:
+        """Waits for the stream to end by itself and returns every state received."""
+        assert self.wait_until(lambda w: w.done, timeout), "the watch did not end after a terminal state"
+        if self.error is not None:
+            raise self.error
+        return self.states
+
+    def cancel(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            self._client.loop.run_until_complete(self._task)
+
+
+class Client:
+    """Synchronous, tracked access to a backend (a Python ``Backend`` or a generated stub)."""
+
+    def __init__(self, backend: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.backend = backend
+        self.loop = loop
+        self._undo: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Callable[[Any], Any]:
+        if name not in _RPCS or name == "watch_execution":
+            raise AttributeError(name)
+
+        def call(request: Any) -> Any:
+            response = self.run(getattr(self.backend, name)(request))
+            self._track(name, request, response)
+            return response
+
+        return call
+
+    def run(self, awaitable: Any, timeout: float = CALL_TIMEOUT) -> Any:
+        return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+
+    def concurrently(self, calls: list[tuple[str, Any]]) -> list[Any]:
+        """Issues every ``(rpc, request)`` at once; each result is a response or the ``GRPCError``."""
+
+        async def all_at_once() -> list[Any]:
+            return await asyncio.gather(
+                *(getattr(self.backend, name)(request) for name, request in calls), return_exceptions=True
+            )
+
+        results = self.run(all_at_once())
+        for (name, request), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, GRPCError):
+                raise result
+            if not isinstance(result, BaseException):
+                self._track(name, request, result)
+        return results
+
+    def watch(self, execution_id: str) -> Watch:
+        return Watch(self, execution_id)
+
+    # -- tracking and cleanup -----------------------------------------------------------------
+
+    def _track(self, name: str, request: Any, response: Any) -> None:
+        if name == "apply_agent_instance" and response.outcome == pb.ApplyOutcome.CREATED:
+            self._undo.append(("agent", response.agent_instance.id))
+        elif name == "create_execution" and response.created:
+            self._undo.append(("execution", response.execution.id))
+        elif name == "put_secret" and response.created:
+            self._undo.append(("secret", request.name))
+
+    def cleanup(self) -> None:
+        """Undoes what was created, newest first; ignores NOT_FOUND; fails once with every error."""
+        problems: list[str] = []
+        while self._undo:
+            kind, key = self._undo.pop()
+            try:
+                if kind == "agent":
+                    ref = pb.AgentInstanceRef(id=key)
+                    self.run(self.backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=ref)))
+                elif kind == "secret":
+                    self.run(self.backend.delete_secret(pb.DeleteSecretRequest(name=key)))
+                else:
+                    request = pb.CancelExecutionRequest(execution_id=key, reason="conformance cleanup")
+                    self.run(self.backend.cancel_execution(request))
+            except GRPCError as error:
+                if error.status not in (Status.NOT_FOUND, Status.FAILED_PRECONDITION):
+                    problems.append(f"{kind} {key}: {error.status.name} {error.message}")
+            except Exception as error:
+                problems.append(f"{kind} {key}: {type(error).__name__}: {error}")
+        assert not problems, "cleanup failed: " + "; ".join(problems)

@@ -1,0 +1,83 @@
+"""Named scenarios the suite builds on: valid resources and executions in each phase.
+
+Each helper creates what its name says through the tracked ``Client`` (so it
+is cleaned up) with unique names, and returns the backend's response.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from stigmer.gen.stigmer.backend import v1 as pb
+
+from .client import Client, request_id, unique_name
+
+__all__ = ["OTHER_RUNNER", "RUNNER", "apply_agent", "claim", "create_execution", "execution_in", "move", "spec"]
+
+RUNNER = "cf-runner-a"
+OTHER_RUNNER = "cf-runner-b"
+Phase = pb.ExecutionPhase
+
+
+def spec(**overrides: object) -> pb.AgentInstanceSpec:
+    """A valid spec; keyword arguments replace fields."""
+    values: dict[str, object] = {
+        "instructions": "You are a careful assistant.",
+        "model": pb.ModelConfig(provider="ollama", model="llama3"),
+        "env": [pb.EnvironmentVariable(name="LOG_LEVEL", value="info")],
+    }
+    values.update(overrides)
+    return pb.AgentInstanceSpec(**values)
+
+
+def apply_agent(
+    client: Client, agent_spec: pb.AgentInstanceSpec | None = None, name: str | None = None
+) -> pb.AgentInstance:
+    request = pb.ApplyAgentInstanceRequest(name=name or unique_name(), spec=agent_spec or spec())
+    return client.apply_agent_instance(request).agent_instance
+
+
+def create_execution(
+    client: Client, agent: pb.AgentInstance | None = None, message: str = "hello", **input_fields: object
+) -> pb.Execution:
+    agent = agent or apply_agent(client)
+    request = pb.CreateExecutionRequest(
+        request_id=request_id(),
+        agent_instance=pb.AgentInstanceRef(name=agent.name),
+        input=pb.ExecutionInput(message=message, **input_fields),
+    )
+    return client.create_execution(request).execution
+
+
+def claim(
+    client: Client, execution: pb.Execution, runner: str = RUNNER, lease: timedelta | None = None
+) -> pb.Execution:
+    request = pb.UpdateExecutionStatusRequest(
+        execution_id=execution.id,
+        phase=Phase.RUNNING,
+        runner_id=runner,
+        expected_version=execution.version,
+        lease_duration=lease,
+    )
+    return client.update_execution_status(request).execution
+
+
+def move(client: Client, execution: pb.Execution, to: int, runner: str = RUNNER, **fields: object) -> pb.Execution:
+    """``UpdateExecutionStatus`` to ``to`` as ``runner``, with an error when ``to`` is FAILED."""
+    if to == Phase.FAILED and "error" not in fields:
+        fields["error"] = pb.ExecutionError(code="AGENT_FAILED", message="the agent gave up")
+    request = pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=to, runner_id=runner, **fields)
+    return client.update_execution_status(request).execution
+
+
+def execution_in(client: Client, phase: int, agent: pb.AgentInstance | None = None) -> pb.Execution:
+    """A new execution driven to ``phase`` along legal transitions."""
+    execution = create_execution(client, agent)
+    if phase == Phase.PENDING:
+        return execution
+    if phase == Phase.CANCELLED:
+        return client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id, reason="test")).execution
+    execution = claim(client, execution)
+    if phase == Phase.RUNNING:
+        return execution
+    return move(client, execution, phase)

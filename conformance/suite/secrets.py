@@ -1,0 +1,170 @@
+"""Secrets: stored write-only, resolved only into the context of a running execution, never leaked."""
+
+import pytest
+from grpclib.const import Status
+
+from stigmer.conformance.client import expect_status, leaked_values, remember_secret_value, unique_secret_name
+from stigmer.conformance.scenarios import OTHER_RUNNER, RUNNER, apply_agent, claim, create_execution, move, spec
+from stigmer.gen.stigmer.backend import v1 as pb
+
+pytestmark = pytest.mark.requires_capability(pb.Capability.SECRETS)
+Phase = pb.ExecutionPhase
+
+
+def _put(client, name=None, value=None):
+    name = name or unique_secret_name()
+    value = value or f"s3cr3t-{name}-✓"
+    remember_secret_value(value)
+    return name, value, client.put_secret(pb.PutSecretRequest(name=name, value=value))
+
+
+def _agent_using(client, *names, credentials=None, extra_env=()):
+    env = [pb.EnvironmentVariable(name=f"V_{n}", value=f"Bearer ${{.secrets.{n}}}") for n in names]
+    model = pb.ModelConfig(
+        provider="openai", model="gpt-4o", credentials=f"${{ .secrets.{credentials} }}" if credentials else ""
+    )
+    return apply_agent(client, spec(model=model, env=[*env, *extra_env]))
+
+
+def _context(client, execution, runner=RUNNER):
+    return client.get_execution_context(pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=runner))
+
+
+class TestPutSecret:
+    def test_put_returns_metadata_only(self, client):
+        """`PutSecretResponse`: metadata and `created`, never the value."""
+        name, value, response = _put(client)
+        assert response.created and response.secret.name == name and response.secret.version == 1
+        assert value.encode() not in bytes(response) and value not in response.to_json()
+
+    def test_a_second_put_replaces_and_bumps_version(self, client):
+        """Putting an existing name: `created` false, `version` + 1, the new value used from then on."""
+        name, _, first = _put(client)
+        _, new_value, second = _put(client, name, "rotated-value-xyz")
+        assert (second.created, second.secret.version) == (False, 2)
+        assert second.secret.create_time == first.secret.create_time
+        running = claim(client, create_execution(client, _agent_using(client, name)))
+        assert _context(client, running).secrets == {name: new_value}
+
+
+class TestListSecrets:
+    def test_lists_names_and_never_values(self, client):
+        """`ListSecrets` pages hold each secret once in name order, with no value anywhere."""
+        mine = {_put(client)[0] for _ in range(4)}
+        names, token = [], ""
+        while True:
+            page = client.list_secrets(pb.ListSecretsRequest(page_size=2, page_token=token))
+            assert not leaked_values(bytes(page)), "a secret value appears in ListSecrets"
+            names += [s.name for s in page.secrets]
+            token = page.next_page_token
+            if not token:
+                break
+        assert names == sorted(names, key=lambda n: n.encode()) and len(names) == len(set(names))
+        assert mine <= set(names)
+
+
+class TestDeleteSecret:
+    def test_deleted_secret_is_gone(self, client):
+        """Deleted: not listed; deleting again is NOT_FOUND."""
+        name, _, _ = _put(client)
+        client.delete_secret(pb.DeleteSecretRequest(name=name))
+        with expect_status(Status.NOT_FOUND):
+            client.delete_secret(pb.DeleteSecretRequest(name=name))
+
+    def test_a_context_needing_a_deleted_secret_is_failed_precondition(self, client):
+        """A referenced secret that no longer exists: FAILED_PRECONDITION naming it."""
+        name, _, _ = _put(client)
+        running = claim(client, create_execution(client, _agent_using(client, name)))
+        client.delete_secret(pb.DeleteSecretRequest(name=name))
+        with expect_status(Status.FAILED_PRECONDITION, naming=name):
+            _context(client, running)
+
+
+class TestSecretsInContext:
+    def test_context_resolves_env_and_credentials(self, client):
+        """The context substitutes references in `env` and returns exactly the referenced values."""
+        token, key = _put(client), _put(client)
+        literal = pb.EnvironmentVariable(name="PLAIN", value="no secrets here")
+        agent = _agent_using(client, token[0], credentials=key[0], extra_env=[literal])
+        running = claim(client, create_execution(client, agent))
+        context = _context(client, running)
+        assert context.secrets == {token[0]: token[1], key[0]: key[1]}
+        assert context.environment == {f"V_{token[0]}": f"Bearer {token[1]}", "PLAIN": "no secrets here"}
+        assert context.agent_instance.spec == agent.spec, "the snapshot keeps references unresolved"
+
+    def test_a_context_never_holds_another_agents_secrets(self, client):
+        """Two agents with different secrets: each context has only its own."""
+        mine, theirs = _put(client), _put(client)
+        running = claim(client, create_execution(client, _agent_using(client, mine[0])))
+        claim(client, create_execution(client, _agent_using(client, theirs[0])))
+        context = _context(client, running)
+        assert set(context.secrets) == {mine[0]}
+        assert theirs[1].encode() not in bytes(context)
+
+    def test_missing_secret_is_named_and_no_value_revealed(self, client):
+        """A reference to a secret that does not exist: FAILED_PRECONDITION naming it, no value in the message."""
+        present = _put(client)
+        missing = unique_secret_name("MISSING")
+        running = claim(client, create_execution(client, _agent_using(client, present[0], missing)))
+        with expect_status(Status.FAILED_PRECONDITION, naming=missing):
+            _context(client, running)
+
+    @pytest.mark.parametrize("phase", [Phase.PENDING, Phase.SUCCEEDED, Phase.CANCELLED], ids=lambda p: p.name)
+    def test_no_values_unless_running(self, client, phase):
+        """Only a RUNNING execution has a context; other phases are FAILED_PRECONDITION."""
+        name = _put(client)[0]
+        execution = create_execution(client, _agent_using(client, name))
+        if phase == Phase.SUCCEEDED:
+            execution = move(client, claim(client, execution), phase)
+        elif phase == Phase.CANCELLED:
+            execution = client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id)).execution
+        with expect_status(Status.FAILED_PRECONDITION):
+            _context(client, execution)
+
+    def test_no_values_for_another_runner(self, client):
+        """Only the lease holder gets values."""
+        name = _put(client)[0]
+        running = claim(client, create_execution(client, _agent_using(client, name)))
+        with expect_status(Status.FAILED_PRECONDITION):
+            _context(client, running, runner=OTHER_RUNNER)
+
+    def test_no_other_rpc_returns_a_value(self, client):
+        """Values never appear in any other response: agent, execution, lists, watch, updates."""
+        name, value, _ = _put(client)
+        agent = _agent_using(client, name, credentials=name)
+        execution = create_execution(client, agent)
+        running = claim(client, execution)
+        responses = [
+            client.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=agent.id))),
+            client.list_agent_instances(pb.ListAgentInstancesRequest(page_size=1000)),
+            client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)),
+            client.list_executions(pb.ListExecutionsRequest(agent_instance_id=agent.id)),
+            client.update_execution_status(pb.UpdateExecutionStatusRequest(execution_id=running.id, phase=Phase.RUNNING, runner_id=RUNNER)),
+            client.get_backend_info(pb.GetBackendInfoRequest()),
+        ]  # fmt: skip
+        done = move(client, running, Phase.SUCCEEDED)
+        responses += [pb.WatchExecutionResponse(execution=s) for s in client.watch(done.id).finish()]
+        for response in responses:
+            assert value.encode() not in bytes(response), f"{type(response).__name__} carries a secret value"
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda: ("put_secret", pb.PutSecretRequest(name="", value="v")), "name"),
+        (lambda: ("put_secret", pb.PutSecretRequest(name="bad-name", value="v")), "name"),
+        (lambda: ("put_secret", pb.PutSecretRequest(name="N" * 129, value="v")), "name"),
+        (lambda: ("put_secret", pb.PutSecretRequest(name="EMPTY_VALUE")), "value"),
+        (lambda: ("put_secret", pb.PutSecretRequest(name="HUGE", value="v" * 65_537)), "value"),
+        (lambda: ("delete_secret", pb.DeleteSecretRequest(name="")), "name"),
+        (lambda: ("list_secrets", pb.ListSecretsRequest(page_size=-1)), "page_size"),
+    ],
+    ids=["PutSecret/name-missing", "PutSecret/name-invalid", "PutSecret/name-129-chars", "PutSecret/value-empty",
+         "PutSecret/value-over-64KiB", "DeleteSecret/name-missing", "ListSecrets/page_size-negative"],
+)  # fmt: skip
+def test_invalid_request(client, call, field):
+    """The first invalid field: INVALID_ARGUMENT naming it (a value is never quoted)."""
+    rpc, request = call()
+    with expect_status(Status.INVALID_ARGUMENT, naming=field) as caught:
+        getattr(client, rpc)(request)
+    assert "v" * 100 not in caught.error.message

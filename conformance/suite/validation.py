@@ -1,0 +1,162 @@
+"""INVALID_ARGUMENT for every documented limit and pattern, naming the field, writing nothing."""
+
+from datetime import timedelta
+
+import pytest
+from grpclib.const import Status
+
+from stigmer.conformance.client import expect_status, request_id, unique_name
+from stigmer.conformance.scenarios import RUNNER, apply_agent, spec
+from stigmer.gen.google.protobuf import Struct
+from stigmer.gen.stigmer.backend import v1 as pb
+
+Phase = pb.ExecutionPhase
+MIB = 1_048_576
+AGENT = pb.AgentInstanceRef(name="cf-validation-agent")
+INPUT = pb.ExecutionInput(message="hi")
+EXE = "exe_validation_target"
+
+
+def _create(**fields):
+    values = {"request_id": "cf-valid-id", "agent_instance": AGENT, "input": INPUT}
+    values.update(fields)
+    return ("create_execution", pb.CreateExecutionRequest(**values))
+
+
+def _update(**fields):
+    values = {"execution_id": EXE, "phase": Phase.RUNNING, "runner_id": RUNNER}
+    values.update(fields)
+    return ("update_execution_status", pb.UpdateExecutionStatusRequest(**values))
+
+
+def _apply(name="cf-valid-name", **spec_fields):
+    return ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name=name, spec=spec(**spec_fields)))
+
+
+def _model(**fields):
+    values = {"provider": "openai", "model": "gpt-4o"}
+    values.update(fields)
+    return pb.ModelConfig(**values)
+
+
+def _env(*pairs):
+    return [pb.EnvironmentVariable(name=n, value=v) for n, v in pairs]
+
+
+def _big_struct(size):
+    return Struct.from_dict({"blob": "x" * size})
+
+
+# (case id, (rpc, request), field the message must name)
+CASES = [
+    ("CreateExecution/request_id-missing", _create(request_id=""), "request_id"),
+    ("CreateExecution/request_id-with-space", _create(request_id="a b"), "request_id"),
+    ("CreateExecution/request_id-129-chars", _create(request_id="r" * 129), "request_id"),
+    ("CreateExecution/agent_instance-missing", _create(agent_instance=None), "agent_instance"),
+    ("CreateExecution/agent_instance-empty-ref", _create(agent_instance=pb.AgentInstanceRef()), "agent_instance"),
+    ("CreateExecution/agent_instance-bad-name", _create(agent_instance=pb.AgentInstanceRef(name="Bad_Name")), "name"),
+    ("CreateExecution/input-missing", _create(input=None), "input"),
+    ("CreateExecution/input-empty", _create(input=pb.ExecutionInput()), "message"),
+    ("CreateExecution/input.message-over-1MiB", _create(input=pb.ExecutionInput(message="m" * (MIB + 1))), "message"),
+    ("CreateExecution/input.data-over-1MiB", _create(input=pb.ExecutionInput(data=_big_struct(MIB))), "data"),
+    ("GetExecution/execution_id-missing", ("get_execution", pb.GetExecutionRequest()), "execution_id"),
+    ("GetExecution/execution_id-65-chars", ("get_execution", pb.GetExecutionRequest(execution_id="e" * 65)), "execution_id"),
+    ("ListExecutions/page_size-negative", ("list_executions", pb.ListExecutionsRequest(page_size=-1)), "page_size"),
+    ("ListExecutions/phases-unspecified", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.UNSPECIFIED])), "phases"),
+    ("ListExecutions/phases-undefined", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.RUNNING, 99])), "phases"),
+    ("ListExecutions/page_token-garbage", ("list_executions", pb.ListExecutionsRequest(page_token="not!a!token")), "page_token"),
+    ("UpdateExecutionStatus/execution_id-missing", _update(execution_id=""), "execution_id"),
+    ("UpdateExecutionStatus/phase-unspecified", _update(phase=Phase.UNSPECIFIED), "phase"),
+    ("UpdateExecutionStatus/phase-undefined", _update(phase=42), "phase"),
+    ("UpdateExecutionStatus/runner_id-missing", _update(runner_id=""), "runner_id"),
+    ("UpdateExecutionStatus/runner_id-with-slash", _update(runner_id="a/b"), "runner_id"),
+    ("UpdateExecutionStatus/expected_version-negative", _update(expected_version=-1), "expected_version"),
+    ("UpdateExecutionStatus/message-over-4096-bytes", _update(message="é" * 2049), "message"),
+    ("UpdateExecutionStatus/error-missing-for-FAILED", _update(phase=Phase.FAILED), "error"),
+    ("UpdateExecutionStatus/error-with-SUCCEEDED", _update(phase=Phase.SUCCEEDED, error=pb.ExecutionError(code="X")), "error"),
+    ("UpdateExecutionStatus/error.code-lower-case", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="oops")), "code"),
+    ("UpdateExecutionStatus/error.message-over-16KiB", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", message="m" * 16385)), "message"),
+    ("UpdateExecutionStatus/error.details-65-entries", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={str(i): "" for i in range(65)})), "details"),
+    ("UpdateExecutionStatus/output.text-over-1MiB", _update(output=pb.ExecutionOutput(text="t" * (MIB + 1))), "text"),
+    ("UpdateExecutionStatus/lease_duration-with-SUCCEEDED", _update(phase=Phase.SUCCEEDED, lease_duration=timedelta(seconds=30)), "lease_duration"),
+    ("UpdateExecutionStatus/lease_duration-under-1s", _update(lease_duration=timedelta(milliseconds=500)), "lease_duration"),
+    ("UpdateExecutionStatus/lease_duration-over-24h", _update(lease_duration=timedelta(hours=24, seconds=1)), "lease_duration"),
+    ("CancelExecution/execution_id-missing", ("cancel_execution", pb.CancelExecutionRequest()), "execution_id"),
+    ("CancelExecution/reason-over-4096-bytes", ("cancel_execution", pb.CancelExecutionRequest(execution_id=EXE, reason="r" * 4097)), "reason"),
+    ("CancelExecution/expected_version-negative", ("cancel_execution", pb.CancelExecutionRequest(execution_id=EXE, expected_version=-3)), "expected_version"),
+    ("GetExecutionContext/execution_id-missing", ("get_execution_context", pb.GetExecutionContextRequest(runner_id=RUNNER)), "execution_id"),
+    ("GetExecutionContext/runner_id-missing", ("get_execution_context", pb.GetExecutionContextRequest(execution_id=EXE)), "runner_id"),
+    ("GetAgentInstance/agent_instance-missing", ("get_agent_instance", pb.GetAgentInstanceRequest()), "agent_instance"),
+    ("GetAgentInstance/agent_instance.name-invalid", ("get_agent_instance", pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name="-x"))), "name"),
+    ("ApplyAgentInstance/name-missing", _apply(name=""), "name"),
+    ("ApplyAgentInstance/name-upper-case", _apply(name="Helper"), "name"),
+    ("ApplyAgentInstance/name-64-chars", _apply(name="a" * 64), "name"),
+    ("ApplyAgentInstance/name-trailing-hyphen", _apply(name="helper-"), "name"),
+    ("ApplyAgentInstance/name-leading-digit", _apply(name="1helper"), "name"),
+    ("ApplyAgentInstance/spec-missing", ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name="cf-x")), "spec"),
+    ("ApplyAgentInstance/spec.model-missing", _apply(model=None), "model"),
+    ("ApplyAgentInstance/spec.model.provider-missing", _apply(model=_model(provider="")), "provider"),
+    ("ApplyAgentInstance/spec.model.provider-invalid", _apply(model=_model(provider="Open AI")), "provider"),
+    ("ApplyAgentInstance/spec.model.model-missing", _apply(model=_model(model="")), "model"),
+    ("ApplyAgentInstance/spec.model.model-257-bytes", _apply(model=_model(model="m" * 257)), "model"),
+    ("ApplyAgentInstance/spec.model.model-control-char", _apply(model=_model(model="gpt\n4")), "model"),
+    ("ApplyAgentInstance/spec.model.endpoint-not-http", _apply(model=_model(endpoint="ftp://models.example")), "endpoint"),
+    ("ApplyAgentInstance/spec.model.endpoint-relative", _apply(model=_model(endpoint="/v1/chat")), "endpoint"),
+    ("ApplyAgentInstance/spec.model.endpoint-2049-bytes", _apply(model=_model(endpoint="https://h/" + "p" * 2039)), "endpoint"),
+    ("ApplyAgentInstance/spec.model.credentials-literal", _apply(model=_model(credentials="sk-live-123")), "credentials"),
+    ("ApplyAgentInstance/spec.model.credentials-not-alone", _apply(model=_model(credentials="Bearer ${.secrets.KEY}")), "credentials"),
+    ("ApplyAgentInstance/spec.instructions-over-256KiB", _apply(instructions="i" * 262_145), "instructions"),
+    ("ApplyAgentInstance/spec.env-257-entries", _apply(env=_env(*((f"V{i}", "") for i in range(257)))), "env"),
+    ("ApplyAgentInstance/spec.env.name-invalid", _apply(env=_env(("1BAD", "x"))), "name"),
+    ("ApplyAgentInstance/spec.env.name-duplicate", _apply(env=_env(("A", "1"), ("A", "2"))), "name"),
+    ("ApplyAgentInstance/spec.env.value-over-32KiB", _apply(env=_env(("A", "v" * 32_769))), "value"),
+    ("ApplyAgentInstance/spec.env.value-malformed-reference", _apply(env=_env(("A", "${.secrets.}"))), "value"),
+    ("ApplyAgentInstance/spec.env.value-bad-secret-name", _apply(env=_env(("A", "${ .secrets.bad-name }"))), "value"),
+    ("ListAgentInstances/page_size-negative", ("list_agent_instances", pb.ListAgentInstancesRequest(page_size=-5)), "page_size"),
+    ("ListAgentInstances/page_token-garbage", ("list_agent_instances", pb.ListAgentInstancesRequest(page_token="%%%")), "page_token"),
+    ("DeleteAgentInstance/agent_instance-missing", ("delete_agent_instance", pb.DeleteAgentInstanceRequest()), "agent_instance"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("call", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_invalid_request(client, call, field):
+    """The first invalid field: INVALID_ARGUMENT, with a message naming it."""
+    rpc, request = call
+    with expect_status(Status.INVALID_ARGUMENT, naming=field):
+        getattr(client, rpc)(request)
+
+
+class TestNothingIsWritten:
+    def test_an_invalid_apply_creates_nothing(self, client):
+        """A rejected `ApplyAgentInstance` leaves the name unused."""
+        name = unique_name()
+        with expect_status(Status.INVALID_ARGUMENT):
+            client.apply_agent_instance(
+                pb.ApplyAgentInstanceRequest(name=name, spec=spec(model=_model(credentials="x")))
+            )
+        with expect_status(Status.NOT_FOUND):
+            client.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name)))
+
+    def test_an_invalid_update_of_an_existing_agent_changes_nothing(self, client):
+        """A rejected apply of an existing name keeps the stored spec and version."""
+        agent = apply_agent(client)
+        with expect_status(Status.INVALID_ARGUMENT):
+            client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=agent.name, spec=spec(env=_env(("9", "")))))
+        assert (
+            client.get_agent_instance(
+                pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=agent.id))
+            ).agent_instance
+            == agent
+        )
+
+    def test_an_invalid_create_does_not_use_up_its_request_id(self, client):
+        """A rejected create writes nothing: the same `request_id` later creates normally."""
+        agent = apply_agent(client)
+        rid = request_id()
+        ref = pb.AgentInstanceRef(name=agent.name)
+        with expect_status(Status.INVALID_ARGUMENT):
+            client.create_execution(
+                pb.CreateExecutionRequest(request_id=rid, agent_instance=ref, input=pb.ExecutionInput())
+            )
+        response = client.create_execution(pb.CreateExecutionRequest(request_id=rid, agent_instance=ref, input=INPUT))
+        assert response.created

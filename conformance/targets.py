@@ -1,0 +1,222 @@
+"""What the suite runs against, and how to reach (and restart) it.
+
+``--stigmer-target`` takes one of:
+
+- ``sqlite`` — Stigmer's SQLite backend on a fresh temporary database (restartable);
+- ``module:factory`` — an in-process Python backend: ``factory()`` returns a
+  ``BackendServiceBase`` subclass instance (``stigmer.backends.memory:MemoryBackend``);
+- ``host:port`` — any gRPC endpoint, reached with the generated stub (or with
+  Stigmer's cloud adapter, ``--stigmer-adapter cloud``); TLS with
+  ``--stigmer-ca`` or ``--stigmer-tls``, a bearer token from ``--stigmer-token-file``
+  or ``STIGMER_CONFORMANCE_TOKEN``;
+- ``--stigmer-server-command CMD`` instead of a target: a command that starts a
+  backend server and prints ``host:port`` on its standard output; the suite
+  stops and restarts it for durability tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import re
+import shlex
+import signal
+import ssl
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Target", "TargetError", "open_target"]
+
+_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
+START_TIMEOUT = 30.0  # seconds for a server command to print its address
+
+
+class TargetError(Exception):
+    """The target cannot be reached or started; the message says why."""
+
+
+@dataclass
+class Target:
+    """An opened target. ``backend`` has the generated method signatures."""
+
+    description: str
+    backend: Any
+    restartable: bool = False
+    _restart: Any = None
+    _close: list[Any] = field(default_factory=list)
+
+    async def restart(self) -> None:
+        """Stops the backend and starts it again on the same storage; rebinds ``backend``."""
+        if not self.restartable:
+            raise TargetError(f"{self.description} cannot be restarted")
+        self.backend = await self._restart()
+
+    async def close(self) -> None:
+        while self._close:
+            await self._close.pop()()
+
+
+@dataclass(frozen=True)
+class Options:
+    target: str | None
+    server_command: str | None = None
+    adapter: str = "stub"
+    ca_file: str | None = None
+    tls: bool = False
+    token: str | None = None
+
+
+async def open_target(options: Options) -> Target:
+    if options.server_command:
+        return await _open_command(options)
+    if not options.target:
+        raise TargetError("no target: give --stigmer-target or --stigmer-server-command")
+    if options.target == "sqlite":
+        return await _open_sqlite()
+    if _ADDRESS.fullmatch(options.target):
+        target = Target(description=options.target, backend=None)
+        target.backend = _connect(options.target, options, target)
+        return target
+    if ":" in options.target:
+        return _open_factory(options.target)
+    raise TargetError(f"cannot understand target {options.target!r}: expected sqlite, module:factory or host:port")
+
+
+async def _open_sqlite() -> Target:
+    from stigmer.backends.encryption import MasterKeySource
+    from stigmer.backends.sqlite import SqliteBackend
+
+    directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
+    path = Path(directory.name) / "conformance.db"
+
+    async def start() -> Any:
+        # A throwaway key in the throwaway directory: never the user's keychain or ~/.stigmer.
+        return SqliteBackend(path, master_key=MasterKeySource(directory.name, environ={}, keychain=None))
+
+    target = Target(description=f"sqlite ({path})", backend=await start(), restartable=True)
+
+    async def restart() -> Any:
+        await target.backend.aclose()
+        return await start()
+
+    async def close() -> None:
+        await target.backend.aclose()
+        directory.cleanup()
+
+    target._restart, target._close = restart, [close]
+    return target
+
+
+def _open_factory(spec: str) -> Target:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise TargetError(f"cannot load backend factory {spec!r}: {error}") from None
+    backend = factory()
+    target = Target(description=spec, backend=backend)
+    if hasattr(backend, "aclose"):
+        target._close.append(backend.aclose)
+    return target
+
+
+def _ssl_context(options: Options) -> ssl.SSLContext | None:
+    if not (options.ca_file or options.tls):
+        return None
+    context = ssl.create_default_context(cafile=options.ca_file)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def _connect(address: str, options: Options, target: Target) -> Any:
+    match = _ADDRESS.fullmatch(address)
+    assert match is not None
+    host, port = match["host"].strip("[]"), int(match["port"])
+    if options.adapter == "cloud":
+        from stigmer.backends.cloud import CloudBackend
+
+        backend = CloudBackend(f"{match['host']}:{port}", token=options.token, ca_file=options.ca_file, tls=options.tls)
+        target._close.append(backend.aclose)
+        return backend
+    from grpclib.client import Channel
+
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    channel = Channel(host, port, ssl=_ssl_context(options))
+
+    async def close_channel() -> None:
+        channel.close()
+
+    target._close.append(close_channel)
+    metadata = {"authorization": f"Bearer {options.token}"} if options.token else None
+    return pb.BackendServiceStub(channel, metadata=metadata)
+
+
+async def _open_command(options: Options) -> Target:
+    command = shlex.split(options.server_command or "")
+    process: subprocess.Popen[str] | None = None
+    stderr = tempfile.TemporaryFile(mode="w+")  # kept for the error message if the server dies
+
+    async def start() -> Any:
+        nonlocal process
+        stderr.seek(0)
+        stderr.truncate()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            address = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, _read_address, process), START_TIMEOUT
+            )
+        except (TimeoutError, TargetError) as error:
+            process.kill()
+            process.wait()
+            stderr.seek(0)
+            detail = stderr.read().strip().splitlines()[-1:] or ["no output"]
+            reason = "printed no host:port in time" if isinstance(error, TimeoutError) else str(error)
+            raise TargetError(f"the server command {reason}: {detail[0]}") from None
+        # Keep reading what the server prints, so a full pipe never blocks it.
+        threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
+        return _connect(address, options, target)
+
+    async def stop() -> None:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    target = Target(description=f"command: {options.server_command}", backend=None, restartable=True)
+
+    async def restart() -> Any:
+        await stop()
+        return await start()
+
+    async def close() -> None:
+        await stop()
+        stderr.close()
+
+    target._restart, target._close = restart, [close]
+    target.backend = await start()
+    return target
+
+
+def _read_address(process: subprocess.Popen[str]) -> str:
+    """The first ``host:port`` the server prints on stdout."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        match = _ADDRESS.search(line)
+        if match:
+            return match.group(0)
+    raise TargetError("exited before printing its address")
+
+
+def _drain(stream: Any) -> None:
+    with contextlib.suppress(Exception):
+        for _ in stream:
+            pass

@@ -1,0 +1,1 @@
+"""The runner side of the contract: what a runner does with an execution context."""

@@ -1,0 +1,129 @@
+"""The conformance suite passes real backends and fails each deliberately broken one.
+
+Every run is ``stigmer conformance run`` in a separate process, exactly as a
+third party would run it, with its JSON and JUnit reports checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, toolchain_env
+
+STIGMER = str(Path(sys.executable).parent / "stigmer")
+
+
+def conformance(tmp_path: Path, *args: str) -> tuple[int, dict, str]:
+    report = tmp_path / "summary.json"
+    env = toolchain_env()
+    env["PYTHONPATH"] = str(REPO)  # so the broken backends in tests/ import as module:factory
+    result = subprocess.run(
+        [STIGMER, "conformance", "run", "--json-report", str(report), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    summary = json.loads(report.read_text()) if report.exists() else {}
+    return result.returncode, summary, result.stdout + result.stderr
+
+
+def test_sqlite_backend_conforms_with_reports(tmp_path):
+    junit = tmp_path / "junit.xml"
+    code, summary, output = conformance(tmp_path, "--target", "sqlite", "--junit-xml", str(junit))
+    assert code == 0, output[-3000:]
+    assert summary["conformant"] and summary["totals"]["passed"] >= 150
+    assert summary["backend_kind"] == "sqlite" and summary["contract_version"] == "1.0"
+    assert "CAPABILITY_DURABLE_STORAGE" in summary["capabilities"]
+    assert {"state_machine", "validation", "watch", "pagination", "concurrency", "stateful", "durability"} <= set(
+        summary["categories"]
+    )
+    assert summary["categories"]["durability"] == {"passed": 1}, "a restartable target runs the durability test"
+    ids = {p.get("value") for p in ET.parse(junit).iter("property") if p.get("name") == "conformance_id"}
+    assert "state_machine/UpdateExecutionStatus/transition/SUCCEEDED->RUNNING/rejected" in ids
+    assert "CONFORMANT" in output.splitlines()[-2] or any(line.endswith("— CONFORMANT") for line in output.splitlines())
+
+
+def test_memory_backend_conforms(tmp_path):
+    code, summary, output = conformance(tmp_path, "--target", "stigmer.backends.memory:MemoryBackend")
+    assert code == 0, output[-3000:]
+    assert summary["conformant"] and "CAPABILITY_SECRETS" in summary["capabilities"]
+
+
+BROKEN = [
+    ("TerminalRerun", "state_machine", "state_machine/UpdateExecutionStatus/transition/SUCCEEDED->RUNNING/rejected"),
+    (
+        "IgnoresExpectedVersion",
+        "state_machine or concurrency",
+        "concurrency/ConcurrentClaims/claimers_with_the_version_they_read_have_one_winner",
+    ),
+    ("LeaksSecretInGet", "secrets", "secrets/SecretsInContext/no_other_rpc_returns_a_value"),
+    (
+        "LosesRowsOnPagination",
+        "pagination",
+        "pagination/ListExecutions/pages_are_complete_ordered_and_without_duplicates",
+    ),
+    ("NeverExpiresLeases", "an_expired_lease_fails", "leases/LeaseExpiry/an_expired_lease_fails_the_execution"),
+    ("WatchSkipsVersions", "watch", "watch/WatchExecution/delivers_every_version_in_order_and_ends_at_terminal"),
+    ("DuplicatesOnRetry", "executions or concurrency", "executions/CreateExecution/a_retry_returns_the_same_execution"),
+]
+
+
+@pytest.mark.parametrize(("backend", "area", "must_fail"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_broken_backend_fails(tmp_path, backend, area, must_fail):
+    code, summary, output = conformance(
+        tmp_path, "--target", f"tests.conformance.broken_backends:{backend}", "-k", area
+    )
+    assert code != 0, output[-3000:]
+    assert not summary["conformant"]
+    assert must_fail in summary["failed"], summary["failed"]
+    assert "NOT CONFORMANT" in output
+
+
+def test_known_failures_may_fail_but_not_pass(tmp_path):
+    known = tmp_path / "known.txt"
+    known.write_text(
+        "# the rerun defect, known and tracked\nstate_machine/UpdateExecutionStatus/transition/SUCCEEDED->RUNNING/*\n"
+    )
+    args = [
+        "--target",
+        "tests.conformance.broken_backends:TerminalRerun",
+        "--known-failures",
+        str(known),
+        "-k",
+        "test_transition",
+    ]
+    code, summary, output = conformance(tmp_path, *args)
+    assert code == 0, output[-3000:]
+    assert summary["totals"]["known-failure"] == 1 and summary["conformant"]
+
+    known.write_text("state_machine/UpdateExecutionStatus/transition/PENDING->RUNNING/accepted\n")
+    code, summary, output = conformance(tmp_path, *args)
+    assert code != 0, "a listed test that passes must fail the run"
+    assert "state_machine/UpdateExecutionStatus/transition/PENDING->RUNNING/accepted" in summary["failed"]
+
+
+def test_required_behaviour_cannot_be_skipped(tmp_path):
+    """A skip that is not for an optional capability counts as a failure."""
+    plugin_dir = tmp_path / "plugins"
+    plugin_dir.mkdir()
+    (plugin_dir / "skipper.py").write_text(
+        "import pytest\n\n"
+        "def pytest_runtest_setup(item):\n"
+        "    if 'transition' in item.name:\n"
+        "        pytest.skip('not today')\n"
+    )
+    env_path = os.pathsep.join([str(plugin_dir), str(REPO)])
+    report = tmp_path / "summary.json"
+    result = subprocess.run(
+        [STIGMER, "conformance", "run", "--target", "stigmer.backends.memory:MemoryBackend",
+         "--json-report", str(report), "-k", "test_transition", "-p", "skipper"],
+        cwd=tmp_path, env={**toolchain_env(), "PYTHONPATH": env_path}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    summary = json.loads(report.read_text())
+    assert summary["totals"].get("failed", 0) >= 25 and not summary["conformant"]

@@ -1,0 +1,208 @@
+"""Where the database lives, its permissions, its pragmas, and how writes are transacted."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from grpclib import GRPCError
+from grpclib.const import Status
+
+from stigmer.backends.sqlite import SqliteBackend, default_database_path
+from stigmer.gen.stigmer.backend import v1 as pb
+
+from ._support import agent_request, raw, seed
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def open_umask():
+    """A umask that filters nothing, so only the code decides the modes."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+async def test_stigmer_home_is_created_private_and_holds_local_db(tmp_path, monkeypatch, open_umask):
+    home = tmp_path / "state" / "stigmer"
+    monkeypatch.setenv("STIGMER_HOME", str(home))
+    async with SqliteBackend() as backend:
+        await backend.apply_agent_instance(agent_request())
+        assert backend.path == home / "local.db"
+        assert mode(home) == 0o700
+        assert mode(home / "local.db") == 0o600
+        # SQLite gives the companions the mode of the database file.
+        assert mode(home / "local.db-wal") == 0o600
+        assert mode(home / "local.db-shm") == 0o600
+
+
+async def test_default_home_is_dot_stigmer_in_the_user_home(tmp_path, monkeypatch, open_umask):
+    monkeypatch.delenv("STIGMER_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_database_path() == tmp_path / ".stigmer" / "local.db"
+    async with SqliteBackend() as backend:
+        assert backend.path == tmp_path / ".stigmer" / "local.db"
+    assert mode(tmp_path / ".stigmer") == 0o700
+    assert mode(tmp_path / ".stigmer" / "local.db") == 0o600
+
+
+async def test_explicit_path_is_used_as_given(db_path, monkeypatch, tmp_path, open_umask):
+    monkeypatch.setenv("STIGMER_HOME", str(tmp_path / "unused"))
+    async with SqliteBackend(db_path) as backend:
+        await backend.apply_agent_instance(agent_request())
+    assert mode(db_path) == 0o600
+    assert not (tmp_path / "unused").exists()
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT name FROM agent_instances").fetchall()[0][0] == "helper"
+
+
+async def test_pragmas_of_the_connection(db_path):
+    async with SqliteBackend(db_path) as backend:
+        conn = backend._conn
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    async with SqliteBackend(db_path, busy_timeout=2.5) as backend:
+        assert backend._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2_500
+    # WAL is a property of the file: any other connection sees it too.
+    with raw(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_foreign_keys_are_enforced_on_the_backend_connection(db_path):
+    async with SqliteBackend(db_path) as backend:
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            backend._conn.execute(
+                "INSERT INTO execution_history (execution_id, version, update_us, phase, message, runner_id) "
+                "VALUES ('exe_missing', 1, 0, 1, '', '')"
+            )
+
+
+async def test_uniqueness_is_a_database_constraint(db_path):
+    """Names and request ids are unique in the schema itself, whatever code writes the rows."""
+    [execution] = await seed(db_path, executions=1)
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        agent_id = conn.execute("SELECT id FROM agent_instances").fetchone()[0]
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute("INSERT INTO agent_instances (id, name, version) VALUES ('agi_other', 'helper', 1)")
+        row = dict(conn.execute("SELECT * FROM executions").fetchone())
+        row["id"] = "exe_other"
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            conn.execute(
+                f"INSERT INTO executions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
+            )
+        assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 1
+        assert [r[0] for r in conn.execute("SELECT id FROM agent_instances")] == [agent_id]
+        assert row["request_id"] == execution.request_id
+
+
+async def test_every_read_modify_write_is_one_immediate_transaction(db_path):
+    """Every statement of a write RPC runs between one BEGIN IMMEDIATE and its COMMIT."""
+    [execution] = await seed(db_path, executions=1)
+    async with SqliteBackend(db_path) as backend:
+        statements: list[str] = []
+        backend._conn.set_trace_callback(statements.append)
+        calls = {
+            "apply": lambda: backend.apply_agent_instance(
+                pb.ApplyAgentInstanceRequest(
+                    name="helper", spec=pb.AgentInstanceSpec(model=pb.ModelConfig(provider="ollama", model="other"))
+                )
+            ),
+            "create": lambda: backend.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id="new",
+                    agent_instance=pb.AgentInstanceRef(name="helper"),
+                    input=pb.ExecutionInput(message="hi"),
+                )
+            ),
+            "claim": lambda: backend.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="a", expected_version=1
+                )
+            ),
+            "cancel": lambda: backend.cancel_execution(
+                pb.CancelExecutionRequest(execution_id=execution.id, expected_version=2)
+            ),
+        }
+        for name, call in calls.items():
+            statements.clear()
+            await call()
+            # Trigger programs may be reported as extra lines ("-- TRIGGER ..." or the statement again).
+            top_level = [s for s in statements if not s.startswith("--")]
+            assert top_level[0] == "BEGIN IMMEDIATE", (name, top_level)
+            assert top_level[-1] == "COMMIT", (name, top_level)
+            assert all(s not in ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK") for s in top_level[1:-1]), (name, top_level)
+            writes = [s for s in top_level if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
+            reads = [s for s in top_level if s.startswith("SELECT")]
+            assert writes and reads, (name, top_level)
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+async def test_a_held_lock_is_waited_for_up_to_the_busy_timeout(db_path):
+    [execution] = await seed(db_path, executions=1)
+    async with SqliteBackend(db_path) as backend:
+        holder = _hold_write_lock(db_path)
+        released = threading.Event()
+
+        def release() -> None:
+            holder.execute("COMMIT")
+            released.set()
+
+        timer = threading.Timer(0.5, release)
+        timer.start()
+        try:
+            assert not released.is_set()  # the lock is held when the write starts...
+            response = await backend.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="a", expected_version=1
+                )
+            )
+            assert released.is_set()  # ...and the write could only finish after it was released
+            assert response.execution.version == 2
+        finally:
+            timer.join()
+            holder.close()
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_unavailable_and_writes_nothing(db_path):
+    [execution] = await seed(db_path, executions=1)
+    async with SqliteBackend(db_path, busy_timeout=0.2) as backend:
+        holder = _hold_write_lock(db_path)
+        try:
+            started = time.monotonic()
+            with pytest.raises(GRPCError) as caught:
+                await backend.update_execution_status(
+                    pb.UpdateExecutionStatusRequest(
+                        execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="a", expected_version=1
+                    )
+                )
+            assert time.monotonic() - started >= 0.2
+        finally:
+            holder.close()
+        assert caught.value.status == Status.UNAVAILABLE
+        assert str(db_path) in caught.value.message
+        assert "locked" in caught.value.message
+        # The lock is gone: the state is unchanged, and the same write now succeeds.
+        current = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))).execution
+        assert current.version == 1 and current.status.phase == pb.ExecutionPhase.PENDING
+        retried = await backend.update_execution_status(
+            pb.UpdateExecutionStatusRequest(
+                execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="a", expected_version=1
+            )
+        )
+        assert retried.execution.version == 2
