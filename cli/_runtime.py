@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 if TYPE_CHECKING:
     from stigmer.backends.base import Backend
 
-__all__ = ["open_backend", "run"]
+__all__ = ["every_page", "open_backend", "run"]
 
 T = TypeVar("T")
 
@@ -52,3 +52,19 @@ async def open_backend() -> AsyncIterator[Backend]:
         backend = SqliteBackend()
     async with backend:
         yield backend
+
+
+async def every_page(
+    list_rpc: Callable[[Any], Awaitable[Any]], request: Any, field: str, limit: int | None = None
+) -> list:
+    """The items of every page of a ``List*`` RPC, following ``next_page_token``, up to ``limit``."""
+    import dataclasses
+
+    items: list = []
+    while True:
+        wanted = 1000 if limit is None else min(limit - len(items), 1000)
+        page = await list_rpc(dataclasses.replace(request, page_size=wanted))
+        items += getattr(page, field)
+        if not page.next_page_token or (limit is not None and len(items) >= limit):
+            return items
+        request = dataclasses.replace(request, page_token=page.next_page_token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._output import emit, output_option, status
-from ._runtime import open_backend, run
+from ._runtime import every_page, open_backend, run
 
 __all__ = ["agent", "apply"]
 
@@ -61,16 +61,8 @@ def list_agents(output: str) -> None:
     async def main() -> None:
         from stigmer.gen.stigmer.backend import v1 as pb
 
-        agents, token = [], ""
         async with open_backend() as backend:
-            while True:
-                page = await backend.list_agent_instances(
-                    pb.ListAgentInstancesRequest(page_size=1000, page_token=token)
-                )
-                agents += page.agent_instances
-                token = page.next_page_token
-                if not token:
-                    break
+            agents = await every_page(backend.list_agent_instances, pb.ListAgentInstancesRequest(), "agent_instances")
         emit(output, {"agentInstances": agents}, AGENT_COLUMNS, rows=agents)
 
     run(main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._output import emit, output_option, status
-from ._runtime import open_backend, run
+from ._runtime import every_page, open_backend, run
 
 __all__ = ["execution"]
 
@@ -47,26 +47,17 @@ def list_executions(
 
         from .agents import _ref
 
-        found: list = []
         async with open_backend() as backend:
             agent_id = ""
             if agent_name:
                 request = pb.GetAgentInstanceRequest(agent_instance=_ref(agent_name))
                 agent_id = (await backend.get_agent_instance(request)).agent_instance.id
-            token = ""
-            while len(found) < limit:
-                request = pb.ListExecutionsRequest(
-                    page_size=min(limit - len(found), 1000),
-                    page_token=token,
-                    agent_instance_id=agent_id,
-                    phases=[pb.ExecutionPhase[p.upper()] for p in phases],
-                    newest_first=not oldest_first,
-                )
-                page = await backend.list_executions(request)
-                found += page.executions
-                token = page.next_page_token
-                if not token:
-                    break
+            request = pb.ListExecutionsRequest(
+                agent_instance_id=agent_id,
+                phases=[pb.ExecutionPhase[p.upper()] for p in phases],
+                newest_first=not oldest_first,
+            )
+            found = await every_page(backend.list_executions, request, "executions", limit)
         emit(output, {"executions": found}, EXECUTION_COLUMNS, rows=found)
 
     run(main)

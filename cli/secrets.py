@@ -16,7 +16,7 @@ import click
 
 from ._output import emit, output_option
 from ._output import status as say
-from ._runtime import open_backend, run
+from ._runtime import every_page, open_backend, run
 
 __all__ = ["secret"]
 
@@ -113,17 +113,11 @@ def list_secrets(output: str) -> None:
     async def main():
         from stigmer.gen.stigmer.backend import v1 as pb
 
-        secrets, token = [], ""
         async with open_backend() as backend:
-            while True:
-                page = await backend.list_secrets(pb.ListSecretsRequest(page_size=1000, page_token=token))
-                secrets += page.secrets
-                token = page.next_page_token
-                if not token:
-                    return secrets
+            return await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
 
     secrets = run(main)
-    emit(output, secrets, _COLUMNS, rows=secrets)
+    emit(output, {"secrets": secrets}, _COLUMNS, rows=secrets)
 
 
 @secret.command()

@@ -127,3 +127,25 @@ def test_required_behaviour_cannot_be_skipped(tmp_path):
     assert result.returncode != 0
     summary = json.loads(report.read_text())
     assert summary["totals"].get("failed", 0) >= 25 and not summary["conformant"]
+
+
+def test_a_server_in_another_process_conforms_through_the_bare_stub(tmp_path):
+    """``--target host:port``: the generated stub only, as a third party's backend would be reached."""
+    from stigmer.server.launch import ServerProcess
+    from tests.remote_fixtures import isolated_env, write_token_file
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    token = write_token_file(tmp_path / "token", "conformance-token-" + os.urandom(8).hex())
+    args = ["--db", str(tmp_path / "served.db"), "--token-file", str(token)]
+    with ServerProcess.start(args, env=isolated_env(home)) as server:
+        junit = tmp_path / "junit.xml"
+        code, summary, output = conformance(
+            tmp_path, "--target", server.endpoint, "--token-file", str(token), "--junit-xml", str(junit)
+        )
+    assert code == 0, output[-3000:]
+    assert summary["conformant"] and summary["target"] == server.endpoint
+    assert "CAPABILITY_AUTHENTICATION" in summary["capabilities"]
+    assert summary["categories"]["durability"] == {"skipped": 1}, "a bare address cannot be restarted"
+    cases = list(ET.parse(junit).iter("testcase"))
+    assert len(cases) == sum(summary["totals"].values())

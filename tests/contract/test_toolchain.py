@@ -25,6 +25,7 @@ def test_buf_lint_config_allows_no_exceptions():
     config = (REPO / "buf.yaml").read_text()
     assert "disallow_comment_ignores: true" in config
     assert "STANDARD" in config
+    assert "COMMENTS" in config, "every element of the contract must stay documented"
     for loophole in ("except:", "ignore:", "ignore_only:"):
         assert loophole not in config
 

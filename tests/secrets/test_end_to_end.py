@@ -112,7 +112,7 @@ def test_secrets_stay_secret_from_put_to_rotation(
     assert stigmer("secret", "put", "GH_TOKEN", input=VALUES["GH_TOKEN"]).stderr.strip() == (
         "secret GH_TOKEN updated (version 2)"
     )
-    listed = json.loads(stigmer("secret", "list", "-o", "json").stdout)
+    listed = json.loads(stigmer("secret", "list", "-o", "json").stdout)["secrets"]
     assert [(secret["name"], int(secret["version"])) for secret in listed] == [
         ("DB_PASSWORD", 1),
         ("GH_TOKEN", 2),
@@ -246,7 +246,7 @@ def test_secrets_stay_secret_from_put_to_rotation(
     assert stigmer.fails("secret", "status").startswith(loose)
     key_file.chmod(0o600)
     assert run(values_now()) == VALUES
-    assert [s["name"] for s in json.loads(stigmer("secret", "list", "-o", "json").stdout)] == sorted(VALUES)
+    assert [s["name"] for s in json.loads(stigmer("secret", "list", "-o", "json").stdout)["secrets"]] == sorted(VALUES)
 
     # -- nothing leaked anywhere ---------------------------------------------------------------------
     assert_no_plaintext("the CLI output", "\n".join(stigmer.outputs))
