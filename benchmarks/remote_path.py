@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stigmer.backends.cloud import CloudBackend
+from stigmer.backends.cloud import DEFAULT_TIMEOUT, CloudBackend
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import LISTENING_PREFIX, ServerProcess
 
@@ -151,13 +151,17 @@ async def main(quick: bool) -> None:
             async def bare_call() -> None:
                 await stub.get_execution(request)
 
+            async def bare_deadline_call() -> None:
+                # The same per-call deadline CloudBackend sends: grpclib's own cost, on both ends.
+                await stub.get_execution(request, timeout=DEFAULT_TIMEOUT)
+
             results: dict[tuple[str, int], list[float]] = {}
             for concurrency in (1, CONCURRENCY):
                 # Warm both connections and code paths before timing.
                 await calls_per_second(remote_call, 200, concurrency)
                 await calls_per_second(bare_call, 200, concurrency)
                 for _ in range(rounds):
-                    for name, call in (("remote", remote_call), ("bare", bare_call)):
+                    for name, call in (("remote", remote_call), ("bare", bare_call), ("deadline", bare_deadline_call)):
                         rate = await calls_per_second(call, count, concurrency)
                         results.setdefault((name, concurrency), []).append(rate)
             channel.close()
@@ -180,6 +184,14 @@ async def main(quick: bool) -> None:
         ratio = remote_rate / bare_rate
         verdict = "met" if ratio >= 0.8 else "NOT met"
         print(f"{concurrency:>9}  {remote_rate:>14,.0f}  {bare_rate:>12,.0f}  {ratio:>11.2f}  >= 0.80 {verdict}")
+    print()
+    print("The same bare call given CloudBackend's per-call deadline (grpc-timeout), to separate")
+    print("grpclib's deadline handling from the adapter and server:")
+    print(f"{'in flight':>9}  {'bare+deadline/s':>15}  {'remote/bare+deadline':>20}")
+    for concurrency in (1, CONCURRENCY):
+        remote_rate = statistics.median(results[("remote", concurrency)])
+        deadline_rate = statistics.median(results[("deadline", concurrency)])
+        print(f"{concurrency:>9}  {deadline_rate:>15,.0f}  {remote_rate / deadline_rate:>20.2f}")
     print()
     print(f"peak RSS (VmHWM) after the load: stigmer server {server_peak:.1f} MiB,", end=" ")
     print(f"bare grpclib server {bare_peak:.1f} MiB")
