@@ -183,7 +183,7 @@ async def main(quick: bool) -> None:
         bare_rate = statistics.median(results[("bare", concurrency)])
         ratio = remote_rate / bare_rate
         verdict = "met" if ratio >= 0.8 else "NOT met"
-        print(f"{concurrency:>9}  {remote_rate:>14,.0f}  {bare_rate:>12,.0f}  {ratio:>11.2f}  >= 0.80 {verdict}")
+        print(f"{concurrency:>9}  {remote_rate:>14,.0f}  {bare_rate:>12,.0f}  {ratio:>11.3f}  >= 0.80 {verdict}")
     print()
     print("The same bare call given CloudBackend's per-call deadline (grpc-timeout), to separate")
     print("grpclib's deadline handling from the adapter and server:")
@@ -191,7 +191,7 @@ async def main(quick: bool) -> None:
     for concurrency in (1, CONCURRENCY):
         remote_rate = statistics.median(results[("remote", concurrency)])
         deadline_rate = statistics.median(results[("deadline", concurrency)])
-        print(f"{concurrency:>9}  {deadline_rate:>15,.0f}  {remote_rate / deadline_rate:>20.2f}")
+        print(f"{concurrency:>9}  {deadline_rate:>15,.0f}  {remote_rate / deadline_rate:>20.3f}")
     print()
     print(f"peak RSS (VmHWM) after the load: stigmer server {server_peak:.1f} MiB,", end=" ")
     print(f"bare grpclib server {bare_peak:.1f} MiB")

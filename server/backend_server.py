@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from grpclib.const import Handler
-from grpclib.events import RecvRequest, listen
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
 from grpclib.server import Server
@@ -26,7 +25,7 @@ from grpclib.server import Server
 from stigmer.backends.base import Backend
 from stigmer.gen.stigmer.backend import v1 as pb
 
-from .gate import CallGate
+from .gate import CallGate, GatedService
 from .reflection import with_reflection
 
 __all__ = ["DEFAULT_GRACE", "BackendServer", "serve_until_signalled"]
@@ -78,13 +77,8 @@ class BackendServer:
         self._status = ServiceStatus()
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})
-        services = with_reflection([served, health])
-        mapping = {name: handler for service in services for name, handler in service.__mapping__().items()}
-        self._gate = CallGate(
-            token, [name for name, handler in mapping.items() if handler.cardinality.server_streaming]
-        )
-        self._server = Server(services)
-        listen(self._server, RecvRequest, self._gate.on_request)
+        self._gate = CallGate(token)
+        self._server = Server([GatedService(service, self._gate) for service in with_reflection([served, health])])
         self._address: tuple[str, int] | None = None
 
     @property
