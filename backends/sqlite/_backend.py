@@ -60,6 +60,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@functools.cache  # a metadata lookup scans installed distributions; the answer cannot change
 def _package_version() -> str:
     try:
         return version("stigmer-backend")
@@ -68,12 +69,12 @@ def _package_version() -> str:
 
 
 def _storage_boundary(method):
-    """Reports sqlite3 errors as the documented ``GRPCError``, for one RPC method."""
+    """Reports sqlite3 errors as the documented ``GRPCError``, for one coroutine method."""
 
     @functools.wraps(method)
-    async def wrapper(self: SqliteBackend, request):
+    async def wrapper(self: SqliteBackend, *args, **kwargs):
         try:
-            return await method(self, request)
+            return await method(self, *args, **kwargs)
         except sqlite3.Error as error:
             raise storage_error(error, str(self.path)) from None
 
@@ -177,6 +178,16 @@ class SqliteBackend(Backend):
                 conn.execute("ROLLBACK")
             raise
         self._changes.notify()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every statement in it sees the same committed state."""
+        conn = self._db
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     # -- executions: loading, lease expiry, storing -------------------------------------------
 
@@ -381,12 +392,8 @@ class SqliteBackend(Backend):
     def _secret_values(self, names: list[str]) -> dict[str, str]:
         if not names:
             return {}
-        conn = self._db
-        conn.execute("BEGIN")  # one read snapshot: the key check and the values agree
-        try:
+        with self._snapshot() as conn:  # the key check and the values agree
             return self._vault.values(conn, names)
-        finally:
-            conn.execute("COMMIT")
 
     # -- agent instances ----------------------------------------------------------------------
 
@@ -480,22 +487,17 @@ class SqliteBackend(Backend):
 
     # -- the master key (local administration, not RPCs) ---------------------------------------
 
+    @_storage_boundary
     async def master_key_status(self) -> KeyStatus:
         """Where the master key is, whether it opens this database's secrets, how many there are.
 
         Never creates a key, and reports problems in ``KeyStatus.problem``
         instead of raising.
         """
-        try:
-            conn = self._db
-            conn.execute("BEGIN")
-            try:
-                return self._vault.status(conn)
-            finally:
-                conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            raise storage_error(error, str(self.path)) from None
+        with self._snapshot() as conn:
+            return self._vault.status(conn)
 
+    @_storage_boundary
     async def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
         """Re-encrypts every secret under a new master key, in one transaction, and stores the new key.
 
@@ -509,11 +511,8 @@ class SqliteBackend(Backend):
         every secret. Raises ``GRPCError`` as the secret RPCs do, and
         ``FAILED_PRECONDITION`` when there is no key to rotate.
         """
-        try:
-            with self._write() as conn:
-                rotation = self._vault.rotate(conn, new_key)
-        except sqlite3.Error as error:
-            raise storage_error(error, str(self.path)) from None
+        with self._write() as conn:
+            rotation = self._vault.rotate(conn, new_key)
         self._vault.promote(rotation)
         return rotation
 
