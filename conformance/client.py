@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
+import inspect
 import secrets as _random
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,11 +28,12 @@ __all__ = ["CALL_TIMEOUT", "Client", "Watch", "expect_status", "unique_name"]
 CALL_TIMEOUT = 30.0
 _RUN = _random.token_hex(3)
 _counter = iter(range(1, 1 << 62))
-_RPCS = frozenset(re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() for name in (
-    "GetBackendInfo", "CreateExecution", "GetExecution", "ListExecutions", "UpdateExecutionStatus",
-    "CancelExecution", "WatchExecution", "GetExecutionContext", "GetAgentInstance", "ApplyAgentInstance",
-    "ListAgentInstances", "DeleteAgentInstance", "PutSecret", "ListSecrets", "DeleteSecret",
-))  # fmt: skip
+# Every RPC of the generated service, as a method name (get_backend_info, ...).
+_RPCS = frozenset(
+    name
+    for name, member in vars(pb.BackendServiceBase).items()
+    if not name.startswith("_") and (inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member))
+)
 
 
 def unique_name(prefix: str = "cf") -> str:
