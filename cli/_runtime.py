@@ -60,9 +60,11 @@ async def every_page(
     """The items of every page of a ``List*`` RPC, following ``next_page_token``, up to ``limit``."""
     import dataclasses
 
+    from stigmer.backends.rules.paging import MAX_PAGE_SIZE
+
     items: list = []
     while True:
-        wanted = 1000 if limit is None else min(limit - len(items), 1000)
+        wanted = MAX_PAGE_SIZE if limit is None else min(limit - len(items), MAX_PAGE_SIZE)
         page = await list_rpc(dataclasses.replace(request, page_size=wanted))
         items += getattr(page, field)
         if not page.next_page_token or (limit is not None and len(items) >= limit):

@@ -48,9 +48,12 @@ def agent() -> None:
 
 
 def _ref(name_or_id: str):
+    from stigmer.backends.rules.ids import AGENT_INSTANCE_PREFIX
     from stigmer.gen.stigmer.backend import v1 as pb
 
-    return pb.AgentInstanceRef(id=name_or_id) if name_or_id.startswith("agi_") else pb.AgentInstanceRef(name=name_or_id)
+    if name_or_id.startswith(AGENT_INSTANCE_PREFIX):
+        return pb.AgentInstanceRef(id=name_or_id)
+    return pb.AgentInstanceRef(name=name_or_id)
 
 
 @agent.command("list")

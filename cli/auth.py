@@ -13,9 +13,12 @@ import sys
 
 import click
 
+from stigmer.backends.rules import CONTRACT_VERSION
+
 from ._output import emit, output_option, status
 
-SUPPORTED_CONTRACT_MAJOR = "1"
+SUPPORTED_CONTRACT_MAJOR = CONTRACT_VERSION.partition(".")[0]
+"""Servers whose contract has another major version are refused at login: this CLI speaks the one it is built on."""
 LOGIN_TIMEOUT = 15.0
 
 

@@ -20,7 +20,6 @@ from ._runtime import every_page, open_backend, run
 
 __all__ = ["secret"]
 
-_MAX_VALUE_BYTES = 65_536
 _COLUMNS = [
     ("NAME", lambda secret: secret.name),
     ("VERSION", lambda secret: secret.version),
@@ -34,25 +33,27 @@ def _when(moment) -> str:
 
 
 def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from stigmer.backends.rules.secret_refs import SECRET_NAME
+    from stigmer.backends.rules.secret_refs import MAX_SECRET_NAME_CHARS, SECRET_NAME
 
     if not SECRET_NAME.fullmatch(value):
         raise click.BadParameter(
             f"{value!r} is not a secret name: letters, digits and underscores, not starting with a digit, "
-            "at most 128 characters"
+            f"at most {MAX_SECRET_NAME_CHARS} characters"
         )
     return value
 
 
 def _read_value() -> str:
     """The value: all of stdin when it is not a terminal, else a hidden prompt asked twice."""
+    from stigmer.backends.rules.validation import MAX_SECRET_VALUE_BYTES
+
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise click.UsageError("there is no standard input to read the value from")
     if stdin.isatty():
         value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
     else:
-        data = stdin.read(_MAX_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
+        data = stdin.read(MAX_SECRET_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -61,8 +62,8 @@ def _read_value() -> str:
         value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
     if not value:
         raise click.UsageError("the value is empty: pipe it on stdin, or run in a terminal to be prompted for it")
-    if len(value.encode()) > _MAX_VALUE_BYTES:
-        raise click.UsageError(f"the value is longer than {_MAX_VALUE_BYTES} bytes")
+    if len(value.encode()) > MAX_SECRET_VALUE_BYTES:
+        raise click.UsageError(f"the value is longer than {MAX_SECRET_VALUE_BYTES} bytes")
     return value
 
 

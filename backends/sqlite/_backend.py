@@ -37,7 +37,7 @@ from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
-from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
+from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._secrets import KeyRotation, KeyStatus, SecretVault
 from ._watch import ChangeFeed
 
@@ -223,7 +223,8 @@ class SqliteBackend(Backend):
     def _expire_due_leases(self, now: datetime) -> None:
         due = self._db.execute(
             # The partial index holds only RUNNING rows, so this costs the same with a million finished ones.
-            "SELECT id FROM executions INDEXED BY executions_running_leases WHERE phase = 2 AND lease_expire_us <= ?",
+            "SELECT id FROM executions INDEXED BY executions_running_leases "
+            f"WHERE phase = {RUNNING_PHASE} AND lease_expire_us <= ?",
             (_rows.micros(now),),
         ).fetchall()
         if due:
