@@ -16,7 +16,7 @@ import click
 
 from ._output import emit, output_option
 from ._output import status as say
-from ._runtime import every_page, open_backend, run
+from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["secret"]
 
@@ -67,15 +67,19 @@ def _read_value() -> str:
     return value
 
 
-def _require_local(command: str) -> None:
+def _key_admin(backend, command: str):
+    """``backend`` as a ``MasterKeyAdmin``: a backend that keeps the master key of its secrets itself."""
+    from stigmer.backends.encryption import MasterKeyAdmin
+
     from ._context import load_context
 
-    context = load_context()
-    if context.is_remote:
+    if not isinstance(backend, MasterKeyAdmin):
+        context = load_context()
         raise click.ClickException(
             f"`stigmer secret {command}` works on the local database only; the active context is "
-            f"{context.endpoint} (see `stigmer context`)"
+            f"{context.endpoint or context.url or context.kind} (see `stigmer context`)"
         )
+    return backend
 
 
 @click.group()
@@ -108,49 +112,36 @@ def put(name: str, output: str) -> None:
 
 @secret.command("list")
 @output_option
-def list_secrets(output: str) -> None:
+@with_backend
+async def list_secrets(backend, output: str) -> None:
     """List secrets by name (metadata only: values are never shown)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main():
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            return await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
-
-    secrets = run(main)
+    secrets = await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
     emit(output, {"secrets": secrets}, _COLUMNS, rows=secrets)
 
 
 @secret.command()
 @click.argument("name", callback=_secret_name)
-def delete(name: str) -> None:
+@with_backend
+async def delete(backend, name: str) -> None:
     """Delete NAME. Agents that reference it fail to start until it is put again."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main():
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            await backend.delete_secret(pb.DeleteSecretRequest(name=name))
-
-    run(main)
+    await backend.delete_secret(pb.DeleteSecretRequest(name=name))
     say(f"secret {name} deleted")
 
 
 @secret.command()
 @output_option
-def status(output: str) -> None:
+@with_backend
+async def status(backend, output: str) -> None:
     """Where the master key lives and whether it opens the local database's secrets.
 
     Exits 1 when the secrets cannot be opened (no key, or a key that does
     not match). Never creates a key.
     """
-    _require_local("status")
-
-    async def main():
-        async with open_backend() as backend:
-            return await backend.master_key_status()
-
-    report = run(main)
+    report = await _key_admin(backend, "status").master_key_status()
     if report.place:
         key = f"{report.place} (key id {report.key_id})"
     elif report.new_key_place:
@@ -178,7 +169,8 @@ def status(output: str) -> None:
 
 
 @secret.command("rotate-key")
-def rotate_key() -> None:
+@with_backend
+async def rotate_key(backend) -> None:
     """Re-encrypt every secret under a new master key, in one transaction.
 
     The new key is random and replaces the current one where it lives (OS
@@ -187,22 +179,17 @@ def rotate_key() -> None:
     of 32 bytes, e.g. `openssl rand -base64 32`) in STIGMER_NEW_MASTER_KEY,
     then move it to STIGMER_MASTER_KEY once this succeeds.
     """
-    _require_local("rotate-key")
+    from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
 
-    async def main():
-        from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
-
-        try:
-            new_key = environment_key(NEW_KEY_ENV_VAR)
-        except MasterKeyError as error:
-            raise click.UsageError(str(error)) from None
-        async with open_backend() as backend:
-            return await backend.rotate_master_key(new_key), new_key is not None
-
-    rotation, from_environment = run(main)
+    admin = _key_admin(backend, "rotate-key")
+    try:
+        new_key = environment_key(NEW_KEY_ENV_VAR)
+    except MasterKeyError as error:
+        raise click.UsageError(str(error)) from None
+    rotation = await admin.rotate_master_key(new_key)
     say(
         f"re-encrypted {rotation.secrets} secret(s) under a new master key (key id {rotation.new_key.key_id.hex()}, "
         f"replacing {rotation.old_key_id}), kept in {rotation.new_key.place}"
     )
-    if from_environment and not rotation.store.writable:
+    if new_key is not None and not rotation.store.writable:
         say("now set STIGMER_MASTER_KEY to the value of STIGMER_NEW_MASTER_KEY, and unset STIGMER_NEW_MASTER_KEY")

@@ -19,7 +19,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grpclib import GRPCError
 from grpclib.client import Channel
@@ -33,9 +33,6 @@ from .credentials import is_header_safe
 from .endpoint import format_endpoint, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
 from .transport_errors import transport_error
-
-if TYPE_CHECKING:
-    from stigmer.cli._context import Context
 
 __all__ = ["DEFAULT_TIMEOUT", "RPC_NAMES", "CloudBackend"]
 
@@ -144,31 +141,6 @@ class CloudBackend(Backend):
         self._channel: Channel | None = None
         self._stub_instance: pb.BackendServiceStub | None = None
         self._closed = False
-
-    @classmethod
-    def from_saved_login(cls, context: Context, **options: Any) -> CloudBackend:
-        """The backend ``stigmer login`` saved: the context's endpoint and CA, with its stored token.
-
-        :param context: the active ``stigmer.cli._context.Context`` (a remote one).
-        :param options: passed on to the constructor (``timeout``, ``retry``, ...).
-
-        A saved login that cannot be used (a hand-edited endpoint, say) is
-        ``GRPCError(FAILED_PRECONDITION)``, so the CLI reports it in one line.
-        """
-        from .credentials import load_token
-
-        try:
-            return cls(
-                context.endpoint,
-                token=load_token(context.endpoint),
-                tls=not context.plaintext,
-                ca_file=context.ca_file or None,
-                **options,
-            )
-        except ValueError as error:
-            raise GRPCError(
-                Status.FAILED_PRECONDITION, f"the saved login is unusable ({error}); run `stigmer login` again"
-            ) from None
 
     def __repr__(self) -> str:
         # The token stays out: reprs end up in logs and tracebacks.

@@ -32,13 +32,13 @@ from stigmer.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend
-from ..encryption import MasterKey, MasterKeySource
+from ..encryption import KeyRotation, KeyStatus, MasterKey, MasterKeyAdmin, MasterKeySource
 from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
-from ._secrets import KeyRotation, KeyStatus, SecretVault
+from ._secrets import SecretVault
 from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
@@ -81,7 +81,7 @@ def _storage_boundary(method):
     return wrapper
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(Backend, MasterKeyAdmin):
     """``BackendService`` on a local SQLite file.
 
     :param path: the database file; default ``$STIGMER_HOME/local.db``. Its
@@ -97,6 +97,9 @@ class SqliteBackend(Backend):
 
     Raises ``GRPCError`` (``INTERNAL``) naming the file if it is not a usable
     Stigmer database: not SQLite, damaged, read-only, or from a newer schema.
+
+    It keeps its secrets' master key itself, so it is a ``MasterKeyAdmin``
+    (``stigmer secret status`` and ``rotate-key``).
     """
 
     kind = "sqlite"
