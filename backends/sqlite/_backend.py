@@ -270,10 +270,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
             if row is not None:
                 existing = self._settled(conn, _rows.execution_from_row(row), now)
-                if not executions.is_retry_of(existing, message):
-                    raise errors.already_exists(
-                        f"request_id {message.request_id!r} was already used for a different execution request"
-                    )
+                executions.require_retry_of(existing, message)
                 return pb.CreateExecutionResponse(execution=existing, created=False)
             agent = self._agent_row(conn, message.agent_instance)
             newest = conn.execute("SELECT max(id) FROM executions").fetchone()[0]
@@ -312,9 +309,10 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {'DESC' if message.newest_first else 'ASC'} LIMIT ?"
         rows = self._db.execute(sql, (*params, size + 1)).fetchall()
-        page = [_rows.execution_from_row(row) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].id) if len(rows) > size else ""
-        return pb.ListExecutionsResponse(executions=page, next_page_token=token)
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["id"])
+        return pb.ListExecutionsResponse(
+            executions=[_rows.execution_from_row(row) for row in rows], next_page_token=token
+        )
 
     @_storage_boundary
     async def update_execution_status(
@@ -453,8 +451,8 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             sql += " WHERE a.name > ?"
             params.append(after)
         rows = self._db.execute(f"{sql} ORDER BY a.name LIMIT ?", (*params, size + 1)).fetchall()
-        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].name) if len(rows) > size else ""
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["name"])
+        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows]
         return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     @_storage_boundary
@@ -478,9 +476,9 @@ class SqliteBackend(Backend, MasterKeyAdmin):
     @_storage_boundary
     async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
-        page = self._vault.page(self._db, paging.decode_token(message), size + 1)
-        token = paging.encode_token(message, page[size - 1].name) if len(page) > size else ""
-        return pb.ListSecretsResponse(secrets=page[:size], next_page_token=token)
+        fetched = self._vault.page(self._db, paging.decode_token(message), size + 1)
+        page, token = paging.cut(message, fetched, size, key=lambda secret: secret.name)
+        return pb.ListSecretsResponse(secrets=page, next_page_token=token)
 
     @_storage_boundary
     async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
