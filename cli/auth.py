@@ -51,7 +51,7 @@ def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
     is kept in the OS keychain, or in $STIGMER_HOME/token (0600) where there
     is none; never in config.json.
     """
-    from stigmer.backends.cloud.endpoint import format_endpoint, parse_endpoint
+    from stigmer.backends.wire import format_endpoint, is_header_safe, parse_endpoint
 
     try:
         endpoint = format_endpoint(*parse_endpoint(endpoint))
@@ -60,8 +60,6 @@ def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
     if plaintext and ca_file:
         raise click.UsageError("--ca is for TLS; it cannot be combined with --plaintext")
     token = _read_token()
-    from stigmer.backends.cloud.credentials import is_header_safe
-
     if token and not is_header_safe(token):
         raise click.BadParameter("the token must be printable ASCII without spaces", param_hint="the token")
 

@@ -60,6 +60,10 @@ def restatements(path: Path) -> list[str]:
     relative = path.relative_to(ROOT).as_posix()
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            names = [target.id for target in node.targets if isinstance(target, ast.Name) and "CONTRACT" in target.id]
+            if names:
+                found.append(f"{relative}:{node.lineno}: {names[0]} restates rules.CONTRACT_VERSION")
         if not isinstance(node, ast.Constant):
             continue
         value = node.value
@@ -97,7 +101,8 @@ def test_no_limit_prefix_or_phase_is_restated(path):
         ("size = 1000", "restates MAX_PAGE_SIZE"),
         ("is_agent = ref.startswith('agi_')", "restates ids.AGENT_INSTANCE_PREFIX"),
         ("sql = 'SELECT id FROM executions WHERE phase = 2'", "a phase number in SQL"),
-        ("major = '1'\nok = version.startswith('1.')", "restates rules.CONTRACT_VERSION"),
+        ("ok = version.startswith('1.')", "restates rules.CONTRACT_VERSION"),
+        ("SUPPORTED_CONTRACT_MAJOR = '1'", "SUPPORTED_CONTRACT_MAJOR restates rules.CONTRACT_VERSION"),
     ],
 )
 def test_a_restatement_is_caught(tmp_path, monkeypatch, source, expected):

@@ -15,8 +15,8 @@ from grpclib.const import Status
 
 from stigmer.backends.base import Backend
 from stigmer.backends.cloud import RPC_NAMES, CloudBackend, RetryPolicy
-from stigmer.backends.cloud.endpoint import format_endpoint, parse_endpoint
 from stigmer.backends.cloud.retries import is_retry_safe
+from stigmer.backends.wire import format_endpoint, parse_endpoint
 from stigmer.gen.stigmer.backend import v1 as pb
 from tests.remote_fixtures import SPEC
 
