@@ -145,6 +145,8 @@ def context(output: str) -> None:
         if active.is_remote:
             transport = "plaintext" if active.plaintext else f"TLS, CA {active.ca_file}" if active.ca_file else "TLS"
             where = f"{active.endpoint} ({transport})"
+        elif active.url:
+            where = active.url
         else:
             from stigmer.backends.sqlite import default_database_path
 

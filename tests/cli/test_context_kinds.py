@@ -54,3 +54,10 @@ def test_storage_urls_name_their_kind():
 def test_key_commands_need_a_backend_that_keeps_its_own_key(stigmer):
     _use(stigmer, kind="cloud", endpoint="127.0.0.1:9", plaintext=True)
     assert "works on the local database only" in one_line_error(stigmer("secret", "status"))
+
+
+def test_context_shows_the_configured_file(stigmer, tmp_path):
+    other = tmp_path / "elsewhere.db"
+    _use(stigmer, kind="sqlite", url=str(other))
+    shown = json.loads(stigmer("context", "-o", "json").stdout)
+    assert (shown["mode"], shown["where"], shown["backendKind"]) == ("local", str(other), "sqlite")

@@ -13,7 +13,8 @@ from stigmer.backends.cloud import CloudBackend
 from stigmer.backends.wire import parse_endpoint
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-from tests.remote_fixtures import SPEC, count_rows
+from tests.builders import SPEC
+from tests.remote_fixtures import count_rows
 
 WRITES = [
     ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC)),
