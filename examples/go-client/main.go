@@ -66,7 +66,11 @@ func readToken(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimSpace(string(data)), nil
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("no token in %s", path)
+	}
+	return token, nil
 }
 
 func dial(endpoint, caFile string, plaintext bool) (*grpc.ClientConn, error) {
