@@ -35,6 +35,7 @@ PUBLIC = {
     "stigmer.runner.resolver": ["UnresolvedReference", "resolve"],
     "stigmer.runner.executor": ["default_runner_id", "run_execution"],
     "stigmer.server.launch": ["LISTENING_PREFIX", "ServerProcess", "ServerStartError"],
+    "stigmer.proto": ["ROOT"],
 }
 
 
