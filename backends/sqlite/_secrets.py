@@ -22,7 +22,7 @@ from ..encryption import KeyCheck, KeyRotation, KeyStatus, MasterKey, MasterKeyP
 from ..rules import errors
 from . import _rows
 
-__all__ = ["KeyRotation", "KeyStatus", "SecretVault"]
+__all__ = ["SecretVault"]
 
 _SECRET_SELECT = "SELECT name, version, create_us, update_us FROM secrets"
 
@@ -66,10 +66,6 @@ class SecretVault:
 
     def __init__(self, path: Path, source: MasterKeySource) -> None:
         self._keys = MasterKeyPolicy(str(path), source)
-
-    def key(self, conn: sqlite3.Connection, *, create: bool) -> MasterKey:
-        """The key the stored secrets are sealed under (see ``MasterKeyPolicy.key``)."""
-        return self._keys.key(_SecretTables(conn), create=create)
 
     # -- the RPCs ---------------------------------------------------------------------------------
 
