@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from grpclib.const import Status
 
 from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import claim, create_execution, move
+from stigmer.conformance.scenarios import claim, create_execution, lease_end, move
 from stigmer.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
@@ -19,7 +19,7 @@ def _get(client, execution_id):
 
 def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
     """Polls until the execution leaves RUNNING; it must by its lease instant plus ``grace`` (clock skew)."""
-    deadline = running.status.lease_expire_time + grace
+    deadline = lease_end(running) + grace
     while True:
         execution = _get(client, running.id)
         if execution.status.phase != Phase.RUNNING:
@@ -53,7 +53,7 @@ class TestLeaseExpiry:
     def test_a_renewed_lease_does_not_expire(self, client):
         """Renewing before expiry keeps the execution RUNNING past the first lease."""
         running = claim(client, create_execution(client), lease=SHORT)
-        first_expiry = running.status.lease_expire_time
+        first_expiry = lease_end(running)
         move(client, running, Phase.RUNNING, lease_duration=timedelta(seconds=60))
         deadline = time.monotonic() + 15
         while not _backend_clock_passed(client, first_expiry):
