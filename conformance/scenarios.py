@@ -14,7 +14,7 @@ from .client import Client, present, request_id, unique_name
 
 __all__ = [
     "OTHER_RUNNER", "RUNNER", "apply_agent", "claim", "create_execution", "end_time", "execution_in", "lease_end",
-    "move", "spec", "start_time",
+    "move", "spec", "start_time", "wait_for_backend_clock",
 ]  # fmt: skip
 
 RUNNER = "cf-runner-a"
@@ -92,6 +92,23 @@ def end_time(execution: pb.Execution):
     return present(
         execution.status.end_time, "ExecutionStatus.end_time", "when the execution entered its terminal phase"
     )
+
+
+def wait_for_backend_clock(client: Client, instant, timeout: float = 15.0) -> None:
+    """Returns once the backend's clock is past ``instant``, read from the time of throwaway writes.
+
+    The backend's own clock decides timestamps and lease expiry; the suite's may differ.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = create_execution(client, message="clock probe")
+        cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=probe.id)).execution
+        if cancelled.update_time > instant:
+            return
+        assert time.monotonic() < deadline, f"the backend's clock did not pass {instant} within {timeout} s"
+        time.sleep(0.02)
 
 
 def execution_in(client: Client, phase: int, agent: pb.AgentInstance | None = None) -> pb.Execution:
