@@ -9,7 +9,7 @@ other id) and checks them against ``TRACEABILITY.md``, where each sentence is
 followed by the conformance test ids (fnmatch patterns) that check it::
 
     - `BackendService.GetExecution#1f0c2a` Fails with `INVALID_ARGUMENT` if ...
-      tests: executions/GetExecution/* validation/invalid_request/GetExecution/*
+      - tests: `executions/GetExecution/*` `validation/invalid_request/GetExecution/*`
 
 A sentence the suite cannot observe over the wire says so instead, with the
 reason: ``untested: <why>``. ``python -m stigmer.conformance.traceability
@@ -21,8 +21,10 @@ fail while any sentence has no mapping or a mapping names no existing test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import hashlib
+import io
 import re
 import sys
 from dataclasses import dataclass
@@ -134,7 +136,7 @@ def normative_sentences(proto_dir: Path = PROTO_DIR) -> list[Sentence]:
 
 
 _ENTRY = re.compile(r"^- `(?P<id>[^`]+)` ")
-_MAPPING = re.compile(r"^  (?P<kind>tests|untested):(?P<rest>.*)$")
+_MAPPING = re.compile(r"^  (?:- )?(?P<kind>tests|untested):(?P<rest>.*)$")
 
 
 def read_matrix(path: Path = MATRIX) -> dict[str, tuple[str, str]]:
@@ -148,7 +150,8 @@ def read_matrix(path: Path = MATRIX) -> dict[str, tuple[str, str]]:
             continue
         mapping = _MAPPING.match(line)
         if mapping and current is not None:
-            mappings[current] = (mapping["kind"], mapping["rest"].strip())
+            rest = mapping["rest"].strip()
+            mappings[current] = (mapping["kind"], rest.replace("`", "") if mapping["kind"] == "tests" else rest)
             current = None
     return mappings
 
@@ -176,7 +179,8 @@ def render(sentences: list[Sentence], mappings: dict[str, tuple[str, str]]) -> s
             lines += ["", f"## {element}", ""]
         kind, rest = mappings.get(sentence.id, ("tests", ""))
         lines.append(f"- `{sentence.id}` {sentence.text}")
-        lines.append(f"  {kind}: {rest}".rstrip() if rest else f"  {kind}:")
+        shown = " ".join(f"`{pattern}`" for pattern in rest.split()) if kind == "tests" else rest
+        lines.append(f"  - {kind}: {shown}".rstrip())
     return "\n".join(lines) + "\n"
 
 
@@ -216,9 +220,10 @@ def suite_test_ids() -> set[str]:
             "-p", "no:cacheprovider", "-o", "python_files=*.py",
             "--stigmer-target", "stigmer.backends.memory:MemoryBackend",
             "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:asyncio"]  # fmt: skip
-    code = pytest.main(args, plugins=[collector])
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        code = pytest.main(args, plugins=[collector])
     if code not in (0, 5):
-        raise RuntimeError(f"collecting the conformance suite failed (pytest exit code {code})")
+        raise RuntimeError(f"collecting the conformance suite failed (exit code {code}):\n{printed.getvalue()[-3000:]}")
     return collector.ids
 
 

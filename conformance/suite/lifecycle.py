@@ -109,6 +109,7 @@ class TestTerminalTransitions:
         pending = create_execution(client)
         cancelled = _cancel(client, pending)
         _check_kept(pending, cancelled)
+        assert pending.status.runner_id == "" and pending.status.output is None, "nothing reported yet"
         assert cancelled.status.runner_id == "" and cancelled.status.start_time is None
         end_time(cancelled)
 
@@ -133,3 +134,6 @@ def test_update_time_is_the_time_of_the_last_write(client):
     assert execution.create_time <= start_time(running) <= running.update_time
     context = client.get_execution_context(pb.GetExecutionContextRequest(execution_id=running.id, runner_id=RUNNER))
     assert context.execution == running, "GetExecutionContext writes nothing"
+    assert client.get_execution(pb.GetExecutionRequest(execution_id=running.id)).execution == running, (
+        "GetExecutionContext writes nothing"
+    )

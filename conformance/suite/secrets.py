@@ -40,6 +40,22 @@ def _context(client, execution, runner=RUNNER):
 
 
 class TestPutSecret:
+    def test_a_put_of_the_same_value_is_a_write_like_any_other(self, client):
+        """`version` + 1 and `created` false whatever the value: a put never reveals whether the value changed."""
+        name, value, first = _put(client)
+        same = _put(client, name, value)[2]
+        other = _put(client, name, value + "-changed")[2]
+        assert (same.created, same.secret.version) == (False, first.secret.version + 1)
+        assert (other.created, other.secret.version) == (False, first.secret.version + 2)
+
+    def test_a_running_execution_sees_a_new_value_at_its_next_context(self, client):
+        """After a put, the next `GetExecutionContext` of an execution already running returns the new value."""
+        name, value, _ = _put(client)
+        running = claim(client, create_execution(client, _agent_using(client, name)))
+        assert _context(client, running).secrets == {name: value}
+        _put(client, name, "the-rotated-value")
+        assert _context(client, running).secrets == {name: "the-rotated-value"}
+
     def test_update_time_moves_on_a_replacing_put(self, client):
         """A later put: `update_time` is when the value was last put; `create_time` kept, `version` + 1."""
         name, _, first = _put(client)
@@ -104,6 +120,8 @@ class TestDeleteSecret:
         client.delete_secret(pb.DeleteSecretRequest(name=name))
         with expect_status(Status.FAILED_PRECONDITION, naming=name):
             _context(client, running)
+        _put(client, name, "put-again")
+        assert _context(client, running).secrets == {name: "put-again"}, "the secret was put again"
 
 
 class TestSecretsInContext:
