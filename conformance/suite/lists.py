@@ -120,19 +120,20 @@ class TestPagingUnderChanges:
             seen.extend(n for n in names if n.startswith(base))
             return names, token
 
-        def change(_page):
-            mine = [n for n in seen if n.startswith(base)]
-            last = mine[-1] if mine else ""
+        def change(page):
+            last = seen[-1] if seen else ""
             behind = [n for n in originals if n < last and n not in deleted]
             ahead = [n for n in originals if n > last and n not in deleted]
-            if behind:  # an offset-based pager would now skip an item
+            if page % 2 and behind:  # an offset-based pager would now skip an item
                 _delete_agent(client, behind[0])
                 deleted.add(behind[0])
+            elif not page % 2:  # behind the page: an offset-based pager would return an item twice
+                apply_agent(client, name=f"{base}00a{page}")
             if ahead:  # deleted before its page: may not appear, and must not disturb the others
                 _delete_agent(client, ahead[-1])
                 deleted.add(ahead[-1])
-            apply_agent(client, name=f"{base}00a{len(seen)}")  # behind: an offset-based pager would repeat an item
-            apply_agent(client, name=f"{base}{len(seen):02d}z")
+            if last:
+                apply_agent(client, name=f"{last}z")  # just after the page: returned at most once
 
         listed = [n for n in _pages(record, 2, change) if n.startswith(base)]
         _check_paged(listed, [n for n in originals if n not in deleted])
@@ -153,15 +154,17 @@ class TestPagingUnderChanges:
             seen.extend(n for n in names if n.startswith(suffix))
             return names, token
 
-        def change(_page):
+        def change(page):
             last = seen[-1] if seen else ""
             behind = [n for n in originals if n < last and n not in deleted]
             ahead = [n for n in originals if n > last and n not in deleted]
-            for victim in behind[:1] + ahead[-1:]:
+            for victim in (behind[:1] if page % 2 else []) + ahead[-1:]:  # behind: an offset pager skips one
                 client.delete_secret(pb.DeleteSecretRequest(name=victim))
                 deleted.add(victim)
-            _put(client, f"{suffix}_00a_{len(seen)}")
-            _put(client, f"{suffix}_{len(seen):02d}z")
+            if not page % 2:
+                _put(client, f"{suffix}_00a{page}")  # behind: an offset pager returns one twice
+            if last:
+                _put(client, f"{last}z")
 
         listed = [n for n in _pages(record, 2, change) if n.startswith(suffix)]
         _check_paged(listed, [n for n in originals if n not in deleted])
@@ -181,14 +184,17 @@ class TestPagingUnderChanges:
             seen.extend(ids)
             return ids, token
 
-        def change(_page):
+        def change(page):
             last = seen[-1]
             behind = [e for e in originals if (e.id > last if newest_first else e.id < last) and e.id not in left]
             ahead = [e for e in originals if (e.id < last if newest_first else e.id > last) and e.id not in left]
-            for leaving in behind[:1] + ahead[-1:]:
+            # Odd pages: one execution behind the page leaves the filter (an offset-based pager skips one);
+            # even pages: a new one (behind the page when newest first: an offset-based pager repeats one).
+            for leaving in (behind[:1] if page % 2 else []) + ahead[-1:]:
                 claim(client, leaving)  # no longer PENDING: out of the filter
                 left.add(leaving.id)
-            create_execution(client, agent)
+            if not page % 2:
+                create_execution(client, agent)
 
         listed = _pages(record, 2, change)
         order = sorted(listed, key=lambda i: i.encode(), reverse=newest_first)
