@@ -13,8 +13,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import REPO, toolchain_env
 
 STIGMER = str(Path(sys.executable).parent / "stigmer")
