@@ -32,14 +32,18 @@ def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
 
 class TestLeaseExpiry:
     def test_an_expired_lease_fails_the_execution(self, client):
-        """After `lease_expire_time`: `EXECUTION_PHASE_FAILED`, `error.code` LEASE_EXPIRED, one more version."""
-        running = claim(client, create_execution(client), lease=SHORT)
+        """After `lease_expire_time`: `EXECUTION_PHASE_FAILED`, `error.code` LEASE_EXPIRED, one more version;
+        the runner, start time and last output are kept."""
+        claimed = claim(client, create_execution(client), lease=SHORT)
+        output = pb.ExecutionOutput(text="half done")
+        running = move(client, claimed, Phase.RUNNING, output=output, lease_duration=SHORT)
         failed = _poll_until_not_running(client, running)
         assert failed.status.phase == Phase.FAILED
         assert failed.status.error is not None and failed.status.error.code == "LEASE_EXPIRED"
         assert failed.version == running.version + 1
         assert failed.status.end_time == running.status.lease_expire_time
         assert failed.status.lease_expire_time is None and failed.status.runner_id == running.status.runner_id
+        assert failed.status.output == output and failed.status.start_time == running.status.start_time
 
     def test_the_late_runner_cannot_finish_or_renew(self, client):
         """The runner whose lease expired gets FAILED_PRECONDITION (or ABORTED with its old version)."""

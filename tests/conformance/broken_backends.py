@@ -348,6 +348,18 @@ class NeverExpiresLeases(MemoryBackend):
         return self._executions[execution_id]
 
 
+@breaks("timestamps and identity", "leases/LeaseExpiry/an_expired_lease_fails_the_execution")
+class ExpiryDropsTheOutput(MemoryBackend):
+    """Clears the last reported output when a lease expires."""
+
+    def _current(self, execution_id):
+        before = self._executions.get(execution_id)
+        execution = super()._current(execution_id)
+        if before is not None and execution is not before and execution.status.phase == Phase.FAILED:
+            execution.status.output = None
+        return execution
+
+
 @breaks("timeliness", "leases/LeaseTimeliness/no_response_shows_an_expired_lease_as_running")
 class ListShowsExpiredLeases(MemoryBackend):
     """Applies lease expiry on every RPC but `ListExecutions`, which lists the stored rows as they are."""
