@@ -7,7 +7,15 @@ import pytest
 from grpclib.const import Status
 
 from stigmer.conformance.client import expect_status, request_id
-from stigmer.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, lease_end, move
+from stigmer.conformance.scenarios import (
+    RUNNER,
+    apply_agent,
+    claim,
+    create_execution,
+    lease_end,
+    move,
+    wait_for_backend_clock,
+)
 from stigmer.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
@@ -61,10 +69,7 @@ class TestLeaseExpiry:
         running = claim(client, create_execution(client), lease=SHORT)
         first_expiry = lease_end(running)
         move(client, running, Phase.RUNNING, lease_duration=timedelta(seconds=60))
-        deadline = time.monotonic() + 15
-        while not _backend_clock_passed(client, first_expiry):
-            assert time.monotonic() < deadline, "the backend clock never passed the first lease"
-            time.sleep(0.1)
+        wait_for_backend_clock(client, first_expiry)
         assert _get(client, running.id).status.phase == Phase.RUNNING
 
     def test_the_expiry_is_delivered_to_a_watcher(self, client):
@@ -74,13 +79,6 @@ class TestLeaseExpiry:
         states = watch.finish(timeout=15)
         assert states[-1].status.phase == Phase.FAILED and states[-1].status.error.code == "LEASE_EXPIRED"
         assert states[-1].version == running.version + 1
-
-
-def _backend_clock_passed(client, instant):
-    """Whether the backend's clock is past ``instant``, read from the time of a throwaway write."""
-    probe = create_execution(client)
-    cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=probe.id)).execution
-    return cancelled.update_time > instant
 
 
 class TestLeaseTimeliness:
@@ -99,10 +97,7 @@ class TestLeaseTimeliness:
             ).execution
             runs[path] = (agent, rid, claim(client, created, lease=SHORT))
         latest = max(lease_end(running) for _, _, running in runs.values())
-        deadline = time.monotonic() + 15
-        while not _backend_clock_passed(client, latest):
-            assert time.monotonic() < deadline, "the backend clock never passed the leases"
-            time.sleep(0.05)
+        wait_for_backend_clock(client, latest)
         clause = "no response ever shows an execution EXECUTION_PHASE_RUNNING with a lease_expire_time in the past"
 
         def check(seen, path):
