@@ -37,6 +37,13 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     show_default=True,
     help="Seconds SIGTERM/SIGINT waits for calls in flight.",
 )
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest request message accepted; a larger one fails with RESOURCE_EXHAUSTED unread.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every call (method, peer, duration) to stderr.")
 def server(
     host: str,
@@ -46,6 +53,7 @@ def server(
     tls_cert: str | None,
     tls_key: str | None,
     grace: float,
+    max_request_bytes: int,
     verbose: bool,
 ) -> None:
     """Serve a Stigmer backend over gRPC (BackendService, health, reflection).
@@ -117,7 +125,13 @@ def server(
 
         async with backend:
             await serve_until_signalled(
-                backend, sock, token=token, ssl_context=ssl_context, grace=grace, on_listening=listening
+                backend,
+                sock,
+                token=token,
+                ssl_context=ssl_context,
+                grace=grace,
+                max_request_bytes=max_request_bytes,
+                on_listening=listening,
             )
         status("stopped")
 

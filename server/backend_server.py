@@ -26,7 +26,8 @@ from stigmer.backends.base import Backend
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from .gate import CallGate, GatedService
-from .reflection import with_reflection
+from .reflection import served_pools, with_reflection
+from .requests import DEFAULT_MAX_REQUEST_BYTES, CheckedService, RequestReader
 
 __all__ = ["DEFAULT_GRACE", "BackendServer", "serve_until_signalled"]
 
@@ -69,16 +70,28 @@ class BackendServer:
         the caller keeps ownership and closes it after shutdown.
     :param token: bearer token required on every call but health checks; ``None`` for none.
     :param ssl_context: server TLS context (ALPN ``h2``), or ``None`` for plaintext h2c.
+    :param max_request_bytes: the largest request message read; a larger one
+        fails with ``RESOURCE_EXHAUSTED`` before its body is buffered.
     """
 
-    def __init__(self, backend: Backend, *, token: str | None = None, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    ):
         self._ssl = ssl_context
         served = _ServedBackend(backend, authenticates=token is not None)
         self._status = ServiceStatus()
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})
         self._gate = CallGate(token)
-        self._server = Server([GatedService(service, self._gate) for service in with_reflection([served, health])])
+        reader = RequestReader(served_pools(), max_request_bytes)
+        self._server = Server(
+            [GatedService(CheckedService(service, reader), self._gate) for service in with_reflection([served, health])]
+        )
         self._address: tuple[str, int] | None = None
 
     @property
@@ -118,6 +131,7 @@ async def serve_until_signalled(
     token: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
     grace: float = DEFAULT_GRACE,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     on_listening: Callable[[tuple[str, int]], Awaitable[None] | None] | None = None,
 ) -> None:
     """Serves ``backend`` on ``sock`` until SIGINT or SIGTERM, then shuts down gracefully.
@@ -126,7 +140,7 @@ async def serve_until_signalled(
 
     :param on_listening: called with the address once the server accepts connections.
     """
-    server = BackendServer(backend, token=token, ssl_context=ssl_context)
+    server = BackendServer(backend, token=token, ssl_context=ssl_context, max_request_bytes=max_request_bytes)
     await server.start(sock)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -7,8 +7,10 @@ concurrent processes serialise on SQLite's write lock (waiting up to the busy
 timeout, never failing with "database is locked" under normal contention)
 and a compare-and-set is checked against the committed row.
 
-Calls run on the caller's event loop thread: a statement takes microseconds,
-and a thread hop per call would cost more than it saves.
+No call waits for a lock on the caller's event loop: a call is tried there
+with a busy timeout of 0 and, if another process holds the lock, run again on
+the backend's storage thread, which waits (``_thread.StorageThread``), so a
+server keeps answering while one write waits.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from . import _rows
 from ._errors import storage_error
 from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._secrets import KeyRotation, KeyStatus, SecretVault
+from ._thread import StorageThread
 from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
@@ -69,12 +72,15 @@ def _package_version() -> str:
 
 
 def _storage_boundary(method):
-    """Reports sqlite3 errors as the documented ``GRPCError``, for one coroutine method."""
+    """A coroutine method running the synchronous ``method`` on the storage thread.
+
+    Reports sqlite3 errors as the documented ``GRPCError``.
+    """
 
     @functools.wraps(method)
     async def wrapper(self: SqliteBackend, *args, **kwargs):
         try:
-            return await method(self, *args, **kwargs)
+            return await self._storage.run(functools.partial(method, self, *args, **kwargs))
         except sqlite3.Error as error:
             raise storage_error(error, str(self.path)) from None
 
@@ -113,17 +119,27 @@ class SqliteBackend(Backend):
         self._vault = SecretVault(self.path, master_key if master_key is not None else MasterKeySource())
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._storage = StorageThread(
+            f"stigmer-sqlite {self.path.name}",
+            would_block=_is_busy,
+            enter=lambda: self._set_busy_timeout(self._busy_timeout),
+            leave=lambda: self._set_busy_timeout(0),
+        )
         try:
             self._conn = self._connect()
             migrate(self._conn, str(self.path))
+            self._set_busy_timeout(0)  # calls try without waiting first; the storage thread waits
         except sqlite3.Error as error:
             self._close_connection()
+            self._storage.stop()
             raise storage_error(error, str(self.path)) from None
         except OSError as error:  # the file cannot be created: no such directory, no permission
             self._close_connection()
+            self._storage.stop()
             raise GRPCError(Status.INTERNAL, f"cannot open {self.path}: {error.strerror}") from None
         except BaseException:
             self._close_connection()
+            self._storage.stop()
             raise
         self._changes = ChangeFeed(self._connect, poll_interval)
 
@@ -149,6 +165,11 @@ class SqliteBackend(Backend):
             raise
         return conn
 
+    def _set_busy_timeout(self, seconds: float) -> None:
+        """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
+        if self._conn is not None:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -157,7 +178,8 @@ class SqliteBackend(Backend):
     async def aclose(self) -> None:
         if self._conn is not None:
             self._changes.close()
-            self._close_connection()
+            await self._storage.run_on_thread(self._close_connection)  # after any call still running
+            self._storage.stop()
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -177,7 +199,7 @@ class SqliteBackend(Backend):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._changes.notify()
+        self._storage.call_on_loop(self._changes.notify)  # watchers live on the event loop
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -259,7 +281,7 @@ class SqliteBackend(Backend):
         )
 
     @_storage_boundary
-    async def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
+    def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
         validation.validate_create_execution(message)
         now = _now()
         with self._write() as conn:
@@ -283,12 +305,12 @@ class SqliteBackend(Backend):
         return pb.CreateExecutionResponse(execution=execution, created=True)
 
     @_storage_boundary
-    async def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
+    def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
         validation.validate_execution_id(message.execution_id)
         return pb.GetExecutionResponse(execution=self._read_execution(message.execution_id, _now()))
 
     @_storage_boundary
-    async def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
+    def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
         validation.validate_list_executions(message)
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
@@ -313,9 +335,7 @@ class SqliteBackend(Backend):
         return pb.ListExecutionsResponse(executions=page, next_page_token=token)
 
     @_storage_boundary
-    async def update_execution_status(
-        self, message: pb.UpdateExecutionStatusRequest
-    ) -> pb.UpdateExecutionStatusResponse:
+    def update_execution_status(self, message: pb.UpdateExecutionStatusRequest) -> pb.UpdateExecutionStatusResponse:
         validation.validate_update_execution_status(message)
         updated = self._change(
             message.execution_id, lambda current, now: executions.update_status(current, message, now)
@@ -323,7 +343,7 @@ class SqliteBackend(Backend):
         return pb.UpdateExecutionStatusResponse(execution=updated)
 
     @_storage_boundary
-    async def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
+    def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
         validation.validate_cancel_execution(message)
         cancelled = self._change(message.execution_id, lambda current, now: executions.cancel(current, message, now))
         return pb.CancelExecutionResponse(execution=cancelled)
@@ -333,7 +353,7 @@ class SqliteBackend(Backend):
         try:
             async with self._changes.subscription() as wake_event:
                 event = wake_event()
-                execution = self._read_execution(message.execution_id, _now())
+                execution = await self._storage.run(self._read_execution, message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
                     if execution.status.phase in executions.TERMINAL_PHASES:
@@ -345,11 +365,7 @@ class SqliteBackend(Backend):
     async def _next_version(self, seen: pb.Execution, event, wake_event) -> tuple[pb.Execution, object]:
         """The version after ``seen``, waiting for it; and the event to wait on next."""
         while True:
-            row = self._db.execute(
-                f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
-                "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
-                (seen.id, seen.version),
-            ).fetchone()
+            row = await self._storage.run(self._history_after, seen)
             if row is not None:
                 if row["version"] != seen.version + 1:
                     raise GRPCError(
@@ -364,7 +380,7 @@ class SqliteBackend(Backend):
                 )
             now = _now()
             if executions.lease_expired(seen, now):
-                self._read_execution(seen.id, now)  # writes the expiry; history picks it up
+                await self._storage.run(self._read_execution, seen.id, now)  # writes the expiry; history picks it up
                 continue
             timeout = 1.0
             if seen.status.lease_expire_time is not None:
@@ -374,8 +390,15 @@ class SqliteBackend(Backend):
             finally:
                 event = wake_event()
 
+    def _history_after(self, seen: pb.Execution) -> sqlite3.Row | None:
+        return self._db.execute(
+            f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
+            "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
+            (seen.id, seen.version),
+        ).fetchone()
+
     @_storage_boundary
-    async def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
+    def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
         validation.validate_get_execution_context(message)
         execution = self._read_execution(message.execution_id, _now())
         execution_context.check_holder(execution, message.runner_id)
@@ -409,13 +432,13 @@ class SqliteBackend(Backend):
         return row
 
     @_storage_boundary
-    async def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
+    def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         row = self._agent_row(self._db, message.agent_instance)
         return pb.GetAgentInstanceResponse(agent_instance=_rows.agent_instance_from_json(row["agent_instance"]))
 
     @_storage_boundary
-    async def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
+    def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
         validation.validate_apply_agent_instance(message)
         now = _now()
         with self._write() as conn:
@@ -441,7 +464,7 @@ class SqliteBackend(Backend):
         return pb.ApplyAgentInstanceResponse(agent_instance=agent, outcome=outcome)
 
     @_storage_boundary
-    async def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
+    def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         sql, params = _AGENT_SELECT, []
@@ -454,7 +477,7 @@ class SqliteBackend(Backend):
         return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     @_storage_boundary
-    async def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
+    def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         with self._write() as conn:
             row = self._agent_row(conn, message.agent_instance)
@@ -466,20 +489,20 @@ class SqliteBackend(Backend):
     # Values are sealed by SecretVault (see _secrets.py): only ciphertext is ever bound to SQL.
 
     @_storage_boundary
-    async def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
+    def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
         validation.validate_put_secret(message)
         with self._write() as conn:
             return self._vault.put(conn, message.name, message.value, _now())
 
     @_storage_boundary
-    async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
+    def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
         page = self._vault.page(self._db, paging.decode_token(message), size + 1)
         token = paging.encode_token(message, page[size - 1].name) if len(page) > size else ""
         return pb.ListSecretsResponse(secrets=page[:size], next_page_token=token)
 
     @_storage_boundary
-    async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
+    def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
         validation.validate_secret_name(message.name)
         with self._write() as conn:
             self._vault.delete(conn, message.name)
@@ -488,7 +511,7 @@ class SqliteBackend(Backend):
     # -- the master key (local administration, not RPCs) ---------------------------------------
 
     @_storage_boundary
-    async def master_key_status(self) -> KeyStatus:
+    def master_key_status(self) -> KeyStatus:
         """Where the master key is, whether it opens this database's secrets, how many there are.
 
         Never creates a key, and reports problems in ``KeyStatus.problem``
@@ -498,7 +521,7 @@ class SqliteBackend(Backend):
             return self._vault.status(conn)
 
     @_storage_boundary
-    async def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
+    def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
         """Re-encrypts every secret under a new master key, in one transaction, and stores the new key.
 
         :param new_key: the key to move to; default a new random key, kept
@@ -515,6 +538,14 @@ class SqliteBackend(Backend):
             rotation = self._vault.rotate(conn, new_key)
         self._vault.promote(rotation)
         return rotation
+
+
+def _is_busy(error: BaseException) -> bool:
+    """Another connection holds the lock this statement needs (nothing was changed)."""
+    return isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode & 0xFF in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:

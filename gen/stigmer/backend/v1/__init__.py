@@ -803,7 +803,9 @@ class ExecutionInput(betterproto2.Message):
     """
     Optional structured input (any JSON object) for agents that take
     parameters. Unset means no structured input; an empty object is kept as
-    an empty object. At most 1,048,576 bytes in binary encoding.
+    an empty object. At most 1,048,576 bytes in binary encoding, and objects
+    and lists nested at most 32 deep (the object itself counts as 1): a
+    deeper value fails with `INVALID_ARGUMENT` and nothing is written.
     """
 
 
@@ -829,7 +831,8 @@ class ExecutionOutput(betterproto2.Message):
     data: "___google__protobuf__.Struct | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Optional structured result (any JSON object). At most 1,048,576 bytes in
-    binary encoding.
+    binary encoding, and objects and lists nested at most 32 deep (the object
+    itself counts as 1), as `ExecutionInput.data`.
     """
 
 
