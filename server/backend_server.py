@@ -15,8 +15,10 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from grpclib import GRPCError
 from grpclib.const import Handler
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
@@ -49,11 +51,37 @@ class _ServedBackend:
     def __init__(self, backend: Backend, authenticates: bool) -> None:
         self._backend = backend
         self._authenticates = authenticates
+        self._private_paths = _private_paths(backend)
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = dict(self._backend.__mapping__())
         mapping[_BACKEND_INFO] = mapping[_BACKEND_INFO]._replace(func=self._get_backend_info)
+        if self._private_paths:
+            mapping = {
+                method: handler._replace(func=self._without_paths(handler.func)) for method, handler in mapping.items()
+            }
         return mapping
+
+    def _without_paths(self, func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``func`` with the server's file paths replaced in the messages of the errors it raises.
+
+        A local user is told which file is wrong; a remote caller learns nothing of the server's disk.
+        """
+        paths = self._private_paths
+
+        async def handler(stream: Any) -> None:
+            try:
+                await func(stream)
+            except GRPCError as error:
+                message = error.message or ""
+                shown = message
+                for path, replacement in paths:
+                    shown = shown.replace(path, replacement)
+                if shown == message:
+                    raise
+                raise GRPCError(error.status, shown, error.details) from None
+
+        return handler
 
     async def _get_backend_info(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -61,6 +89,19 @@ class _ServedBackend:
         if self._authenticates and pb.Capability.AUTHENTICATION not in response.capabilities:
             response.capabilities = [*response.capabilities, pb.Capability.AUTHENTICATION]
         await stream.send_message(response)
+
+
+def _private_paths(backend: Backend) -> list[tuple[str, str]]:
+    """``(path, what to say instead)`` for the backend's files, longest first."""
+    path = getattr(backend, "path", None)
+    if path is None:
+        return []
+    pairs = {}
+    for form in (Path(path), Path(path).absolute()):
+        pairs[str(form)] = "the server's database"
+        if str(form.parent) not in (".", "/"):
+            pairs[str(form.parent)] = "the server's data directory"
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
 class BackendServer:

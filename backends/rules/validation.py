@@ -47,6 +47,7 @@ MAX_STRUCT_DEPTH = 32
 """Objects and lists nested in a ``Struct``, the outer object counting as 1. Protobuf parsers stop
 at 100 levels of messages (each level of JSON costs about three), so a deeper value could be
 stored but never read back by another client."""
+MAX_PHASE_FILTERS = 16
 MAX_STATUS_MESSAGE_BYTES = 4_096
 MAX_OUTPUT_TEXT_BYTES = 1_048_576
 MAX_ERROR_MESSAGE_BYTES = 16_384
@@ -170,6 +171,10 @@ def validate_list_executions(request: pb.ListExecutionsRequest) -> None:
         raise errors.invalid_argument("page_size", f"must not be negative (got {request.page_size})")
     if request.agent_instance_id:
         validate_execution_id(request.agent_instance_id, "agent_instance_id")
+    if len(request.phases) > MAX_PHASE_FILTERS:
+        raise errors.invalid_argument(
+            "phases", f"must have at most {MAX_PHASE_FILTERS} entries (got {len(request.phases)})"
+        )
     for i, phase in enumerate(request.phases):
         _phase(phase, f"phases[{i}]")
 

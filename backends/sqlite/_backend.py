@@ -83,6 +83,10 @@ def _storage_boundary(method):
             return await self._storage.run(functools.partial(method, self, *args, **kwargs))
         except sqlite3.Error as error:
             raise storage_error(error, str(self.path)) from None
+        except (ValueError, TypeError, KeyError):  # a stored row that our own writes cannot have produced
+            raise GRPCError(
+                Status.INTERNAL, f"{self.path} holds a row Stigmer cannot read (the database was altered)"
+            ) from None
 
     return wrapper
 
@@ -400,7 +404,10 @@ class SqliteBackend(Backend):
     @_storage_boundary
     def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
         validation.validate_get_execution_context(message)
-        execution = self._read_execution(message.execution_id, _now())
+        # The proto says this call writes nothing: an expired lease is seen as expired, and left
+        # for the next write or list to record.
+        stored = _rows.execution_from_row(self._execution_row(self._db, message.execution_id))
+        execution = executions.expire_lease(stored, _now()) or stored
         execution_context.check_holder(execution, message.runner_id)
         snapshot_json = self._db.execute(
             "SELECT v.agent_instance FROM executions e JOIN agent_instance_versions v "

@@ -159,9 +159,9 @@ class SecretVault:
         self._key, self._store = key, store
         return key
 
-    def _open(self, key: MasterKey, name: str, sealed: bytes) -> str:
+    def _open(self, key: MasterKey, name: str, sealed: bytes, version: int) -> str:
         try:
-            return unseal(key, name, sealed)
+            return unseal(key, name, sealed, version=version)
         except SealedValueError as error:
             raise GRPCError(Status.INTERNAL, f"{self._path}: {error}") from None
 
@@ -175,8 +175,8 @@ class SecretVault:
                 "INSERT INTO secret_key_check (id, key_id, check_value) VALUES (1, ?, ?)",
                 (key.check.key_id, key.check.value),
             )
-        sealed = seal(key, name, value)
         row = conn.execute(f"{_SECRET_SELECT} WHERE name = ?", (name,)).fetchone()
+        sealed = seal(key, name, value, version=1 if row is None else row["version"] + 1)
         stamp = _rows.micros(now)
         if row is None:
             conn.execute(
@@ -223,12 +223,12 @@ class SecretVault:
         if not names:
             return {}
         rows = conn.execute(
-            f"SELECT name, ciphertext FROM secrets WHERE name IN ({', '.join('?' * len(names))})", names
+            f"SELECT name, version, ciphertext FROM secrets WHERE name IN ({', '.join('?' * len(names))})", names
         ).fetchall()
         if not rows:
             return {}
         key = self.key(conn, create=False)
-        return {row["name"]: self._open(key, row["name"], bytes(row["ciphertext"])) for row in rows}
+        return {row["name"]: self._open(key, row["name"], row["ciphertext"], row["version"]) for row in rows}
 
     # -- rotation and status ----------------------------------------------------------------------
 
@@ -244,7 +244,7 @@ class SecretVault:
         current key's store before the caller commits; ``promote`` finishes.
         """
         check = self._check(conn)
-        rows = conn.execute("SELECT name, ciphertext FROM secrets ORDER BY name").fetchall()
+        rows = conn.execute("SELECT name, version, ciphertext FROM secrets ORDER BY name").fetchall()
         if check is None and not rows:
             found = self._find(None)
             if found is None:
@@ -271,7 +271,9 @@ class SecretVault:
         resealed = []
         for row in rows:
             try:
-                resealed.append((reseal(old, new_key, row["name"], bytes(row["ciphertext"])), row["name"]))
+                resealed.append(
+                    (reseal(old, new_key, row["name"], row["ciphertext"], version=row["version"]), row["name"])
+                )
             except SealedValueError as error:
                 raise GRPCError(Status.INTERNAL, f"{self._path}: {error}; nothing was rotated") from None
         if store.writable:

@@ -1213,7 +1213,8 @@ class ListExecutionsRequest(betterproto2.Message):
     phases: "list[ExecutionPhase]" = betterproto2.field(4, betterproto2.TYPE_ENUM, repeated=True)
     """
     If not empty, only executions in one of these phases. Each value must be
-    a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`.
+    a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`; at most 16
+    entries (repeating a phase changes nothing).
     """
 
     newest_first: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
@@ -1596,7 +1597,15 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
-    - Error messages never contain a secret value.
+    - Error messages never contain a secret value, and a remote backend's
+      never name paths on the server.
+    - A remote backend reads at most 4 MiB of each request message by default
+      (its operator may choose another limit): a larger request fails with
+      `RESOURCE_EXHAUSTED` before it is read. A request that is not a valid
+      encoding of its message (truncated, invalid UTF-8 in a string, a field
+      with the wrong wire type, messages nested more than 100 deep, a
+      `google.protobuf.Duration` or `google.protobuf.Timestamp` outside the
+      range its definition states) fails with `INVALID_ARGUMENT`.
     - A remote backend fails any call with `UNAUTHENTICATED` when the caller's
       credentials (a bearer token in the `authorization` metadata) are missing
       or invalid, and with `PERMISSION_DENIED` when they do not allow the call;
@@ -1865,7 +1874,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         exactly the secrets the execution's agent instance snapshot references
         (in `env` and `model.credentials`), decrypted at the time of the call,
         only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-        lease holder. Calling it writes nothing.
+        lease holder. Calling it writes nothing: an expired lease makes it fail
+        as for an execution that is no longer running, and is recorded by the
+        next call that writes or lists.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
         or invalid; with `NOT_FOUND` if the execution does not exist; with
@@ -2112,7 +2123,15 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
-    - Error messages never contain a secret value.
+    - Error messages never contain a secret value, and a remote backend's
+      never name paths on the server.
+    - A remote backend reads at most 4 MiB of each request message by default
+      (its operator may choose another limit): a larger request fails with
+      `RESOURCE_EXHAUSTED` before it is read. A request that is not a valid
+      encoding of its message (truncated, invalid UTF-8 in a string, a field
+      with the wrong wire type, messages nested more than 100 deep, a
+      `google.protobuf.Duration` or `google.protobuf.Timestamp` outside the
+      range its definition states) fails with `INVALID_ARGUMENT`.
     - A remote backend fails any call with `UNAUTHENTICATED` when the caller's
       credentials (a bearer token in the `authorization` metadata) are missing
       or invalid, and with `PERMISSION_DENIED` when they do not allow the call;
@@ -2273,7 +2292,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         exactly the secrets the execution's agent instance snapshot references
         (in `env` and `model.credentials`), decrypted at the time of the call,
         only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-        lease holder. Calling it writes nothing.
+        lease holder. Calling it writes nothing: an expired lease makes it fail
+        as for an execution that is no longer running, and is recorded by the
+        next call that writes or lists.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
         or invalid; with `NOT_FOUND` if the execution does not exist; with
