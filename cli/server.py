@@ -44,6 +44,20 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     show_default=True,
     help="Largest request message accepted; a larger one fails with RESOURCE_EXHAUSTED unread.",
 )
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Open connections at most; a new one closes the longest-idle one.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a connection without calls stays open (one that sends nothing: 10 s, or this if less).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every call (method, peer, duration) to stderr.")
 def server(
     host: str,
@@ -54,6 +68,8 @@ def server(
     tls_key: str | None,
     grace: float,
     max_request_bytes: int,
+    max_connections: int,
+    idle_timeout: float,
     verbose: bool,
 ) -> None:
     """Serve a Stigmer backend over gRPC (BackendService, health, reflection).
@@ -101,6 +117,7 @@ def server(
     async def main() -> None:
         from stigmer.backends.sqlite import SqliteBackend
         from stigmer.server.backend_server import serve_until_signalled
+        from stigmer.server.connections import ConnectionLimits
 
         from ._output import status
 
@@ -131,6 +148,11 @@ def server(
                 ssl_context=ssl_context,
                 grace=grace,
                 max_request_bytes=max_request_bytes,
+                limits=ConnectionLimits(
+                    max_connections=max_connections,
+                    idle_timeout=idle_timeout,
+                    handshake_timeout=min(10.0, idle_timeout),
+                ),
                 on_listening=listening,
             )
         status("stopped")

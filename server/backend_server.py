@@ -22,11 +22,11 @@ from grpclib import GRPCError
 from grpclib.const import Handler
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
-from grpclib.server import Server
 
 from stigmer.backends.base import Backend
 from stigmer.gen.stigmer.backend import v1 as pb
 
+from .connections import DEFAULT_LIMITS, ConnectionLimits, GuardedServer
 from .gate import CallGate, GatedService
 from .reflection import served_pools, with_reflection
 from .requests import DEFAULT_MAX_REQUEST_BYTES, CheckedService, RequestReader
@@ -113,6 +113,7 @@ class BackendServer:
     :param ssl_context: server TLS context (ALPN ``h2``), or ``None`` for plaintext h2c.
     :param max_request_bytes: the largest request message read; a larger one
         fails with ``RESOURCE_EXHAUSTED`` before its body is buffered.
+    :param limits: connection count and timeouts (see ``connections``).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class BackendServer:
         token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ):
         self._ssl = ssl_context
         served = _ServedBackend(backend, authenticates=token is not None)
@@ -130,8 +132,9 @@ class BackendServer:
         health = Health({OVERALL: [self._status], served: [self._status]})
         self._gate = CallGate(token)
         reader = RequestReader(served_pools(), max_request_bytes)
-        self._server = Server(
-            [GatedService(CheckedService(service, reader), self._gate) for service in with_reflection([served, health])]
+        self._server = GuardedServer(
+            [GatedService(CheckedService(s, reader), self._gate) for s in with_reflection([served, health])],
+            limits=limits,
         )
         self._address: tuple[str, int] | None = None
 
@@ -173,6 +176,7 @@ async def serve_until_signalled(
     ssl_context: ssl.SSLContext | None = None,
     grace: float = DEFAULT_GRACE,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
     on_listening: Callable[[tuple[str, int]], Awaitable[None] | None] | None = None,
 ) -> None:
     """Serves ``backend`` on ``sock`` until SIGINT or SIGTERM, then shuts down gracefully.
@@ -181,7 +185,9 @@ async def serve_until_signalled(
 
     :param on_listening: called with the address once the server accepts connections.
     """
-    server = BackendServer(backend, token=token, ssl_context=ssl_context, max_request_bytes=max_request_bytes)
+    server = BackendServer(
+        backend, token=token, ssl_context=ssl_context, max_request_bytes=max_request_bytes, limits=limits
+    )
     await server.start(sock)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

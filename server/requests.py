@@ -35,6 +35,8 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from grpclib import GRPCError
 from grpclib.const import Status
 
+from .rate_limited_log import RateLimitedWarnings
+
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "CheckedService", "RequestReader", "check_wire"]
 
 log = logging.getLogger("stigmer.server")
@@ -52,30 +54,6 @@ class Malformed(Exception):
     """The request bytes are not a valid message of the method's request type."""
 
 
-class _RateLimitedWarnings:
-    """At most ``burst`` warnings per ``period`` seconds; the rest are counted and reported with the next one."""
-
-    def __init__(self, burst: int = 5, period: float = 60.0) -> None:
-        self._burst = burst
-        self._period = period
-        self._window_start = -period
-        self._sent = 0
-        self._suppressed = 0
-
-    def warn(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self._window_start >= self._period:
-            self._window_start, self._sent = now, 0
-        if self._sent >= self._burst:
-            self._suppressed += 1
-            return
-        self._sent += 1
-        if self._suppressed:
-            text += f" ({self._suppressed} similar refusals not logged)"
-            self._suppressed = 0
-        log.warning("%s", text)
-
-
 class RequestReader:
     """Installs the checked ``recv_message`` on each call's stream.
 
@@ -90,7 +68,7 @@ class RequestReader:
         self.max_bytes = max_bytes
         self._pools = pools
         self._classes: dict[str, Any] = {}
-        self._warnings = _RateLimitedWarnings()
+        self._warnings = RateLimitedWarnings(log)
 
     def _message_class(self, method: str) -> Any:
         cls = self._classes.get(method)

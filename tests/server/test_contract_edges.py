@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 
 import pytest
@@ -61,3 +62,13 @@ async def test_get_execution_context_on_an_expired_lease_writes_nothing(served, 
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         version, phase = conn.execute("SELECT version, phase FROM executions").fetchone()
     assert (version, phase) == (claimed.execution.version, int(pb.ExecutionPhase.RUNNING))
+
+
+@pytest.mark.parametrize("payload", [b"[" * 900, b"[" * 100_000], ids=["deep-json", "long"])
+async def test_a_page_token_nested_deep_is_invalid_argument(served, token, payload):
+    forged = base64.urlsafe_b64encode(payload).decode()
+    async with CloudBackend(served.endpoint, token=token) as backend:
+        with pytest.raises(GRPCError) as caught:
+            await backend.list_secrets(pb.ListSecretsRequest(page_token=forged))
+    assert caught.value.status == Status.INVALID_ARGUMENT
+    assert "Traceback" not in served.stderr_text()
