@@ -16,6 +16,7 @@ server keeps answering while one write waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -36,6 +37,7 @@ from .. import rules
 from ..base import Backend
 from ..encryption import MasterKey, MasterKeySource
 from ..home import stigmer_home
+from ..private_files import check_file
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
@@ -149,11 +151,14 @@ class SqliteBackend(Backend):
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
-            # Private from the first byte; SQLite gives -wal and -shm the same mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # Private from the first byte (SQLite gives -wal and -shm the same mode), and ours: O_EXCL
+            # and O_NOFOLLOW, so a file or link planted meanwhile is found by the checks below instead.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
         if not os.access(self.path, os.W_OK):
             # SQLite would open it read-only and fail only at the first write.
             raise GRPCError(Status.INTERNAL, f"{self.path} is read-only; Stigmer needs to write to it")
+        check_file(self.path, "the database")  # not another user's, not a link
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
