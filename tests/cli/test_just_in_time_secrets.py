@@ -100,3 +100,19 @@ def test_a_missing_secret_fails_the_execution_naming_it(stigmer, tmp_path, model
     assert result.exit_code == 1
     assert "FAILED" in result.stderr and "ABSENT_KEY" in result.stderr
     assert ChatCompletions.seen == [], "no call without its credentials"
+
+
+def test_a_credential_an_http_header_cannot_carry_fails_naming_the_credential(stigmer, tmp_path, model_endpoint):
+    manifest = tmp_path / "agent.yaml"
+    manifest.write_text(
+        "name: wide\nspec:\n"
+        f"  model: {{provider: openai-compatible, model: m, endpoint: '{model_endpoint}',\n"
+        "           credentials: '${.secrets.WIDE_KEY}'}\n"
+    )
+    assert stigmer("secret", "put", "WIDE_KEY", input="sk-密钥-1234\n").exit_code == 0
+    stigmer("apply", "-f", str(manifest))
+    result = stigmer("agent", "execute", "wide", "hi")
+    assert result.exit_code == 1
+    assert "MODEL_CONFIG" in result.stderr and "${.secrets.WIDE_KEY}" in result.stderr
+    assert "not JSON" not in result.stderr and "密钥" not in result.output
+    assert ChatCompletions.seen == []
