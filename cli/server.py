@@ -28,6 +28,11 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     type=click.Path(),
     help=f"File holding the bearer token clients must send (mode 0600). Or set {TOKEN_ENV}.",
 )
+@click.option(
+    "--tokens-file",
+    type=click.Path(),
+    help="File (mode 0600) of lines 'ROLE NAME TOKEN' (roles admin, person, runner): least privilege, see SECURITY.md.",
+)
 @click.option("--tls-cert", type=click.Path(), help="PEM certificate chain; enables TLS (needs --tls-key).")
 @click.option("--tls-key", type=click.Path(), help="PEM private key (unencrypted) of --tls-cert.")
 @click.option(
@@ -64,6 +69,7 @@ def server(
     port: int,
     db_path: str | None,
     token_file: str | None,
+    tokens_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
     grace: float,
@@ -99,12 +105,18 @@ def server(
         is_loopback,
         listening_socket,
         read_server_token,
+        read_server_tokens,
         server_ssl_context,
     )
 
     try:
+        credentials = None
+        if tokens_file is not None:
+            if token_file is not None or os.environ.get(TOKEN_ENV) is not None:
+                raise StartupError(f"give either --tokens-file or a single token (--token-file, {TOKEN_ENV}), not both")
+            credentials = read_server_tokens(tokens_file)
         token = read_server_token(token_file, os.environ.get(TOKEN_ENV), TOKEN_ENV)
-        if token is None and not is_loopback(host):
+        if token is None and credentials is None and not is_loopback(host):
             raise StartupError(
                 f"refusing to listen on {host} without authentication: "
                 f"give a token with --token-file or {TOKEN_ENV}, or listen on 127.0.0.1"
@@ -133,7 +145,7 @@ def server(
             security = ", ".join(
                 [
                     "TLS" if ssl_context else "no TLS",
-                    "token required" if token else "no authentication",
+                    "roles from the tokens file" if credentials else "token required" if token else "no authentication",
                 ]
             )
             status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
@@ -145,6 +157,7 @@ def server(
                 backend,
                 sock,
                 token=token,
+                credentials=credentials,
                 ssl_context=ssl_context,
                 grace=grace,
                 max_request_bytes=max_request_bytes,

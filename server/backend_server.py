@@ -26,6 +26,7 @@ from grpclib.health.service import OVERALL, Health
 from stigmer.backends.base import Backend
 from stigmer.gen.stigmer.backend import v1 as pb
 
+from .authorization import AuthorizedService, Principal
 from .connections import DEFAULT_LIMITS, ConnectionLimits, GuardedServer
 from .gate import CallGate, GatedService
 from .reflection import served_pools, with_reflection
@@ -110,6 +111,7 @@ class BackendServer:
     :param backend: any ``Backend`` (SQLite, another ``CloudBackend``, ...);
         the caller keeps ownership and closes it after shutdown.
     :param token: bearer token required on every call but health checks; ``None`` for none.
+    :param credentials: instead of ``token``: tokens bound to roles (see ``authorization``).
     :param ssl_context: server TLS context (ALPN ``h2``), or ``None`` for plaintext h2c.
     :param max_request_bytes: the largest request message read; a larger one
         fails with ``RESOURCE_EXHAUSTED`` before its body is buffered.
@@ -121,19 +123,23 @@ class BackendServer:
         backend: Backend,
         *,
         token: str | None = None,
+        credentials: dict[str, Principal] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         limits: ConnectionLimits = DEFAULT_LIMITS,
     ):
         self._ssl = ssl_context
-        served = _ServedBackend(backend, authenticates=token is not None)
+        served = _ServedBackend(backend, authenticates=token is not None or bool(credentials))
         self._status = ServiceStatus()
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})
-        self._gate = CallGate(token)
+        self._gate = CallGate(token, credentials=credentials)
         reader = RequestReader(served_pools(), max_request_bytes)
         self._server = GuardedServer(
-            [GatedService(CheckedService(s, reader), self._gate) for s in with_reflection([served, health])],
+            [
+                GatedService(CheckedService(AuthorizedService(s), reader), self._gate)
+                for s in with_reflection([served, health])
+            ],
             limits=limits,
         )
         self._address: tuple[str, int] | None = None
@@ -173,6 +179,7 @@ async def serve_until_signalled(
     sock: socket.socket,
     *,
     token: str | None = None,
+    credentials: dict[str, Principal] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     grace: float = DEFAULT_GRACE,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
@@ -186,7 +193,12 @@ async def serve_until_signalled(
     :param on_listening: called with the address once the server accepts connections.
     """
     server = BackendServer(
-        backend, token=token, ssl_context=ssl_context, max_request_bytes=max_request_bytes, limits=limits
+        backend,
+        token=token,
+        credentials=credentials,
+        ssl_context=ssl_context,
+        max_request_bytes=max_request_bytes,
+        limits=limits,
     )
     await server.start(sock)
     loop = asyncio.get_running_loop()
