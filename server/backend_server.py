@@ -45,13 +45,15 @@ _BACKEND_INFO = "/stigmer.backend.v1.BackendService/GetBackendInfo"
 class _ServedBackend:
     """The backend's generated handlers, with ``GetBackendInfo`` reporting what the server adds.
 
-    ``CAPABILITY_AUTHENTICATION`` is a property of the endpoint, not of the
-    storage: the server adds it when it requires a token.
+    ``CAPABILITY_AUTHENTICATION`` and ``CAPABILITY_ROLES`` are properties of
+    the endpoint, not of the storage: the server adds them when it requires a
+    token, and when its tokens have roles.
     """
 
-    def __init__(self, backend: Backend, authenticates: bool) -> None:
+    def __init__(self, backend: Backend, authenticates: bool, roles: bool = False) -> None:
         self._backend = backend
         self._authenticates = authenticates
+        self._roles = roles
         self._private_paths = _private_paths(backend)
 
     def __mapping__(self) -> dict[str, Handler]:
@@ -87,8 +89,12 @@ class _ServedBackend:
     async def _get_backend_info(self, stream: Any) -> None:
         request = await stream.recv_message()
         response = await self._backend.get_backend_info(request)
-        if self._authenticates and pb.Capability.AUTHENTICATION not in response.capabilities:
-            response.capabilities = [*response.capabilities, pb.Capability.AUTHENTICATION]
+        added = [pb.Capability.AUTHENTICATION] if self._authenticates else []
+        if self._roles:
+            added.append(pb.Capability.ROLES)
+        missing = [capability for capability in added if capability not in response.capabilities]
+        if missing:
+            response.capabilities = [*response.capabilities, *missing]
         await stream.send_message(response)
 
 
@@ -129,7 +135,7 @@ class BackendServer:
         limits: ConnectionLimits = DEFAULT_LIMITS,
     ):
         self._ssl = ssl_context
-        served = _ServedBackend(backend, authenticates=token is not None or bool(credentials))
+        served = _ServedBackend(backend, authenticates=token is not None or bool(credentials), roles=bool(credentials))
         self._status = ServiceStatus()
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})

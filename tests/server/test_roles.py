@@ -168,3 +168,36 @@ def test_a_malformed_tokens_file_is_a_one_line_startup_error(db_path, tmp_path, 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0], result.stderr
+
+
+def test_the_conformance_module_for_roles_passes_against_the_server(roles_server, tmp_path, server_env):
+    """`conformance/suite/authorization.py`, run as a third party would, against this server."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    admin_token = write_token_file(tmp_path / "admin-token", TOKENS["admin"])
+    stigmer = str(Path(sys.executable).with_name("stigmer"))
+    env = {**server_env, "STIGMER_CONFORMANCE_ROLES": str(tmp_path / "tokens")}
+    result = subprocess.run(
+        [
+            stigmer,
+            "conformance",
+            "run",
+            "--target",
+            roles_server.endpoint,
+            "--token-file",
+            str(admin_token),
+            "-k",
+            "People or Runners",
+            "-rs",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout.strip().splitlines()
+    assert any("5 passed" in line for line in summary), result.stdout[-2000:]
+    assert " skipped" not in result.stdout.splitlines()[-1]
