@@ -38,7 +38,13 @@ def raw_channel(endpoint: str) -> Channel:
 
 
 async def raw_call(
-    channel: Channel, method: str, body: bytes, *, token: str | None = None, timeout: float = 30.0
+    channel: Channel,
+    method: str,
+    body: bytes,
+    *,
+    token: str | None = None,
+    timeout: float = 30.0,
+    streaming: bool = False,
 ) -> tuple[Status, Any]:
     """``(status, detail)`` the server answered ``body`` with: the reply's bytes on ``OK``, else the message.
 
@@ -48,15 +54,16 @@ async def raw_call(
     """
     metadata = {"authorization": f"Bearer {token}"} if token else None
     try:
-        async with channel.request(
-            method, Cardinality.UNARY_UNARY, bytes, bytes, timeout=timeout, metadata=metadata
-        ) as stream:
+        cardinality = Cardinality.UNARY_STREAM if streaming else Cardinality.UNARY_UNARY
+        async with channel.request(method, cardinality, bytes, bytes, timeout=timeout, metadata=metadata) as stream:
             try:
                 await stream.send_message(body, end=True)
             except StreamTerminatedError:
                 await stream.recv_initial_metadata()
                 await stream.recv_trailing_metadata()
                 raise
+            if streaming:
+                return Status.OK, [message async for message in stream]
             answer = await stream.recv_message()
             return Status.OK, answer
     except GRPCError as error:
