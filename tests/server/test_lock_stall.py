@@ -79,6 +79,10 @@ async def test_health_and_backend_info_answer_while_a_write_waits_for_another_pr
                 assert info.backend_kind == "sqlite"
                 assert not write.done(), "the write should still be waiting for the lock"
                 assert sorted(latencies)[2] < 0.05, latencies
+                print(
+                    f"\n[lock stall] Health while a write waits for another process's lock: "
+                    f"median {sorted(latencies)[2] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+                )
             finally:
                 holder.stdin.close()
                 holder.wait(timeout=30)
