@@ -27,14 +27,14 @@ _ADDRESS = re.compile(r"\[?[A-Za-z0-9.:-]+\]?:\d+")
 def _role_lines() -> dict[str, list[tuple[str, str]]]:
     path = os.environ.get(ROLES_ENV)
     if not path:
-        pytest.skip(f"{ROLES_ENV} names no file of role credentials")
+        pytest.skip(f"optional: {ROLES_ENV} names no file of role credentials")
     roles: dict[str, list[tuple[str, str]]] = {}
     for line in Path(path).read_text().splitlines():
         fields = line.split("#", 1)[0].split()
         if len(fields) == 3:
             roles.setdefault(fields[0], []).append((fields[1], fields[2]))
     if not roles.get("person") or len(roles.get("runner", [])) < 2:
-        pytest.skip(f"{ROLES_ENV} must hold a person and two runners")
+        pytest.skip(f"optional: {ROLES_ENV} must hold a person and two runners")
     return roles
 
 
@@ -45,7 +45,7 @@ def as_role(stigmer_run):
 
     options = stigmer_run.options
     if not options.target or not _ADDRESS.fullmatch(options.target):
-        pytest.skip("role credentials are tested against a host:port target")
+        pytest.skip("optional: role credentials are tested against a host:port target")
     roles = _role_lines()
     opened = []
 
