@@ -74,8 +74,9 @@ async def test_idle_connections_beyond_the_cap_make_room_for_a_health_check(stri
             assert reply.status == HealthCheckResponse.SERVING
         finally:
             channel.close()
-        # At most 8 connections (and their descriptors) at any time, whatever the 40 do.
-        assert _open_descriptors(strict.pid) - before <= 8
+        # At most 8 connections (and their descriptors), whatever the 40 do; +2 for sockets closed
+        # but released by the server's event loop on its next turn. Without the cap: 41.
+        assert _open_descriptors(strict.pid) - before <= 8 + 2
         assert "closed the idle connection" in strict.stderr_text()
     finally:
         for sock in idle:
