@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._agent_refs import agent_ref as _ref
-from ._output import emit, output_option, status
+from ._output import emit, for_terminal, output_option, status
 from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["agent", "apply"]
@@ -146,8 +146,8 @@ def _show_result(final, output: str) -> None:
     if output != "table":
         emit(output, final, [])
     elif final.status.phase == pb.ExecutionPhase.SUCCEEDED:
-        click.echo(final.status.output.text if final.status.output else "")
+        click.echo(for_terminal(final.status.output.text if final.status.output else ""))
     if final.status.phase != pb.ExecutionPhase.SUCCEEDED:
         error = final.status.error
         detail = f"{error.code}: {error.message}" if error else final.status.message
-        raise click.ClickException(f"execution {final.id} {final.status.phase.name}: {detail}")
+        raise click.ClickException(for_terminal(f"execution {final.id} {final.status.phase.name}: {detail}", err=True))

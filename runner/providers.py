@@ -66,7 +66,14 @@ class ChatCompletionsProvider:
         messages.append({"role": "user", "content": content})
         headers = {"Content-Type": "application/json"}
         if model.credentials:
-            headers["Authorization"] = "Bearer " + resolve(model.credentials, secrets)
+            credential = resolve(model.credentials, secrets)
+            if not (credential.isascii() and credential.isprintable()):  # an HTTP header carries nothing else
+                raise ModelCallFailed(
+                    "MODEL_CONFIG",
+                    f"the credential {model.credentials} holds characters other than printable ASCII, "
+                    "which an HTTP header cannot carry; put the key again",
+                )
+            headers["Authorization"] = "Bearer " + credential
         body = json.dumps({"model": model.model, "messages": messages}).encode()
         request = urllib.request.Request(f"{endpoint}/chat/completions", data=body, headers=headers, method="POST")
         reply = await asyncio.to_thread(_send, request)
