@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._outcome import EXIT_CODES_HELP, EXIT_TIMEOUT, ExecutionEnded, check_ended
 from ._output import emit, output_option, status
 from ._runtime import every_page, open_backend, run
 
@@ -99,21 +100,41 @@ def delete_agent(name: str) -> None:
     run(main)
 
 
-@agent.command("execute")
+@agent.command("execute", epilog=EXIT_CODES_HELP)
 @click.argument("name")
 @click.argument("message")
 @click.option("--data", help="Structured input: a JSON object.")
-@click.option("--detach", is_flag=True, help="Only create the execution (PENDING) and print its id.")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Only create the execution (PENDING), print its id and leave it to `stigmer runner start` processes.",
+)
 @click.option("--lease", type=click.IntRange(5, 3600), default=30, show_default=True, help="Lease in seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    help="Give up after this many seconds: the execution is cancelled (exit 124).",
+)
 @output_option
-def execute(name: str, message: str, data: str | None, detach: bool, lease: int, output: str) -> None:
+def execute(
+    name: str, message: str, data: str | None, detach: bool, lease: int, timeout: float | None, output: str
+) -> None:
     """Run an agent instance on MESSAGE, here and now (CreateExecution, then run it).
 
-    Prints the agent's answer; -o json prints the whole final execution.
+    The answer streams to stdout as the model writes it (masked: no secret
+    value is ever shown); -o json prints the whole final execution instead.
+    Ctrl-C cancels the execution and aborts the model call at once.
+
+    This process is the runner unless --detach is given: runners are not
+    registered anywhere, so the CLI cannot know whether one is serving this
+    backend, and asks you to say so. With --detach, a `stigmer runner start`
+    against the same backend (this machine or any other) claims the execution;
+    follow it with `stigmer execution watch ID`.
     """
     structured = _parse_data(data)
 
-    async def main() -> None:
+    async def main():
+        import asyncio
         import uuid
         from datetime import timedelta
 
@@ -130,11 +151,59 @@ def execute(name: str, message: str, data: str | None, detach: bool, lease: int,
             execution = (await backend.create_execution(request)).execution
             if detach:
                 click.echo(execution.id)
-                return
-            final = await run_execution(backend, execution, lease=timedelta(seconds=lease), on_status=status)
+                status(f"execution {execution.id} is PENDING: a `stigmer runner start` on this backend will run it")
+                return None
+            screen = _Screen(enabled=output == "table")
+            limit = asyncio.timeout(timeout)
+
+            def cancel_reason() -> str:
+                if limit.expired():
+                    return f"timed out after {timeout:g} s (--timeout of `stigmer agent execute`)"
+                return "interrupted (Ctrl-C) in `stigmer agent execute`"
+
+            try:
+                async with limit:
+                    final = await run_execution(
+                        backend,
+                        execution,
+                        lease=timedelta(seconds=lease),
+                        on_status=status,
+                        on_text=screen,
+                        cancel_reason=cancel_reason,
+                    )
+            except TimeoutError:
+                raise ExecutionEnded(
+                    f"execution {execution.id} timed out after {timeout:g} s and was cancelled", EXIT_TIMEOUT
+                ) from None
+            finally:
+                screen.end()
+            return final
+
+    final = run(main)
+    if final is not None:
         _show_result(final, output)
 
-    run(main)
+
+class _Screen:
+    """Prints the streamed answer as it comes (already masked), and ends it with a newline."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+        self._last = ""
+
+    def __call__(self, text: str) -> None:
+        if self.enabled and text:
+            click.echo(text, nl=False)
+            self.shown, self._last = True, text
+            import sys
+
+            sys.stdout.flush()
+
+    def end(self) -> None:
+        if self.shown and not self._last.endswith("\n"):
+            click.echo()
+        self.shown = False
 
 
 def _parse_data(data: str | None) -> dict | None:
@@ -152,13 +221,6 @@ def _parse_data(data: str | None) -> dict | None:
 
 
 def _show_result(final, output: str) -> None:
-    from stigmer.gen.stigmer.backend import v1 as pb
-
     if output != "table":
         emit(output, final, [])
-    elif final.status.phase == pb.ExecutionPhase.SUCCEEDED:
-        click.echo(final.status.output.text if final.status.output else "")
-    if final.status.phase != pb.ExecutionPhase.SUCCEEDED:
-        error = final.status.error
-        detail = f"{error.code}: {error.message}" if error else final.status.message
-        raise click.ClickException(f"execution {final.id} {final.status.phase.name}: {detail}")
+    check_ended(final)
