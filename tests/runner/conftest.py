@@ -81,6 +81,7 @@ class Home:
         self.path = path
         self.cli = Stigmer(path)  # with its own random STIGMER_MASTER_KEY
         self.env = {**isolated_env(path), **self.cli.env}
+        self.cli.env["DBUS_SESSION_BUS_ADDRESS"] = self.env["DBUS_SESSION_BUS_ADDRESS"]  # no keychain in-process either
         self.processes: list[Process] = []
 
     def run(self, *args: str, input: str | None = None):
