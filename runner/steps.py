@@ -147,11 +147,13 @@ async def report(
 ) -> pb.Execution:
     """Reports ``outcome`` (from ``call_model``) and returns the execution as it ends.
 
-    If the execution was cancelled or its lease expired meanwhile, the
+    Text longer than the contract allows is shortened (by UTF-8 bytes, on a
+    character boundary). If the execution was cancelled or its lease expired meanwhile, the
     backend's state stands and is returned. If the backend refuses the report
     itself (``INVALID_ARGUMENT``: an output too large for it, say), a FAILED
     report naming why is sent instead, so the execution never stays RUNNING.
     """
+    outcome = _fitted(outcome)
     outcome.execution_id, outcome.runner_id = execution_id, runner_id
     try:
         return (await backend.update_execution_status(outcome)).execution
