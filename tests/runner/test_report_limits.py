@@ -28,7 +28,7 @@ def test_text_that_fits_is_kept_as_it_is():
 
 
 async def test_an_error_message_of_20000_accented_characters_is_reported_failed(tmp_path):
-    """Regression: 16,000 characters of "é" are 32,000 bytes; the report was refused and the execution stayed RUNNING."""
+    """Regression: 16,000 "é" are 32,000 bytes; the report was refused and the execution stayed RUNNING."""
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     async with SqliteBackend(home / "local.db", master_key=file_source(home)) as backend:
