@@ -123,7 +123,9 @@ def execute(
 
     The answer streams to stdout as the model writes it (masked: no secret
     value is ever shown); -o json prints the whole final execution instead.
-    Ctrl-C cancels the execution and aborts the model call at once.
+    Ctrl-C cancels the execution and aborts the model call at once. The model
+    call is retried on 429/5xx and connection errors within the agent's time
+    limit: its spec.env entry STIGMER_MODEL_TIMEOUT (seconds, default 300).
 
     This process is the runner unless --detach is given: runners are not
     registered anywhere, so the CLI cannot know whether one is serving this
