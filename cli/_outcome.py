@@ -13,6 +13,7 @@ __all__ = [
     "EXIT_CODES_HELP",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "EXIT_TIMEOUT",
     "ExecutionEnded",
     "check_ended",
@@ -22,12 +23,13 @@ EXIT_FAILED = 3
 EXIT_CANCELLED = 4
 EXIT_TIMEOUT = 124  # as timeout(1)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 SUCCEEDED; 1 an error before the execution ran (unknown agent, backend unreachable); "
     f"2 bad invocation; {EXIT_FAILED} FAILED; {EXIT_CANCELLED} CANCELLED (by `stigmer execution cancel` or else); "
     f"{EXIT_TIMEOUT} --timeout reached (the execution is cancelled); {EXIT_INTERRUPTED} Ctrl-C "
-    "(the execution is cancelled)."
+    f"and {EXIT_TERMINATED} SIGTERM (the execution is cancelled)."
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._outcome import EXIT_CODES_HELP, EXIT_TIMEOUT, ExecutionEnded, check_ended
+from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
 from ._output import emit, output_option, status
 from ._runtime import every_page, open_backend, run
 
@@ -137,8 +137,12 @@ def execute(
 
     async def main():
         import asyncio
+        import contextlib
+        import signal
         import uuid
         from datetime import timedelta
+
+        from grpclib import GRPCError
 
         from stigmer.gen.google.protobuf import Struct
         from stigmer.gen.stigmer.backend import v1 as pb
@@ -157,11 +161,19 @@ def execute(
                 return None
             screen = _Screen(enabled=output == "table")
             limit = asyncio.timeout(timeout)
+            stopped_by = ["interrupted (Ctrl-C)"]
+
+            def terminate() -> None:
+                stopped_by[0] = "terminated (SIGTERM)"
+                main_task.cancel()
+
+            main_task = asyncio.current_task()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
 
             def cancel_reason() -> str:
                 if limit.expired():
                     return f"timed out after {timeout:g} s (--timeout of `stigmer agent execute`)"
-                return "interrupted (Ctrl-C) in `stigmer agent execute`"
+                return f"{stopped_by[0]} in `stigmer agent execute`"
 
             try:
                 async with limit:
@@ -173,7 +185,14 @@ def execute(
                         on_text=screen,
                         cancel_reason=cancel_reason,
                     )
-            except TimeoutError:
+            except (asyncio.CancelledError, TimeoutError):
+                # Stopped before the claim, the execution is still PENDING: a runner must not pick it up later.
+                # (After the claim, run_execution has cancelled it already, and this is refused.)
+                cancel = pb.CancelExecutionRequest(execution_id=execution.id, reason=cancel_reason())
+                with contextlib.suppress(GRPCError):
+                    await asyncio.shield(backend.cancel_execution(cancel))
+                if not limit.expired():
+                    raise
                 raise ExecutionEnded(
                     f"execution {execution.id} timed out after {timeout:g} s and was cancelled", EXIT_TIMEOUT
                 ) from None
@@ -181,7 +200,13 @@ def execute(
                 screen.end()
             return final
 
-    final = run(main)
+    import asyncio
+
+    try:
+        final = run(main)
+    except asyncio.CancelledError:  # SIGTERM
+        status("terminated")
+        raise SystemExit(EXIT_TERMINATED) from None
     if final is not None:
         _show_result(final, output)
 

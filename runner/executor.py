@@ -78,7 +78,8 @@ async def run_execution(
         return final
     await _stop(held)
     final = await steps.report(backend, execution.id, runner_id, work.result())
-    say(f"{execution.id}: {final.status.phase.name}")
+    error = f" {final.status.error.code}" if final.status.error else ""
+    say(f"{execution.id}: {final.status.phase.name}{error}")
     return final
 
 

@@ -145,3 +145,15 @@ def test_detach_only_creates_and_watch_shows_phases_and_the_answer(home, model):
     assert len(lines) == 4, "lease renewals are not shown"
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.stderr
+
+
+def test_sigterm_cancels_the_execution_too(home, model):
+    home.agent("slow", "slow", model.endpoint)
+    execute = home.start("agent", "execute", "slow", "hi")
+    execute.wait_for("thinking", stream="stdout")
+    execute.signal(signal.SIGTERM)
+    assert execute.wait() == 143, execute.stderr
+    assert model.disconnected.wait(WAIT)
+    status = only_execution(home)["status"]
+    assert status["phase"] == "EXECUTION_PHASE_CANCELLED"
+    assert status["message"] == "terminated (SIGTERM) in `stigmer agent execute`"
