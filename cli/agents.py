@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
@@ -143,6 +145,7 @@ def execute(
         from datetime import timedelta
 
         from grpclib import GRPCError
+        from grpclib.const import Status
 
         from stigmer.gen.google.protobuf import Struct
         from stigmer.gen.stigmer.backend import v1 as pb
@@ -175,16 +178,30 @@ def execute(
                     return f"timed out after {timeout:g} s (--timeout of `stigmer agent execute`)"
                 return f"{stopped_by[0]} in `stigmer agent execute`"
 
+            claimed = []
+
+            def on_status(line: str) -> None:
+                claimed.append(True)
+                status(line)
+
             try:
                 async with limit:
-                    final = await run_execution(
-                        backend,
-                        execution,
-                        lease=timedelta(seconds=lease),
-                        on_status=status,
-                        on_text=screen,
-                        cancel_reason=cancel_reason,
-                    )
+                    try:
+                        final = await run_execution(
+                            backend,
+                            execution,
+                            lease=timedelta(seconds=lease),
+                            on_status=on_status,
+                            on_text=screen,
+                            cancel_reason=cancel_reason,
+                        )
+                    except GRPCError as error:
+                        lost = error.status in (Status.ABORTED, Status.FAILED_PRECONDITION)
+                        if claimed or not lost:
+                            raise
+                        # A `stigmer runner start` on this backend claimed it between our create and claim.
+                        status(f"{execution.id}: claimed by a runner; following it")
+                        final = await _followed(backend, execution.id)
             except (asyncio.CancelledError, TimeoutError):
                 # Stopped before the claim, the execution is still PENDING: a runner must not pick it up later.
                 # (After the claim, run_execution has cancelled it already, and this is refused.)
@@ -198,6 +215,8 @@ def execute(
                 ) from None
             finally:
                 screen.end()
+            if output == "table" and not screen.ever and final.status.output:
+                click.echo(final.status.output.text)  # run elsewhere: nothing streamed here
             return final
 
     import asyncio
@@ -217,20 +236,29 @@ class _Screen:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.shown = False
+        self.ever = False
         self._last = ""
 
     def __call__(self, text: str) -> None:
         if self.enabled and text:
             click.echo(text, nl=False)
-            self.shown, self._last = True, text
-            import sys
-
+            self.shown = self.ever = True
+            self._last = text
             sys.stdout.flush()
 
     def end(self) -> None:
         if self.shown and not self._last.endswith("\n"):
             click.echo()
         self.shown = False
+
+
+async def _followed(backend, execution_id: str):
+    """The execution once it ends, followed with WatchExecution."""
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+        final = response.execution
+    return final
 
 
 def _parse_data(data: str | None) -> dict | None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
+import secrets
 import signal
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from stigmer.backends.cloud import CloudBackend
@@ -40,14 +43,21 @@ async def create(backend, agent: str, count: int) -> list[str]:
     return ids
 
 
-def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, model, tmp_path):
-    token = "t0k3n-" + "a" * 32
+@contextlib.contextmanager
+def served(tmp_path, home: Home, agent: str, model_name: str, endpoint: str) -> Iterator[tuple[ServerProcess, str]]:
+    """A ``stigmer server`` with ``agent`` applied, and ``home`` logged in to it; yields it and its token."""
+    token = secrets.token_hex(24)
     server_home = Home(tmp_path / "server-home")
     server_home.path.mkdir(mode=0o700)
-    server_home.agent("busy", "delayed", model.endpoint)  # 100 ms per answer: both runners get work
+    server_home.agent(agent, model_name, endpoint)
     token_file = write_token_file(tmp_path / "token", token)
     with ServerProcess.start(["--token-file", str(token_file)], env=server_home.env) as server:
         home.run("login", "--endpoint", server.endpoint, "--plaintext", input=token)
+        yield server, token
+
+
+def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, model, tmp_path):
+    with served(tmp_path, home, "busy", "delayed", model.endpoint) as (server, token):  # 100 ms per answer
 
         async def drain() -> list[pb.Execution]:
             async with CloudBackend(server.endpoint, token=token) as backend:
@@ -127,3 +137,16 @@ def test_an_idle_runner_serves_only_its_agents_and_stops_at_once(home, model):
     assert runner.wait() == 0, runner.stderr
     assert theirs not in runner.stderr
     assert home.run("execution", "get", theirs).stdout.count("PENDING") == 1
+
+
+def test_a_cancel_through_a_server_aborts_a_remote_runners_model_call(home, model, tmp_path):
+    with served(tmp_path, home, "slow", "slow", model.endpoint):
+        execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+        runner = home.start("runner", "start")
+        runner.wait_for(f"{execution_id}: running as")
+        cancel = home.start("execution", "cancel", execution_id, "--reason", "not needed")
+        assert cancel.wait() == 0, cancel.stderr
+        assert model.disconnected.wait(WAIT), "the remote runner did not abort the model call"
+        runner.wait_for(f"{execution_id}: stopped, the execution is CANCELLED")
+        runner.signal(signal.SIGTERM)
+        assert runner.wait() == 0, runner.stderr
