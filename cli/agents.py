@@ -182,6 +182,7 @@ def execute(
 
             def on_status(line: str) -> None:
                 claimed.append(True)
+                screen.end()  # the answer's last line is ended before a status line shares the terminal
                 status(line)
 
             try:
