@@ -69,10 +69,16 @@ class Worker:
         """How many times the backend was listed for work (for tests and monitoring)."""
         self._say = on_status or (lambda text: None)
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._running: set[asyncio.Task] = set()
 
     def stop(self) -> None:
-        """Stop claiming; ``run`` then finishes or cancels what it holds and returns."""
+        """Stop claiming; ``run`` then finishes or cancels what it holds and returns.
+
+        A second call ends the grace period at once.
+        """
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
 
     async def run(self) -> None:
@@ -113,10 +119,23 @@ class Worker:
         return started
 
     async def _pending(self, wanted: int) -> list[pb.Execution]:
+        """The oldest PENDING executions of this worker's agents (listed per agent: others' never hide them)."""
         self.lists += 1
         request = pb.ListExecutionsRequest(phases=[Phase.PENDING], page_size=min(max(wanted, 1), 100))
-        page = await self.backend.list_executions(request)
-        return [e for e in page.executions if not self.agents or e.agent_instance_name in self.agents]
+        if not self.agents:
+            return (await self.backend.list_executions(request)).executions
+        found: list[pb.Execution] = []
+        for name in sorted(self.agents):
+            try:
+                ref = pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name))
+                agent_id = (await self.backend.get_agent_instance(ref)).agent_instance.id
+            except GRPCError as error:
+                if error.status != Status.NOT_FOUND:  # not applied (yet): nothing to run
+                    raise
+                continue
+            request.agent_instance_id = agent_id
+            found += (await self.backend.list_executions(request)).executions
+        return found
 
     async def _execute(self, execution: pb.Execution, claimed: asyncio.Future) -> None:
         """Runs one execution; ``claimed`` learns whether this worker won it."""
@@ -159,8 +178,13 @@ class Worker:
     async def _drain(self) -> None:
         if not self._running:
             return
-        self._say(f"stopping: {len(self._running)} execution(s) get {self.grace:g} s to finish")
-        _, late = await asyncio.wait(set(self._running), timeout=self.grace)
+        self._say(f"stopping: {len(self._running)} execution(s) get {self.grace:g} s to finish (signal again: now)")
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        finished = asyncio.ensure_future(asyncio.wait(set(self._running)))
+        await asyncio.wait({hurry, finished}, timeout=self.grace, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        finished.cancel()
+        late = {task for task in self._running if not task.done()}
         for task in late:
             task.cancel()
         for task in late:

@@ -129,14 +129,16 @@ def test_sigterm_stops_claiming_and_cancels_what_outlasts_the_grace_period(home,
 def test_an_idle_runner_serves_only_its_agents_and_stops_at_once(home, model):
     home.agent("mine", "stream", model.endpoint)
     home.agent("theirs", "stream", model.endpoint)
-    theirs = home.run("agent", "execute", "theirs", "hi", "--detach").stdout.strip()
+    # More of theirs, older, than one listing page (twice the concurrency): they must not hide mine.
+    theirs = [home.run("agent", "execute", "theirs", "hi", "--detach").stdout.strip() for _ in range(10)]
     mine = home.run("agent", "execute", "mine", "hi", "--detach").stdout.strip()
-    runner = home.start("runner", "start", "--agent", "mine")
+    runner = home.start("runner", "start", "--agent", "mine", "--concurrency", "2")
     runner.wait_for(f"{mine}: SUCCEEDED")
     runner.signal(signal.SIGINT)
     assert runner.wait() == 0, runner.stderr
-    assert theirs not in runner.stderr
-    assert home.run("execution", "get", theirs).stdout.count("PENDING") == 1
+    assert not any(execution_id in runner.stderr for execution_id in theirs)
+    pending = home.run("execution", "list", "--phase", "pending").stdout
+    assert all(execution_id in pending for execution_id in theirs)
 
 
 def test_a_cancel_through_a_server_aborts_a_remote_runners_model_call(home, model, tmp_path):
@@ -150,3 +152,16 @@ def test_a_cancel_through_a_server_aborts_a_remote_runners_model_call(home, mode
         runner.wait_for(f"{execution_id}: stopped, the execution is CANCELLED")
         runner.signal(signal.SIGTERM)
         assert runner.wait() == 0, runner.stderr
+
+
+def test_a_second_signal_ends_the_grace_period_at_once(home, model):
+    home.agent("slow", "slow", model.endpoint)
+    execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+    runner = home.start("runner", "start", "--grace", "3600", "--runner-id", "hurried")
+    runner.wait_for(f"{execution_id}: running as")
+    runner.signal(signal.SIGINT)
+    runner.wait_for("signal again: now")
+    runner.signal(signal.SIGINT)
+    assert runner.wait() == 0, runner.stderr
+    assert model.disconnected.wait(WAIT)
+    assert home.run("execution", "get", execution_id).stdout.count("CANCELLED") == 1
