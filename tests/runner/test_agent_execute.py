@@ -116,11 +116,25 @@ def test_the_key_reaches_the_model_header_and_nothing_else(home, model):
     assert shown.startswith("the key: [***] [***] ") and shown.count("***") == 5, shown
     watched = home.start("execution", "watch", only_execution(home)["id"])
     assert watched.wait() == 0
+    stored_output = json.dumps(only_execution(home))
+
+    # The same through a runner process; its files are read while it runs, so the WAL is live.
+    detached = home.run("agent", "execute", "leaky", "and again?", "--detach").stdout.strip()
+    runner = home.start("runner", "start")
+    runner.wait_for(f"{detached}: SUCCEEDED")
+    assert (home.path / "local.db-wal").stat().st_size > 0
+    live_files = home.files()
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0
+    assert [seen.token for seen in model.requests] == [KEY, KEY]
     everything = {
         "screen": (execute.stdout + execute.stderr).encode(),
-        "stored output": json.dumps(only_execution(home)).encode(),
+        "stored output": stored_output.encode(),
         "watch": watched.stdout.encode(),
-        "files of STIGMER_HOME (database, WAL)": home.files(),
+        "runner log": (runner.stdout + runner.stderr).encode(),
+        "runner's stored output": json.dumps(stored(home, detached)).encode(),
+        "files of STIGMER_HOME while the runner runs (database, WAL)": live_files,
+        "files of STIGMER_HOME": home.files(),
     }
     for where, data in everything.items():
         for form in forms(KEY):
