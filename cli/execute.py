@@ -62,7 +62,7 @@ def execute(
         from stigmer.gen.stigmer.backend import v1 as pb
         from stigmer.runner.executor import run_execution
 
-        from .agents import _ref as agent_ref
+        from ._agent_refs import agent_ref
 
         request = pb.CreateExecutionRequest(
             request_id=str(uuid.uuid4()),

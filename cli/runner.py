@@ -16,9 +16,7 @@ def runner() -> None:
 
 
 @runner.command("start")
-@click.option(
-    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Executions run at once."
-)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="Executions run at once.")
 @click.option("--runner-id", help="This runner's id, stored in what it claims (default: HOSTNAME-PID).")
 @click.option("--agent", "agents", multiple=True, help="Only executions of this agent instance (repeatable).")
 @click.option(

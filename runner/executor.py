@@ -23,6 +23,7 @@ from datetime import timedelta
 from grpclib import GRPCError
 
 from stigmer.backends.rules.truncation import fit_status_message
+from stigmer.backends.rules.validation import MAX_TOKEN_CHARS
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from . import steps
@@ -33,7 +34,7 @@ Phase = pb.ExecutionPhase
 
 
 def default_runner_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"[:128].replace("/", "-")
+    return f"{socket.gethostname()}-{os.getpid()}"[:MAX_TOKEN_CHARS].replace("/", "-")
 
 
 async def run_execution(

@@ -8,8 +8,8 @@ runner talks to it with its real client. Models:
   a test that sees ``first`` on a screen before releasing proves the answer streamed.
 - ``flaky``: the first request gets 429 with ``Retry-After: 1``, later ones stream ``"ok"``.
 - ``unauthorized``: 401.
-- ``slow``: streams ``"thinking"``, then keeps the stream open (an SSE comment
-  every 20 ms) until the client goes away, which ``disconnected`` records.
+- ``slow``: streams ``"thinking"`` (then sets ``streaming``), then keeps the stream open
+  (an SSE comment every 20 ms) until the client goes away, which ``disconnected`` records.
 - ``leaky``: echoes the bearer token it got, raw and encoded, each form split
   across two chunks.
 - ``plain``: a non-streaming JSON answer ``"plain answer"``.
@@ -40,6 +40,7 @@ class FakeModel:
     server: ThreadingHTTPServer
     requests: list[Seen] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    streaming: threading.Event = field(default_factory=threading.Event)
     disconnected: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -103,6 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunks("the key: ", *pieces)
             elif model == "slow":
                 self._chunks("thinking")
+                self.fake.streaming.set()
                 for _ in range(3000):  # a minute at most
                     self.wfile.write(b": still thinking\n\n")
                     self.wfile.flush()

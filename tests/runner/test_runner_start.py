@@ -90,7 +90,7 @@ def test_a_runner_killed_outright_leaves_its_execution_failed_within_one_lease(h
     execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
     runner = home.start("runner", "start", "--lease", "2")
     runner.wait_for(f"{execution_id}: running as")
-    assert model.disconnected.is_set() is False
+    assert model.streaming.wait(WAIT), "the model call never started"
     runner.popen.send_signal(signal.SIGKILL)
     runner.wait()
     killed_at = datetime.now(UTC)
@@ -110,6 +110,7 @@ def test_sigterm_stops_claiming_and_cancels_what_outlasts_the_grace_period(home,
     execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
     runner = home.start("runner", "start", "--grace", "0.5", "--runner-id", "leaving")
     runner.wait_for(f"{execution_id}: running as")
+    assert model.streaming.wait(WAIT), "the model call never started"
     stopped = time.monotonic()
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.stderr
@@ -146,6 +147,7 @@ def test_a_cancel_through_a_server_aborts_a_remote_runners_model_call(home, mode
         execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
         runner = home.start("runner", "start")
         runner.wait_for(f"{execution_id}: running as")
+        assert model.streaming.wait(WAIT), "the model call never started"
         cancel = home.start("execution", "cancel", execution_id, "--reason", "not needed")
         assert cancel.wait() == 0, cancel.stderr
         assert model.disconnected.wait(WAIT), "the remote runner did not abort the model call"
@@ -159,6 +161,7 @@ def test_a_second_signal_ends_the_grace_period_at_once(home, model):
     execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
     runner = home.start("runner", "start", "--grace", "3600", "--runner-id", "hurried")
     runner.wait_for(f"{execution_id}: running as")
+    assert model.streaming.wait(WAIT), "the model call never started"
     runner.signal(signal.SIGINT)
     runner.wait_for("signal again: now")
     runner.signal(signal.SIGINT)
