@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._output import status
-from ._runtime import open_backend, run
+from ._runtime import with_backend
 
 __all__ = ["runner"]
 
@@ -34,7 +34,10 @@ def runner() -> None:
     show_default=True,
     help="On SIGTERM/SIGINT, seconds running executions get to finish before they are cancelled.",
 )
-def start(concurrency: int, runner_id: str | None, agents: tuple[str, ...], lease: float, grace: float) -> None:
+@with_backend
+async def start(
+    backend, concurrency: int, runner_id: str | None, agents: tuple[str, ...], lease: float, grace: float
+) -> None:
     """Serve the active backend (see `stigmer context`) until SIGTERM or Ctrl-C.
 
     Finds PENDING executions (those of `stigmer agent execute --detach`),
@@ -46,28 +49,24 @@ def start(concurrency: int, runner_id: str | None, agents: tuple[str, ...], leas
     a reason; exit 0 with nothing left RUNNING.
     """
 
-    async def main() -> None:
-        import asyncio
-        import signal
-        from datetime import timedelta
+    import asyncio
+    import signal
+    from datetime import timedelta
 
-        from stigmer.runner.worker import Worker
+    from stigmer.runner.worker import Worker
 
-        async with open_backend() as backend:
-            worker = Worker(
-                backend,
-                runner_id=runner_id,
-                concurrency=concurrency,
-                agents=agents,
-                lease=timedelta(seconds=lease),
-                grace=grace,
-                on_status=status,
-            )
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, worker.stop)
-            status(f"runner {worker.runner_id} started (concurrency {concurrency})")
-            await worker.run()
-            status(f"runner {worker.runner_id} stopped")
-
-    run(main)
+    worker = Worker(
+        backend,
+        runner_id=runner_id,
+        concurrency=concurrency,
+        agents=agents,
+        lease=timedelta(seconds=lease),
+        grace=grace,
+        on_status=status,
+    )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    status(f"runner {worker.runner_id} started (concurrency {concurrency})")
+    await worker.run()
+    status(f"runner {worker.runner_id} stopped")
