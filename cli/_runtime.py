@@ -36,7 +36,8 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     except TimeoutError:
         raise click.ClickException("DEADLINE_EXCEEDED: the backend did not answer in time") from None
     except KeyboardInterrupt:
-        raise click.Abort() from None
+        click.echo("interrupted", err=True)
+        raise SystemExit(130) from None  # 128 + SIGINT, as shells report Ctrl-C
 
 
 @contextlib.asynccontextmanager

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from ._agent_refs import agent_ref as _ref
-from ._output import emit, for_terminal, output_option, status
-from ._runtime import every_page, open_backend, run, with_backend
+from ._output import emit, output_option, status
+from ._runtime import every_page, with_backend
+from .execute import execute
 
 __all__ = ["agent", "apply"]
 
@@ -54,6 +55,9 @@ def agent() -> None:
     """Agent instances: list, get, delete, execute."""
 
 
+agent.add_command(execute)  # in a module of its own: it is the largest command
+
+
 @agent.command("list")
 @output_option
 @with_backend
@@ -86,68 +90,3 @@ async def delete_agent(backend, name: str) -> None:
 
     await backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(name)))
     status(f"agent instance {name} deleted")
-
-
-@agent.command("execute")
-@click.argument("name")
-@click.argument("message")
-@click.option("--data", help="Structured input: a JSON object.")
-@click.option("--detach", is_flag=True, help="Only create the execution (PENDING) and print its id.")
-@click.option("--lease", type=click.IntRange(5, 3600), default=30, show_default=True, help="Lease in seconds.")
-@output_option
-def execute(name: str, message: str, data: str | None, detach: bool, lease: int, output: str) -> None:
-    """Run an agent instance on MESSAGE, here and now (CreateExecution, then run it).
-
-    Prints the agent's answer; -o json prints the whole final execution.
-    """
-    structured = _parse_data(data)
-
-    async def main() -> None:
-        import uuid
-        from datetime import timedelta
-
-        from stigmer.gen.google.protobuf import Struct
-        from stigmer.gen.stigmer.backend import v1 as pb
-        from stigmer.runner.executor import run_execution
-
-        request = pb.CreateExecutionRequest(
-            request_id=str(uuid.uuid4()),
-            agent_instance=_ref(name),
-            input=pb.ExecutionInput(message=message, data=None if structured is None else Struct.from_dict(structured)),
-        )
-        async with open_backend() as backend:
-            execution = (await backend.create_execution(request)).execution
-            if detach:
-                click.echo(execution.id)
-                return
-            final = await run_execution(backend, execution, lease=timedelta(seconds=lease), on_status=status)
-        _show_result(final, output)
-
-    run(main)
-
-
-def _parse_data(data: str | None) -> dict | None:
-    if data is None:
-        return None
-    import json
-
-    try:
-        parsed = json.loads(data)
-    except ValueError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from None
-    if not isinstance(parsed, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--data")
-    return parsed
-
-
-def _show_result(final, output: str) -> None:
-    from stigmer.gen.stigmer.backend import v1 as pb
-
-    if output != "table":
-        emit(output, final, [])
-    elif final.status.phase == pb.ExecutionPhase.SUCCEEDED:
-        click.echo(for_terminal(final.status.output.text if final.status.output else ""))
-    if final.status.phase != pb.ExecutionPhase.SUCCEEDED:
-        error = final.status.error
-        detail = f"{error.code}: {error.message}" if error else final.status.message
-        raise click.ClickException(for_terminal(f"execution {final.id} {final.status.phase.name}: {detail}", err=True))

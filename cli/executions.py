@@ -95,21 +95,33 @@ def _describe(e) -> None:
             click.echo(for_terminal(f"{label + ':':<13}{value}"))
 
 
-@execution.command("watch")
+@execution.command("watch", epilog="Exit code: 0 once the execution has ended, whatever its phase.")
 @click.argument("execution_id")
 @output_option
 def watch_execution(execution_id: str, output: str) -> None:
-    """Follow an execution until it ends (WatchExecution); one line (or JSON object) per version."""
+    """Follow an execution until it ends (WatchExecution): each phase change, then its output or error.
+
+    Lease renewals (a running execution's new versions in the same phase)
+    are not shown. -o json prints one object per line, per phase change.
+    """
 
     async def main() -> None:
         from stigmer.gen.stigmer.backend import v1 as pb
 
+        shown = None
         async with open_backend() as backend:
             async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
                 e = response.execution
+                if (e.status.phase, e.status.runner_id) == shown:
+                    continue  # a lease renewal
+                shown = (e.status.phase, e.status.runner_id)
                 if output == "table":
                     message = f": {e.status.message}" if e.status.message else ""
                     click.echo(for_terminal(f"v{e.version} {e.status.phase.name}{message}"))
+                    if e.status.phase == pb.ExecutionPhase.SUCCEEDED and e.status.output:
+                        click.echo(for_terminal(e.status.output.text))
+                    elif e.status.error:
+                        click.echo(for_terminal(f"error: {e.status.error.code}: {e.status.error.message}"))
                 elif output == "json":  # one object per line, so a consumer can stream them
                     import json
 

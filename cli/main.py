@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "logout": "auth:logout",
     "context": "auth:context",
     "server": "server:server",
+    "runner": "runner:runner",
     "conformance": "conformance:conformance",
 }
 

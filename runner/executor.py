@@ -1,10 +1,14 @@
-"""Running one execution: claim it, hold its lease, call the model, report the outcome.
+"""Running one execution in this process: the steps of ``stigmer.runner.steps``, with its lease and cancellation.
 
-This is the runner's side of the contract, and where the just-in-time secret
-design is kept: the context (with secret values) is fetched after the claim,
-values are resolved into the model request only as it is built, and every
-status, output and error goes through the context's ``Masker`` before it is
-reported or printed.
+While the model works, two watchers run beside it: the lease renewal (every
+third of the lease) and a ``WatchExecution`` stream, which sees a cancel
+from any process within the backend's watch latency (SQLite: ~20 ms; a
+server: as it pushes). Either one stopping means the execution is no longer
+ours: the model call is cancelled at once, which closes its HTTP connection.
+
+If the caller cancels ``run_execution`` itself (Ctrl-C, a timeout, a runner
+shutting down), the model call is aborted and the execution is cancelled
+with ``cancel_reason``, so it never stays RUNNING.
 """
 
 from __future__ import annotations
@@ -17,13 +21,12 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from grpclib import GRPCError
-from grpclib.const import Status
 
+from stigmer.backends.rules.truncation import fit_status_message
 from stigmer.backends.rules.validation import MAX_TOKEN_CHARS
 from stigmer.gen.stigmer.backend import v1 as pb
 
-from .masking import Masker
-from .providers import ModelCallFailed, provider_for
+from . import steps
 
 __all__ = ["default_runner_id", "run_execution"]
 
@@ -41,98 +44,84 @@ async def run_execution(
     runner_id: str | None = None,
     lease: timedelta = timedelta(seconds=30),
     on_status: Callable[[str], None] | None = None,
+    on_text: Callable[[str], None] | None = None,
+    cancel_reason: str | Callable[[], str] = "the runner stopped",
 ) -> pb.Execution:
     """Claims ``execution`` (at its version) and runs it to a terminal phase; returns its final state.
 
+    :param on_status: receives one line per step, for people (no secret values).
+    :param on_text: receives the model's answer as it streams, masked.
+    :param cancel_reason: the reason stored if this coroutine is cancelled
+        while it holds the execution (or a function giving it, asked then).
+
     Raises ``GRPCError`` ``ABORTED``/``FAILED_PRECONDITION`` if another runner
-    claimed it first. If the execution is cancelled (or the lease lost) while
-    the model works, the call is abandoned and the final state is returned.
+    claimed it first. If the execution is cancelled elsewhere (or the lease
+    lost) while the model works, the call is aborted and the final state is
+    returned.
     """
     runner_id = runner_id or default_runner_id()
     say = on_status or (lambda text: None)
-    claim = pb.UpdateExecutionStatusRequest(
-        execution_id=execution.id,
-        phase=Phase.RUNNING,
-        runner_id=runner_id,
-        expected_version=execution.version,
-        lease_duration=lease,
-        message="claimed",
-    )
-    execution = (await backend.update_execution_status(claim)).execution
+    execution = await steps.claim(backend, execution, runner_id, lease)
     say(f"{execution.id}: running as {runner_id}")
+    work = asyncio.ensure_future(steps.call_model(backend, execution.id, runner_id, lease=lease, on_text=on_text))
+    held = asyncio.ensure_future(_while_held(backend, execution.id, runner_id, lease))
     try:
-        context = await backend.get_execution_context(
-            pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=runner_id)
-        )
-    except GRPCError as error:
-        return await _report(
-            backend, execution.id, runner_id, Masker([]), _failure("CONTEXT_UNAVAILABLE", error.message or "")
-        )
-    masker = Masker.from_context(context)
-    spec = context.agent_instance.spec
-    say(f"{execution.id}: calling {spec.model.provider}/{spec.model.model}")
-
-    work = asyncio.ensure_future(_complete(spec, context))
-    renewals = asyncio.ensure_future(_renew(backend, execution.id, runner_id, lease))
-    done, _ = await asyncio.wait({work, renewals}, return_when=asyncio.FIRST_COMPLETED)
-    renewals.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await renewals
-    if work not in done:  # the lease was lost or the execution cancelled: stop working on it
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
+        await asyncio.wait({work, held}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await _stop(work, held)
+        reason = cancel_reason() if callable(cancel_reason) else cancel_reason
+        await asyncio.shield(_cancel(backend, execution.id, reason))
+        raise
+    if not work.done():  # cancelled elsewhere, or the lease lost: stop working on it now
+        await _stop(work, held)
         final = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))).execution
-        say(f"{execution.id}: stopped, the execution is {Phase(final.status.phase).name}")
+        say(f"{execution.id}: stopped, the execution is {final.status.phase.name}")
         return final
-    update = work.result()
-    return await _report(backend, execution.id, runner_id, masker, update)
+    await _stop(held)
+    final = await steps.report(backend, execution.id, runner_id, work.result())
+    error = f" {final.status.error.code}" if final.status.error else ""
+    say(f"{execution.id}: {final.status.phase.name}{error}")
+    return final
 
 
-async def _complete(
-    spec: pb.AgentInstanceSpec, context: pb.GetExecutionContextResponse
-) -> pb.UpdateExecutionStatusRequest:
+async def _while_held(backend: pb.BackendServiceBase, execution_id: str, runner_id: str, lease: timedelta) -> None:
+    """Returns as soon as ``runner_id`` no longer holds the execution; renews its lease meanwhile."""
+    renewals = asyncio.ensure_future(_renew(backend, execution_id, runner_id, lease))
+    watch = asyncio.ensure_future(_until_released(backend, execution_id, runner_id))
     try:
-        output = await provider_for(spec.model.provider).complete(spec, context.execution.input, context.secrets)
-    except ModelCallFailed as failure:
-        return _failure(failure.code, str(failure))
-    except Exception as error:  # an agent failure must end FAILED, not leave the execution to its lease
-        return _failure("RUNNER_ERROR", f"{type(error).__name__}: {error}")
-    return pb.UpdateExecutionStatusRequest(phase=Phase.SUCCEEDED, output=output, message="done")
-
-
-def _failure(code: str, message: str) -> pb.UpdateExecutionStatusRequest:
-    error = pb.ExecutionError(code=code, message=message[:16_000])
-    return pb.UpdateExecutionStatusRequest(phase=Phase.FAILED, error=error, message="failed")
+        await asyncio.wait({renewals, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if watch.done() and watch.exception() is not None:
+            await renewals  # the watch broke (a server restarting): the renewals still tell
+    finally:
+        await _stop(renewals, watch)
 
 
 async def _renew(backend: pb.BackendServiceBase, execution_id: str, runner_id: str, lease: timedelta) -> None:
-    """Renews the lease every third of its length; returns when it can no longer be renewed."""
     while True:
         await asyncio.sleep(lease.total_seconds() / 3)
-        request = pb.UpdateExecutionStatusRequest(
-            execution_id=execution_id, phase=Phase.RUNNING, runner_id=runner_id, lease_duration=lease, message="working"
-        )
         try:
-            await backend.update_execution_status(request)
-        except GRPCError as error:
-            if error.status in (Status.FAILED_PRECONDITION, Status.NOT_FOUND):
+            if await steps.renew(backend, execution_id, runner_id, lease) is None:
                 return
-            # Transient trouble: keep trying until the lease is really gone.
+        except GRPCError:
+            pass  # transient trouble: keep trying until the lease is really gone
 
 
-async def _report(
-    backend: pb.BackendServiceBase,
-    execution_id: str,
-    runner_id: str,
-    masker: Masker,
-    update: pb.UpdateExecutionStatusRequest,
-) -> pb.Execution:
-    update = masker.mask_message(update)
-    update.execution_id, update.runner_id = execution_id, runner_id
-    try:
-        return (await backend.update_execution_status(update)).execution
-    except GRPCError as error:
-        if error.status != Status.FAILED_PRECONDITION:
-            raise
-        return (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+async def _until_released(backend: pb.BackendServiceBase, execution_id: str, runner_id: str) -> None:
+    async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+        status = response.execution.status
+        if status.phase != Phase.RUNNING or status.runner_id != runner_id:
+            return
+
+
+async def _cancel(backend: pb.BackendServiceBase, execution_id: str, reason: str) -> None:
+    request = pb.CancelExecutionRequest(execution_id=execution_id, reason=fit_status_message(reason))
+    with contextlib.suppress(GRPCError):  # already ended (reported, or its lease expired): nothing to undo
+        await backend.cancel_execution(request)
+
+
+async def _stop(*tasks: asyncio.Future) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

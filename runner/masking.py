@@ -174,6 +174,7 @@ class Masker:
                     forms |= _encodings(fragment)
         ordered = sorted(forms, key=lambda form: (-_length(form), form))
         self._pattern = re.compile("|".join(map(_pattern, ordered))) if ordered else None
+        self._longest = len(ordered[0]) if ordered else 0
 
     @classmethod
     def from_context(cls, context: Any) -> Masker:
@@ -188,6 +189,31 @@ class Masker:
         if self._pattern is None or not text:
             return text
         return self._pattern.sub(MASK, text)
+
+    def mask_settled(self, text: str) -> tuple[str, str]:
+        """Masks the head of a stream's text that no later text can change; returns it and the raw rest.
+
+        For text that arrives in pieces (a streamed model answer): a value
+        split across two pieces must still be masked, so the last
+        ``longest form - 1`` characters, and any match reaching into them,
+        are held back until more text (or the end, then ``mask`` the rest)
+        decides them. Joining every head and the masked last rest gives
+        exactly ``mask`` of the whole text.
+        """
+        if self._pattern is None:
+            return text, ""
+        undecided = max(0, len(text) - (self._longest - 1))
+        pieces: list[str] = []
+        done = 0
+        for match in self._pattern.finditer(text):
+            if match.start() >= undecided:
+                break
+            # Every form that could start here fits in ``text``: this match is final.
+            pieces += [text[done : match.start()], MASK]
+            done = match.end()
+        cut = max(done, undecided)
+        pieces.append(text[done:cut])
+        return "".join(pieces), text[cut:]
 
     def mask_data(self, data: Any) -> Any:
         """A copy of nested dicts, lists and tuples with every string (keys too) masked."""

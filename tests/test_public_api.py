@@ -35,6 +35,15 @@ PUBLIC = {
     "stigmer.runner.masking": ["MASK", "Masker", "MaskingFilter", "SecretValue"],
     "stigmer.runner.resolver": ["UnresolvedReference", "resolve"],
     "stigmer.runner.executor": ["default_runner_id", "run_execution"],
+    "stigmer.runner.steps": ["call_model", "claim", "failure", "renew", "report"],
+    "stigmer.runner.worker": ["Worker"],
+    "stigmer.backends.rules.truncation": [
+        "ELLIPSIS",
+        "fit_error_message",
+        "fit_output_text",
+        "fit_status_message",
+        "truncate_utf8",
+    ],
     "stigmer.server.launch": ["LISTENING_PREFIX", "ServerProcess", "ServerStartError"],
     "stigmer.proto": ["ROOT"],
 }

@@ -97,7 +97,7 @@ def test_a_missing_secret_fails_the_execution_naming_it(stigmer, tmp_path, model
     )
     stigmer("apply", "-f", str(manifest))
     result = stigmer("agent", "execute", "keyless", "hi")
-    assert result.exit_code == 1
+    assert result.exit_code == 3, "FAILED has its own exit code"
     assert "FAILED" in result.stderr and "ABSENT_KEY" in result.stderr
     assert ChatCompletions.seen == [], "no call without its credentials"
 

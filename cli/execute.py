@@ -1,0 +1,195 @@
+"""``stigmer agent execute``: create an execution and run it in this process, or leave it to runners."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
+from ._output import emit, for_terminal, output_option, status
+from ._runtime import open_backend, run
+
+__all__ = ["execute"]
+
+
+@click.command("execute", epilog=EXIT_CODES_HELP)
+@click.argument("name")
+@click.argument("message")
+@click.option("--data", help="Structured input: a JSON object.")
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Only create the execution (PENDING), print its id and leave it to `stigmer runner start` processes.",
+)
+@click.option("--lease", type=click.IntRange(5, 3600), default=30, show_default=True, help="Lease in seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    help="Give up after this many seconds: the execution is cancelled (exit 124).",
+)
+@output_option
+def execute(
+    name: str, message: str, data: str | None, detach: bool, lease: int, timeout: float | None, output: str
+) -> None:
+    """Run an agent instance on MESSAGE, here and now (CreateExecution, then run it).
+
+    The answer streams to stdout as the model writes it (masked: no secret
+    value is ever shown); -o json prints the whole final execution instead.
+    Ctrl-C cancels the execution and aborts the model call at once. The model
+    call is retried on 429/5xx and connection errors within the agent's time
+    limit: its spec.env entry STIGMER_MODEL_TIMEOUT (seconds, default 300).
+
+    This process is the runner unless --detach is given: runners are not
+    registered anywhere, so the CLI cannot know whether one is serving this
+    backend, and asks you to say so. With --detach, a `stigmer runner start`
+    against the same backend (this machine or any other) claims the execution;
+    follow it with `stigmer execution watch ID`.
+    """
+    structured = _parse_data(data)
+
+    async def main():
+        import asyncio
+        import contextlib
+        import signal
+        import uuid
+        from datetime import timedelta
+
+        from grpclib import GRPCError
+        from grpclib.const import Status
+
+        from stigmer.gen.google.protobuf import Struct
+        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer.runner.executor import run_execution
+
+        from ._agent_refs import agent_ref
+
+        request = pb.CreateExecutionRequest(
+            request_id=str(uuid.uuid4()),
+            agent_instance=agent_ref(name),
+            input=pb.ExecutionInput(message=message, data=None if structured is None else Struct.from_dict(structured)),
+        )
+        async with open_backend() as backend:
+            execution = (await backend.create_execution(request)).execution
+            if detach:
+                click.echo(execution.id)
+                status(f"execution {execution.id} is PENDING: a `stigmer runner start` on this backend will run it")
+                return None
+            screen = _Screen(enabled=output == "table")
+            limit = asyncio.timeout(timeout)
+            stopped_by = ["interrupted (Ctrl-C)"]
+
+            def terminate() -> None:
+                stopped_by[0] = "terminated (SIGTERM)"
+                main_task.cancel()
+
+            main_task = asyncio.current_task()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
+
+            def cancel_reason() -> str:
+                if limit.expired():
+                    return f"timed out after {timeout:g} s (--timeout of `stigmer agent execute`)"
+                return f"{stopped_by[0]} in `stigmer agent execute`"
+
+            claimed = []
+
+            def on_status(line: str) -> None:
+                claimed.append(True)
+                screen.end()  # the answer's last line is ended before a status line shares the terminal
+                status(line)
+
+            try:
+                async with limit:
+                    try:
+                        final = await run_execution(
+                            backend,
+                            execution,
+                            lease=timedelta(seconds=lease),
+                            on_status=on_status,
+                            on_text=screen,
+                            cancel_reason=cancel_reason,
+                        )
+                    except GRPCError as error:
+                        lost = error.status in (Status.ABORTED, Status.FAILED_PRECONDITION)
+                        if claimed or not lost:
+                            raise
+                        # A `stigmer runner start` on this backend claimed it between our create and claim.
+                        status(f"{execution.id}: claimed by a runner; following it")
+                        final = await _followed(backend, execution.id)
+            except (asyncio.CancelledError, TimeoutError):
+                # Stopped before the claim, the execution is still PENDING: a runner must not pick it up later.
+                # (After the claim, run_execution has cancelled it already, and this is refused.)
+                cancel = pb.CancelExecutionRequest(execution_id=execution.id, reason=cancel_reason())
+                with contextlib.suppress(GRPCError):
+                    await asyncio.shield(backend.cancel_execution(cancel))
+                if not limit.expired():
+                    raise
+                raise ExecutionEnded(
+                    f"execution {execution.id} timed out after {timeout:g} s and was cancelled", EXIT_TIMEOUT
+                ) from None
+            finally:
+                screen.end()
+            if output == "table" and not screen.ever and final.status.output:
+                click.echo(for_terminal(final.status.output.text))  # run elsewhere: nothing streamed here
+            return final
+
+    import asyncio
+
+    try:
+        final = run(main)
+    except asyncio.CancelledError:  # SIGTERM
+        status("terminated")
+        raise SystemExit(EXIT_TERMINATED) from None
+    if final is not None:
+        _show_result(final, output)
+
+
+class _Screen:
+    """Prints the streamed answer as it comes (already masked), and ends it with a newline."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.shown = False
+        self.ever = False
+        self._last = ""
+
+    def __call__(self, text: str) -> None:
+        if self.enabled and text:
+            click.echo(for_terminal(text), nl=False)
+            self.shown = self.ever = True
+            self._last = text
+            sys.stdout.flush()
+
+    def end(self) -> None:
+        if self.shown and not self._last.endswith("\n"):
+            click.echo()
+        self.shown = False
+
+
+async def _followed(backend, execution_id: str):
+    """The execution once it ends, followed with WatchExecution."""
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+        final = response.execution
+    return final
+
+
+def _parse_data(data: str | None) -> dict | None:
+    if data is None:
+        return None
+    import json
+
+    try:
+        parsed = json.loads(data)
+    except ValueError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--data")
+    return parsed
+
+
+def _show_result(final, output: str) -> None:
+    if output != "table":
+        emit(output, final, [])
+    check_ended(final)

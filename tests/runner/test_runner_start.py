@@ -1,0 +1,172 @@
+"""``stigmer runner start`` as real processes: draining a served backend, kill -9, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import secrets
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from stigmer.backends.cloud import CloudBackend
+from stigmer.backends.sqlite import SqliteBackend
+from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer.server.launch import ServerProcess
+from tests.remote_fixtures import write_token_file
+
+from .conftest import WAIT, Home
+
+Phase = pb.ExecutionPhase
+CLAIM = re.compile(r"^(exe_\w+): running as (\S+)$", re.MULTILINE)
+
+
+async def final_state(backend, execution_id: str, timeout: float = WAIT) -> pb.Execution:
+    """The execution once terminal, followed with ``WatchExecution`` (no polling)."""
+    async with asyncio.timeout(timeout):
+        async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+            if response.execution.status.phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED):
+                return response.execution
+    raise AssertionError(f"the watch of {execution_id} ended before a terminal phase")
+
+
+async def create(backend, agent: str, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        request = pb.CreateExecutionRequest(
+            request_id=f"drain-{n}", agent_instance=pb.AgentInstanceRef(name=agent), input=pb.ExecutionInput(f"#{n}")
+        )
+        ids.append((await backend.create_execution(request)).execution.id)
+    return ids
+
+
+@contextlib.contextmanager
+def served(tmp_path, home: Home, agent: str, model_name: str, endpoint: str) -> Iterator[tuple[ServerProcess, str]]:
+    """A ``stigmer server`` with ``agent`` applied, and ``home`` logged in to it; yields it and its token."""
+    token = secrets.token_hex(24)
+    server_home = Home(tmp_path / "server-home")
+    server_home.path.mkdir(mode=0o700)
+    server_home.agent(agent, model_name, endpoint)
+    token_file = write_token_file(tmp_path / "token", token)
+    with ServerProcess.start(["--token-file", str(token_file)], env=server_home.env) as server:
+        home.run("login", "--endpoint", server.endpoint, "--plaintext", input=token)
+        yield server, token
+
+
+def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, model, tmp_path):
+    with served(tmp_path, home, "busy", "delayed", model.endpoint) as (server, token):  # 100 ms per answer
+
+        async def drain() -> list[pb.Execution]:
+            async with CloudBackend(server.endpoint, token=token) as backend:
+                runners = [home.start("runner", "start", "--runner-id", name) for name in ("runner-a", "runner-b")]
+                for runner in runners:  # both are serving (and listing, at most 2 s apart) before the work arrives
+                    await asyncio.to_thread(runner.wait_for, "started")
+                ids = await create(backend, "busy", 200)
+                finals = [await final_state(backend, execution_id, timeout=300) for execution_id in ids]
+                for runner in runners:
+                    runner.signal(signal.SIGTERM)
+                    assert runner.wait() == 0, runner.stderr
+                return finals
+
+        finals = asyncio.run(drain())
+
+    assert [final.status.phase for final in finals] == [Phase.SUCCEEDED] * 200
+    assert all(final.status.output.text == "done" for final in finals)
+    claims = collections.Counter()
+    per_runner = collections.Counter()
+    for process in home.processes[-2:]:
+        for execution_id, runner_id in CLAIM.findall(process.stderr):
+            claims[execution_id] += 1
+            per_runner[runner_id] += 1
+        assert "Error" not in process.stderr and "Traceback" not in process.stderr, process.stderr
+    assert claims == dict.fromkeys((final.id for final in finals), 1), "each execution claimed exactly once"
+    assert {final.status.runner_id for final in finals} == {"runner-a", "runner-b"}, per_runner
+    assert model.count("delayed") == 200, "each execution called the model once"
+
+
+def test_a_runner_killed_outright_leaves_its_execution_failed_within_one_lease(home, model):
+    home.agent("slow", "slow", model.endpoint)
+    execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+    runner = home.start("runner", "start", "--lease", "2")
+    runner.wait_for(f"{execution_id}: running as")
+    assert model.streaming.wait(WAIT), "the model call never started"
+    runner.popen.send_signal(signal.SIGKILL)
+    runner.wait()
+    killed_at = datetime.now(UTC)
+
+    async def after_kill() -> pb.Execution:
+        async with SqliteBackend(home.path / "local.db") as backend:
+            return await final_state(backend, execution_id)
+
+    final = asyncio.run(after_kill())
+    assert final.status.phase == Phase.FAILED and final.status.error.code == "LEASE_EXPIRED"
+    # The lease ends at most one lease after the last renewal, which came before the kill.
+    assert final.status.end_time <= killed_at + timedelta(seconds=2)
+
+
+def test_sigterm_stops_claiming_and_cancels_what_outlasts_the_grace_period(home, model):
+    home.agent("slow", "slow", model.endpoint)
+    execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+    runner = home.start("runner", "start", "--grace", "0.5", "--runner-id", "leaving")
+    runner.wait_for(f"{execution_id}: running as")
+    assert model.streaming.wait(WAIT), "the model call never started"
+    stopped = time.monotonic()
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.stderr
+    assert time.monotonic() - stopped < 0.5 + 10
+    assert model.disconnected.wait(WAIT), "the model call was not aborted"
+    assert "runner leaving stopped" in runner.stderr
+
+    async def after() -> pb.Execution:
+        async with SqliteBackend(home.path / "local.db") as backend:
+            return (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+
+    final = asyncio.run(after())
+    assert final.status.phase == Phase.CANCELLED
+    assert final.status.message == "runner leaving stopped before the execution finished"
+
+
+def test_an_idle_runner_serves_only_its_agents_and_stops_at_once(home, model):
+    home.agent("mine", "stream", model.endpoint)
+    home.agent("theirs", "stream", model.endpoint)
+    # More of theirs, older, than one listing page (twice the concurrency): they must not hide mine.
+    theirs = [home.run("agent", "execute", "theirs", "hi", "--detach").stdout.strip() for _ in range(10)]
+    mine = home.run("agent", "execute", "mine", "hi", "--detach").stdout.strip()
+    runner = home.start("runner", "start", "--agent", "mine", "--concurrency", "2")
+    runner.wait_for(f"{mine}: SUCCEEDED")
+    runner.signal(signal.SIGINT)
+    assert runner.wait() == 0, runner.stderr
+    assert not any(execution_id in runner.stderr for execution_id in theirs)
+    pending = home.run("execution", "list", "--phase", "pending").stdout
+    assert all(execution_id in pending for execution_id in theirs)
+
+
+def test_a_cancel_through_a_server_aborts_a_remote_runners_model_call(home, model, tmp_path):
+    with served(tmp_path, home, "slow", "slow", model.endpoint):
+        execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+        runner = home.start("runner", "start")
+        runner.wait_for(f"{execution_id}: running as")
+        assert model.streaming.wait(WAIT), "the model call never started"
+        cancel = home.start("execution", "cancel", execution_id, "--reason", "not needed")
+        assert cancel.wait() == 0, cancel.stderr
+        assert model.disconnected.wait(WAIT), "the remote runner did not abort the model call"
+        runner.wait_for(f"{execution_id}: stopped, the execution is CANCELLED")
+        runner.signal(signal.SIGTERM)
+        assert runner.wait() == 0, runner.stderr
+
+
+def test_a_second_signal_ends_the_grace_period_at_once(home, model):
+    home.agent("slow", "slow", model.endpoint)
+    execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
+    runner = home.start("runner", "start", "--grace", "3600", "--runner-id", "hurried")
+    runner.wait_for(f"{execution_id}: running as")
+    assert model.streaming.wait(WAIT), "the model call never started"
+    runner.signal(signal.SIGINT)
+    runner.wait_for("signal again: now")
+    runner.signal(signal.SIGINT)
+    assert runner.wait() == 0, runner.stderr
+    assert model.disconnected.wait(WAIT)
+    assert home.run("execution", "get", execution_id).stdout.count("CANCELLED") == 1
