@@ -1,0 +1,13 @@
+"""The PostgreSQL backend: one database shared by many ``stigmer server`` replicas.
+
+from stigmer.backends.postgres import PostgresBackend
+
+async with PostgresBackend("postgresql://stigmer@db.internal/stigmer") as backend:
+    info = await backend.get_backend_info(pb.GetBackendInfoRequest())
+
+Needs the ``postgres`` extra (``pip install 'stigmer-backend[postgres]'``).
+"""
+
+from ._backend import PostgresBackend
+
+__all__ = ["PostgresBackend"]
