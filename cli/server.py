@@ -1,4 +1,8 @@
-"""``stigmer server``: serve the local SQLite backend over gRPC for runners and CLIs elsewhere."""
+"""``stigmer server``: serve a backend over gRPC for runners and CLIs elsewhere.
+
+The local SQLite file by default; ``--backend postgresql://…`` serves a
+PostgreSQL database instead, which any number of replicas may share.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import click
 
 DEFAULT_PORT = 7780
 TOKEN_ENV = "STIGMER_SERVER_TOKEN"
+BACKEND_ENV = "STIGMER_SERVER_BACKEND"
 
 
 @click.command()
@@ -22,6 +27,21 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     "db_path",
     type=click.Path(dir_okay=False),
     help="SQLite database to serve  [default: $STIGMER_HOME/local.db]",
+)
+@click.option(
+    "--backend",
+    "backend_url",
+    envvar=BACKEND_ENV,
+    metavar="postgresql://…",
+    help=f"Serve this PostgreSQL database instead of SQLite (replicas may share it). Or set {BACKEND_ENV}; "
+    "give the password by PGPASSWORD or ~/.pgpass, not here.",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Most database connections a PostgreSQL backend holds open (plus one while executions are watched).",
 )
 @click.option(
     "--token-file",
@@ -42,6 +62,8 @@ def server(
     host: str,
     port: int,
     db_path: str | None,
+    backend_url: str | None,
+    pool_size: int,
     token_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -63,6 +85,11 @@ def server(
 
     from ._runtime import run
 
+    if backend_url is not None:
+        if db_path is not None:
+            raise click.UsageError("--db and --backend go separately: give one or the other")
+        if not backend_url.startswith(("postgresql://", "postgres://")):
+            raise click.UsageError("--backend must be a postgresql:// URI")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -97,7 +124,14 @@ def server(
         from ._output import status
 
         try:
-            backend = SqliteBackend(db_path)
+            if backend_url is not None:
+                from stigmer.backends.postgres import PostgresBackend
+
+                backend = await PostgresBackend(backend_url, pool_size=pool_size).open()
+                served = backend.where
+            else:
+                backend = SqliteBackend(db_path)
+                served = str(backend.path)
         except BaseException:
             sock.close()
             raise
@@ -111,7 +145,7 @@ def server(
                     "token required" if token else "no authentication",
                 ]
             )
-            status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
+            status(f"serving {served} on {where} ({security}); SIGINT or SIGTERM stops")
             if ssl_context is None and not is_loopback(address[0]):
                 status("warning: no TLS on a non-loopback address: the token and all data travel in clear")
 

@@ -11,6 +11,8 @@ name, never by the connection string, which may hold a password.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -24,7 +26,7 @@ _RULES: list[tuple[tuple[str, ...], Status, str]] = [
     (("08", "57P"), Status.UNAVAILABLE, "lost the connection to {where}; try again"),
     (("40001", "40P01"), Status.UNAVAILABLE, "a concurrent write to {where} conflicted; try again"),
     (("28P01", "28000"), Status.INTERNAL, "the database server {where} refused the credentials"),
-    (("3D000",), Status.INTERNAL, "the database {where} does not exist; create it (createdb) first"),
+    (("3D000",), Status.INTERNAL, "the {where} does not exist; create it (createdb) first"),
     (("42501",), Status.INTERNAL, "the database user lacks a privilege Stigmer needs in {where}"),
 ]
 
@@ -57,10 +59,21 @@ def storage_error(error: Exception, where: str) -> GRPCError:
 
 
 def connection_error(error: psycopg.Error, where: str) -> GRPCError:
-    """Why a first connection to ``where`` failed, in one line: unreachable, credentials, no such database."""
-    sqlstate = getattr(error, "sqlstate", None) or ""
-    if sqlstate:
-        return storage_error(error, where)
-    # libpq's own message says what happened (refused, no such host, timeout); keep its last line only.
-    reason = " ".join(str(error).strip().splitlines()[-1:]).removeprefix("connection failed: ")
+    """Why a first connection to ``where`` failed, in one line: unreachable, credentials, no such database.
+
+    libpq reports connection failures as text without a SQLSTATE; the
+    server's reason follows ``FATAL:``, libpq's own (refused, no such host,
+    timeout) the last ``failed:`` of its first line.
+    """
+    text = str(error).strip()
+    fatal = re.search(r"FATAL:\s*(.+)", text)
+    if fatal is not None:
+        reason = fatal.group(1).strip()
+        if re.fullmatch(r'database ".*" does not exist', reason):
+            return GRPCError(Status.INTERNAL, f"the {where} does not exist; create it (createdb) first")
+        if re.search(r"authentication|role .* does not exist|pg_hba\.conf|password", reason):
+            return GRPCError(Status.INTERNAL, f"the server of {where} refused the credentials: {reason}")
+        return GRPCError(Status.UNAVAILABLE, f"the server of {where} refused the connection: {reason}")
+    first = text.splitlines()[0] if text else type(error).__name__
+    reason = first.rpartition("failed: ")[2] or first
     return GRPCError(Status.UNAVAILABLE, f"cannot reach {where}: {reason}")
