@@ -3,7 +3,9 @@
 Migrations run in one transaction holding a transaction-level advisory lock,
 so replicas starting together migrate once, a database is always at exactly
 one schema version (PostgreSQL DDL is transactional), and a database from a
-newer schema than this code knows is refused before anything is written.
+newer schema than this code knows is refused before anything is written. A
+database already at this version needs no DDL privilege: a role that may
+only read and write rows can serve it.
 
 Executions keep their status in columns; a trigger copies every version of
 the status into ``execution_history`` and sends a ``NOTIFY`` on
@@ -131,8 +133,8 @@ async def migrate(conn: psycopg.AsyncConnection, where: str) -> None:
     """Brings the database to ``SCHEMA_VERSION``, or refuses a newer one (``INTERNAL``, nothing written)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        await conn.execute("CREATE TABLE IF NOT EXISTS stigmer_schema (version integer NOT NULL)")
-        row = await (await conn.execute("SELECT version FROM stigmer_schema")).fetchone()
+        exists = (await (await conn.execute("SELECT to_regclass('stigmer_schema') IS NOT NULL")).fetchone())[0]
+        row = await (await conn.execute("SELECT version FROM stigmer_schema")).fetchone() if exists else None
         found = 0 if row is None else row[0]
         if found > SCHEMA_VERSION:
             raise GRPCError(
@@ -140,9 +142,13 @@ async def migrate(conn: psycopg.AsyncConnection, where: str) -> None:
                 f"{where} was written by a newer Stigmer (schema version {found}; this one knows up to "
                 f"{SCHEMA_VERSION}); upgrade Stigmer to use it",
             )
+        if found == SCHEMA_VERSION:
+            return  # nothing to do, and nothing that needs more than the privileges to read and write rows
+        if not exists:
+            await conn.execute("CREATE TABLE stigmer_schema (version integer NOT NULL)")
         for version in range(found + 1, SCHEMA_VERSION + 1):
             await conn.execute(MIGRATIONS[version - 1])
         if row is None:
             await conn.execute("INSERT INTO stigmer_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
-        elif found != SCHEMA_VERSION:
+        else:
             await conn.execute("UPDATE stigmer_schema SET version = %s", (SCHEMA_VERSION,))

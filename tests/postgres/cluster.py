@@ -33,12 +33,12 @@ class ClusterUnavailable(RuntimeError):
 
 
 def find_bin_dir() -> Path | None:
-    """The folder holding initdb and pg_ctl: Debian keeps them off PATH, under /usr/lib/postgresql/N/bin."""
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
+    """The folder holding initdb, pg_ctl and pg_dump: Debian keeps them off PATH, in /usr/lib/postgresql/N/bin."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(p.split("/")[4]))
-    return Path(candidates[-1]).parent if candidates else None
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and Path(found).with_name("initdb").exists() else None
 
 
 class Cluster:
@@ -95,6 +95,15 @@ class Cluster:
         with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.conninfo(name)
+
+    def require_password(self, role: str, password: str) -> None:
+        """Creates login role ``role`` whose socket connections must give ``password`` (SCRAM)."""
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        hba = self.directory / "data" / "pg_hba.conf"
+        hba.write_text(f"local all {role} scram-sha-256\n" + hba.read_text())
+        result = self._run("pg_ctl", "-D", str(self.directory / "data"), "reload")
+        assert result.returncode == 0, result.stderr
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")
