@@ -90,6 +90,12 @@ def server(
             raise click.UsageError("--db and --backend go separately: give one or the other")
         if not backend_url.startswith(("postgresql://", "postgres://")):
             raise click.UsageError("--backend must be a postgresql:// URI")
+        try:
+            import psycopg_pool  # noqa: F401  (and psycopg, which it needs)
+        except ImportError:
+            raise click.ClickException(
+                "the PostgreSQL backend needs psycopg: pip install 'stigmer-backend[postgres]'"
+            ) from None
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -58,6 +58,8 @@ class SecretVault:
 
     async def key(self, conn: psycopg.AsyncConnection, *, create: bool) -> MasterKey:
         """The key the stored secrets are sealed under, looked up (or, if allowed and safe, created) if needed."""
+        # TODO(issue17): use the storage-neutral master-key policy from backends.encryption once it moves
+        # there; this is the SQLite adapter's lookup without rotation, over this adapter's key-check row.
         check = await self._check(conn)
         if self._key is not None and (check is None or self._key.matches(check)):
             return self._key
