@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import REPO, toolchain_env
+from tests.postgres.conftest import replica_env
 
 STIGMER = str(Path(sys.executable).parent / "stigmer")
 
@@ -44,3 +46,12 @@ def test_the_suite_passes_through_two_replicas_alternating_call_by_call(tmp_path
     assert summary["totals"]["passed"] >= 150
     assert summary["categories"]["durability"] == {"skipped": 1}, "two replicas are not one restartable target"
     assert first.process.poll() is None and second.process.poll() is None
+
+
+def test_the_suite_passes_through_a_server_it_restarts(tmp_path, database, master_key):
+    env = replica_env(tmp_path / "home", master_key)
+    command = shlex.join([STIGMER, "server", "--port", "0", "--backend", database])
+    code, summary, output = run_suite(tmp_path, "--server-command", command, env=env)
+    assert code == 0, output[-3000:]
+    assert summary["conformant"] and summary["backend_kind"] == "postgresql"
+    assert summary["categories"]["durability"].get("passed", 0) >= 1, "restarted on the same database"
