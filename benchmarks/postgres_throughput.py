@@ -13,6 +13,7 @@ Prints lifecycles per second, the median of several rounds (with min and max), f
          the backend issues, in the same transactions: for a create, the advisory lock, the
          request-id lookup, the agent lookup, ``max(id)`` and the INSERT; for each status
          write, ``SELECT ... FOR UPDATE`` and the compare-and-set UPDATE (trigger included);
+- in-process:   ``PostgresBackend`` called directly by ``--clients`` tasks (what the adapter costs);
 - one replica:  ``--clients`` concurrent gRPC clients (generated stub) on one ``stigmer server``;
 - two replicas: the same clients split over two ``stigmer server`` processes on the database.
 
@@ -65,7 +66,7 @@ _ASSIGN = ", ".join(f"{name.strip()} = %s" for name in _STATUS.split(","))
 # -- through replicas --------------------------------------------------------------------------
 
 
-async def stub_lifecycle(stub: pb.BackendServiceStub, request_id: str) -> None:
+async def stub_lifecycle(stub, request_id: str) -> None:
     created = await stub.create_execution(
         pb.CreateExecutionRequest(
             request_id=request_id,
@@ -90,10 +91,10 @@ async def stub_lifecycle(stub: pb.BackendServiceStub, request_id: str) -> None:
     )
 
 
-async def replicas_round(stubs: list[pb.BackendServiceStub], tag: str, count: int, clients: int) -> float:
+async def replicas_round(stubs: list, tag: str, count: int, clients: int) -> float:
     numbers = iter(range(count))
 
-    async def client(stub: pb.BackendServiceStub) -> None:
+    async def client(stub) -> None:  # a stub, or the backend itself: the same methods
         for n in numbers:
             await stub_lifecycle(stub, f"{tag}-{n}")
 
@@ -172,14 +173,18 @@ async def main() -> None:
             conns = [await psycopg.AsyncConnection.connect(database, autocommit=True) for _ in range(args.clients)]
             for conn in conns:
                 await conn.execute("SET TIME ZONE 'UTC'")
-            results: dict[str, list[float]] = {"raw psycopg": [], "one replica": [], "two replicas": []}
+            names = ("raw psycopg", "in-process", "one replica", "two replicas")
+            results: dict[str, list[float]] = {name: [] for name in names}
+            in_process = await PostgresBackend(database, pool_size=args.clients).open()
             tags = itertools.count()
             await raw_round(conns, "warm-raw", 30)
             await replicas_round(stubs, "warm-replicas", 30, args.clients)
             for _ in range(rounds):
                 results["raw psycopg"].append(await raw_round(conns, f"raw{next(tags)}", count))
+                results["in-process"].append(await replicas_round([in_process], f"in{next(tags)}", count, args.clients))
                 results["one replica"].append(await replicas_round(stubs[:1], f"one{next(tags)}", count, args.clients))
                 results["two replicas"].append(await replicas_round(stubs, f"two{next(tags)}", count, args.clients))
+            await in_process.aclose()
             for conn in conns:
                 await conn.close()
             for channel in channels:

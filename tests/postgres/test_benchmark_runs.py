@@ -17,8 +17,9 @@ def test_the_postgres_benchmark_runs_and_reports_every_figure(cluster):  # clust
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^  (raw psycopg|one replica|two replicas)\s+([\d,]+)/s .* ([\d.]+) x raw$", result.stdout, re.M)
-    assert [row[0] for row in rows] == ["raw psycopg", "one replica", "two replicas"], result.stdout
+    names = ["raw psycopg", "in-process", "one replica", "two replicas"]
+    rows = re.findall(rf"^  ({'|'.join(names)})\s+([\d,]+)/s .* ([\d.]+) x raw$", result.stdout, re.M)
+    assert [row[0] for row in rows] == names, result.stdout
     raw = float(rows[0][1].replace(",", ""))
     for _, rate, ratio in rows:
         assert float(rate.replace(",", "")) > 0
