@@ -16,7 +16,6 @@ import pytest
 from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Status
-from grpclib.exceptions import StreamTerminatedError
 
 from stigmer.gen.stigmer.backend import v1 as pb
 from tests.remote_fixtures import SPEC
@@ -207,7 +206,7 @@ async def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_the_o
                 updates: list[tuple[str, int]] = []
                 await claim_and_finish(stub, f"runner-{index}-{worker}", execution, updates)
                 acknowledged[execution.id] = (updates[-1][1], int(SUCCEEDED))
-            except (GRPCError, StreamTerminatedError, OSError) as error:
+            except Exception as error:  # whatever a dead connection raises; recorded unless it is the killed replica
                 if index == 0 and killed.is_set():
                     return  # the killed replica's clients stop; the load balancer would send them elsewhere
                 failures.append(f"replica {index}: {error!r}")
