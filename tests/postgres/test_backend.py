@@ -205,3 +205,14 @@ async def test_versions_written_while_the_listener_was_cut_off_are_caught_up_aft
             await asyncio.wait_for(task, 30)
             assert seen == list(range(1, version + 1))
             assert watching._changes.connects == 2, "delivered by the catch-up read after reconnecting"
+
+
+async def test_a_migration_that_fails_leaves_nothing_behind(database):
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE secrets (unrelated int)")  # someone else's table, in the way of the schema
+    error = await open_error(database)
+    assert error.status == Status.INTERNAL
+    assert 'relation "secrets" already exists' in error.message and "\n" not in error.message
+    with psycopg.connect(database) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    assert tables == [("secrets",)], "not one table of the failed migration, not even its version table"
