@@ -57,24 +57,26 @@ _NEW_STATUS = ", ".join(f"NEW.{name}" for name in STATUS_COLUMN_NAMES)
 # Structured values (Struct, error details, agent instances) are JSON *text*, not jsonb:
 # jsonb normalises numbers (-0.0 becomes 0) and key order, and the contract wants them back as sent.
 # Free text a caller sends (messages, output) is UTF-8 in bytea: PostgreSQL text cannot hold U+0000.
+# Keys that are paged or compared with max() use the "C" collation: bytewise, as the ids' order and
+# the contract's name order are defined, whatever the database's default locale.
 _V1 = f"""
 CREATE TABLE agent_instances (
-    id text PRIMARY KEY,
+    id text COLLATE "C" PRIMARY KEY,
     name text COLLATE "C" NOT NULL UNIQUE,
     version integer NOT NULL
 );
 -- Every applied version of every agent instance: executions point at the version they snapshot,
 -- so applies and deletes never change them.
 CREATE TABLE agent_instance_versions (
-    agent_instance_id text NOT NULL,
+    agent_instance_id text COLLATE "C" NOT NULL,
     version integer NOT NULL,
     agent_instance text NOT NULL,
     PRIMARY KEY (agent_instance_id, version)
 );
 CREATE TABLE executions (
-    id text PRIMARY KEY COLLATE "C",
+    id text COLLATE "C" PRIMARY KEY,
     request_id text NOT NULL UNIQUE,
-    agent_instance_id text NOT NULL,
+    agent_instance_id text COLLATE "C" NOT NULL,
     agent_instance_name text NOT NULL,
     agent_version integer NOT NULL,
     input_message bytea NOT NULL,
@@ -89,7 +91,7 @@ CREATE INDEX executions_by_agent ON executions (agent_instance_id, id);
 CREATE INDEX executions_by_phase ON executions (phase, id);
 CREATE INDEX executions_running_leases ON executions (lease_expire_time) WHERE phase = 2;
 CREATE TABLE execution_history (
-    execution_id text NOT NULL REFERENCES executions (id),
+    execution_id text COLLATE "C" NOT NULL REFERENCES executions (id),
     version bigint NOT NULL,
     update_time timestamptz NOT NULL,
     {_STATUS_COLUMNS_DDL},
@@ -112,7 +114,7 @@ CREATE TRIGGER executions_history AFTER INSERT OR UPDATE OF version ON execution
 -- Values only ever as sealed ciphertext (stigmer.backends.encryption); the single key-check row
 -- records the master key they are sealed under.
 CREATE TABLE secrets (
-    name text PRIMARY KEY COLLATE "C",
+    name text COLLATE "C" PRIMARY KEY,
     version integer NOT NULL CHECK (version >= 1),
     create_time timestamptz NOT NULL,
     update_time timestamptz NOT NULL,
