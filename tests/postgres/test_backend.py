@@ -216,3 +216,33 @@ async def test_a_migration_that_fails_leaves_nothing_behind(database):
     with psycopg.connect(database) as conn:
         tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     assert tables == [("secrets",)], "not one table of the failed migration, not even its version table"
+
+
+async def test_many_watches_share_one_listening_connection(database):
+    async with PostgresBackend(database, pool_size=4) as backend:
+        await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="worker", spec=SPEC))
+        created = [
+            (
+                await backend.create_execution(
+                    pb.CreateExecutionRequest(
+                        request_id=f"many-{n}",
+                        agent_instance=pb.AgentInstanceRef(name="worker"),
+                        input=pb.ExecutionInput(message=str(n)),
+                    )
+                )
+            ).execution
+            for n in range(20)
+        ]
+        streams = [backend.watch_execution(pb.WatchExecutionRequest(execution_id=e.id)) for e in created]
+        assert [(await anext(stream)).execution.version for stream in streams] == [1] * 20
+        pending = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        with psycopg.connect(database) as admin:
+            listening = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %'").fetchone()
+        assert listening == (1,)
+        for execution in created:
+            await advance(backend, execution.id, 1)
+        versions = await asyncio.wait_for(asyncio.gather(*pending), 30)
+        assert [response.execution.version for response in versions] == [2] * 20
+        for stream in streams:
+            await stream.aclose()
+        assert backend._changes.connects == 1
