@@ -6,14 +6,19 @@ The folders tell the architecture (``gen/``, ``backends/``, ``cli/``,
 renaming package search, hence this file; everything else lives there.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 FOLDERS = ("gen", "backends", "cli", "conformance", "server", "runner")
 
+# The contract's .proto files ship as data in ``stigmer.proto`` (folders as
+# namespace packages), so generators in any language can use the installed revision.
+PROTO = ["stigmer.proto", *(f"stigmer.proto.{sub}" for sub in find_namespace_packages("proto"))]
+
 setup(
-    package_dir={f"stigmer.{folder}": folder for folder in FOLDERS},
+    package_dir={f"stigmer.{folder}": folder for folder in FOLDERS} | {"stigmer.proto": "proto"},
     packages=[
         f"stigmer.{folder}{'.' + sub if sub else ''}" for folder in FOLDERS for sub in ["", *find_packages(folder)]
-    ],
-    package_data={"stigmer.gen": ["py.typed"]},
+    ]
+    + PROTO,
+    package_data={"stigmer.gen": ["py.typed"]} | {name: ["*.proto"] for name in PROTO},
 )

@@ -71,8 +71,7 @@ class MemoryBackend(Backend):
         validation.validate_create_execution(message)
         if message.request_id in self._by_request:
             existing = self._current(self._by_request[message.request_id])
-            if not executions.is_retry_of(existing, message):
-                raise errors.already_exists(f"request_id {message.request_id!r} was already used for another request")
+            executions.require_retry_of(existing, message)
             return pb.CreateExecutionResponse(execution=existing, created=False)
         agent = self._agent(message.agent_instance)
         newest = max(self._executions, default=None)
@@ -94,19 +93,17 @@ class MemoryBackend(Backend):
         order = sorted(self._executions, reverse=message.newest_first)
         if after is not None:
             order = [i for i in order if (i < after if message.newest_first else i > after)]
-        page: list[pb.Execution] = []
-        more = False
+        fetched: list[pb.Execution] = []
         for execution_id in order:
             execution = self._current(execution_id)
             if message.agent_instance_id and execution.agent_instance_id != message.agent_instance_id:
                 continue
             if message.phases and execution.status.phase not in message.phases:
                 continue
-            if len(page) == size:
-                more = True
+            fetched.append(execution)
+            if len(fetched) > size:
                 break
-            page.append(execution)
-        token = paging.encode_token(message, page[-1].id) if more else ""
+        page, token = paging.cut(message, fetched, size, key=lambda execution: execution.id)
         return pb.ListExecutionsResponse(executions=page, next_page_token=token)
 
     async def _change(self, execution_id: str, decide) -> pb.Execution:
@@ -217,6 +214,5 @@ class MemoryBackend(Backend):
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         names = sorted(name for name in items_by_name if after is None or name > after)
-        page = [items_by_name[name] for name in names[:size]]
-        token = paging.encode_token(message, names[size - 1]) if len(names) > size else ""
-        return {field: page, "next_page_token": token}
+        names, token = paging.cut(message, names, size, key=str)
+        return {field: [items_by_name[name] for name in names], "next_page_token": token}

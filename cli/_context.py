@@ -1,8 +1,9 @@
-"""Which backend the CLI talks to: the local SQLite file, or a remote endpoint.
+"""Which backend the CLI talks to: a backend kind and its settings.
 
 Kept in ``$STIGMER_HOME/config.json`` (no secrets in it: a remote token lives
 in the OS keychain or a 0600 file, see ``stigmer.backends.cloud``). No file
-means local mode.
+means the local SQLite database. ``_backends`` turns a context into a backend;
+a new kind is one registration there, and its settings fit ``url``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,43 @@ from pathlib import Path
 
 import click
 
-__all__ = ["Context", "config_path", "load_context", "save_context"]
+__all__ = ["LOCAL", "REMOTE", "Context", "config_path", "load_context", "save_context"]
+
+LOCAL = "sqlite"
+"""The kind used when nothing else is configured: ``$STIGMER_HOME/local.db``."""
+REMOTE = "cloud"
+"""The kind ``stigmer login`` saves: a ``BackendService`` endpoint, reached over gRPC."""
 
 
 @dataclass(frozen=True)
 class Context:
-    """The active backend. ``endpoint`` empty means local (SQLite)."""
+    """The active backend.
 
+    :param kind: a kind registered in ``_backends`` (``sqlite``, ``cloud``, ...);
+        empty means ``cloud`` when ``endpoint`` is set, else ``sqlite``, which is
+        how a config file written before kinds existed reads.
+    :param url: where a storage backend keeps its data, in the form its class
+        takes (a SQLite file path, ``postgresql://host/db``); empty for the
+        kind's default. Never holds a password: credentials come from the
+        environment or the keychain.
+    :param endpoint: ``HOST:PORT`` of a remote backend.
+    :param ca_file: PEM file of the CA the remote endpoint's certificate must chain to.
+    :param plaintext: no TLS (h2c) to the endpoint: for a loopback server or a trusted network only.
+    """
+
+    kind: str = ""
+    url: str = ""
     endpoint: str = ""
     ca_file: str = ""
-    plaintext: bool = False  # no TLS (h2c): for a loopback server or a trusted network only
+    plaintext: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", REMOTE if self.endpoint else LOCAL)
 
     @property
     def is_remote(self) -> bool:
-        return bool(self.endpoint)
+        return self.kind == REMOTE
 
 
 def config_path() -> Path:
@@ -43,6 +67,8 @@ def load_context() -> Context:
     try:
         data = json.loads(path.read_text())
         return Context(
+            kind=str(data.get("kind", "")),
+            url=str(data.get("url", "")),
             endpoint=str(data.get("endpoint", "")),
             ca_file=str(data.get("ca_file", "")),
             plaintext=data.get("plaintext", False) is True,

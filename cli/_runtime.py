@@ -1,14 +1,17 @@
 """Running a command's coroutine: the active backend, and errors as one line.
 
-Every command body is ``run(coroutine_function)``; this is the one place
-where ``GRPCError`` (and the few other failures a user can cause) become
-``click.ClickException`` (exit 1, one line on stderr, no traceback).
+A command body is ``async def body(backend, **params)`` under ``@with_backend``
+(or, where it must do something first, ``run(coroutine_function)``); ``run``
+is the one place where ``GRPCError`` (and the few other failures a user can
+cause) become ``click.ClickException`` (exit 1, one line on stderr, no
+traceback).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,7 +20,7 @@ import click
 if TYPE_CHECKING:
     from stigmer.backends.base import Backend
 
-__all__ = ["every_page", "open_backend", "run"]
+__all__ = ["every_page", "open_backend", "run", "with_backend"]
 
 T = TypeVar("T")
 
@@ -39,19 +42,29 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
 @contextlib.asynccontextmanager
 async def open_backend() -> AsyncIterator[Backend]:
     """The backend the active context names (see ``stigmer context``)."""
+    from ._backends import backend_for
     from ._context import load_context
 
-    context = load_context()
-    if context.is_remote:
-        from stigmer.backends.cloud import CloudBackend
-
-        backend: Backend = CloudBackend.from_saved_login(context)
-    else:
-        from stigmer.backends.sqlite import SqliteBackend
-
-        backend = SqliteBackend()
-    async with backend:
+    async with backend_for(load_context()) as backend:
         yield backend
+
+
+def with_backend(body: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    """A command whose body runs on the active backend: ``async def body(backend, **params)``.
+
+    The backend is opened before the body and closed after it, and errors
+    are reported by ``run``. Put it under the click decorators.
+    """
+
+    @functools.wraps(body)
+    def command(*args: Any, **params: Any) -> T:
+        async def main() -> T:
+            async with open_backend() as backend:
+                return await body(backend, *args, **params)
+
+        return run(main)
+
+    return command
 
 
 async def every_page(
@@ -60,9 +73,11 @@ async def every_page(
     """The items of every page of a ``List*`` RPC, following ``next_page_token``, up to ``limit``."""
     import dataclasses
 
+    from stigmer.backends.rules.paging import MAX_PAGE_SIZE
+
     items: list = []
     while True:
-        wanted = 1000 if limit is None else min(limit - len(items), 1000)
+        wanted = MAX_PAGE_SIZE if limit is None else min(limit - len(items), MAX_PAGE_SIZE)
         page = await list_rpc(dataclasses.replace(request, page_size=wanted))
         items += getattr(page, field)
         if not page.next_page_token or (limit is not None and len(items) >= limit):

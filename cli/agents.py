@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ._agent_refs import agent_ref as _ref
 from ._output import emit, output_option, status
-from ._runtime import every_page, open_backend, run
+from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["agent", "apply"]
 
@@ -19,27 +20,33 @@ AGENT_COLUMNS = [
 
 
 @click.command()
-@click.option("-f", "--file", "path", required=True, help="Manifest file (YAML or JSON; - for stdin).")
-def apply(path: str) -> None:
+@click.option(
+    "-f",
+    "--file",
+    "manifests",
+    required=True,
+    callback=lambda ctx, param, path: _read_manifests(path),
+    help="Manifest file (YAML or JSON; - for stdin).",
+)
+@with_backend
+async def apply(backend, manifests: list) -> None:
     """Create or update the agent instances a manifest declares (ApplyAgentInstance).
 
     Every document is checked before the first one is applied, so a bad file
     changes nothing.
     """
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    for manifest in manifests:
+        request = pb.ApplyAgentInstanceRequest(name=manifest.name, spec=manifest.spec)
+        response = await backend.apply_agent_instance(request)
+        status(f"agent instance {manifest.name} {response.outcome.name.lower()}")
+
+
+def _read_manifests(path: str) -> list:
     from ._manifests import read_manifests
 
-    manifests = read_manifests(path)
-
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            for manifest in manifests:
-                request = pb.ApplyAgentInstanceRequest(name=manifest.name, spec=manifest.spec)
-                response = await backend.apply_agent_instance(request)
-                click.echo(f"agent instance {manifest.name} {response.outcome.name.lower()}")
-
-    run(main)
+    return read_manifests(path)
 
 
 @click.group()
@@ -47,56 +54,38 @@ def agent() -> None:
     """Agent instances: list, get, delete, execute."""
 
 
-def _ref(name_or_id: str):
-    from stigmer.gen.stigmer.backend import v1 as pb
-
-    return pb.AgentInstanceRef(id=name_or_id) if name_or_id.startswith("agi_") else pb.AgentInstanceRef(name=name_or_id)
-
-
 @agent.command("list")
 @output_option
-def list_agents(output: str) -> None:
+@with_backend
+async def list_agents(backend, output: str) -> None:
     """List agent instances by name (ListAgentInstances)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            agents = await every_page(backend.list_agent_instances, pb.ListAgentInstancesRequest(), "agent_instances")
-        emit(output, {"agentInstances": agents}, AGENT_COLUMNS, rows=agents)
-
-    run(main)
+    agents = await every_page(backend.list_agent_instances, pb.ListAgentInstancesRequest(), "agent_instances")
+    emit(output, {"agentInstances": agents}, AGENT_COLUMNS, rows=agents)
 
 
 @agent.command("get")
 @click.argument("name")
 @output_option
-def get_agent(name: str, output: str) -> None:
+@with_backend
+async def get_agent(backend, name: str, output: str) -> None:
     """Show one agent instance, by name or id (GetAgentInstance)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            found = await backend.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=_ref(name)))
-        emit(output, found.agent_instance, AGENT_COLUMNS)
-
-    run(main)
+    found = await backend.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=_ref(name)))
+    emit(output, found.agent_instance, AGENT_COLUMNS)
 
 
 @agent.command("delete")
 @click.argument("name")
-def delete_agent(name: str) -> None:
+@with_backend
+async def delete_agent(backend, name: str) -> None:
     """Delete an agent instance; its executions are kept (DeleteAgentInstance)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            await backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(name)))
-        click.echo(f"agent instance {name} deleted")
-
-    run(main)
+    await backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(name)))
+    status(f"agent instance {name} deleted")
 
 
 @agent.command("execute")

@@ -13,9 +13,12 @@ import sys
 
 import click
 
+from stigmer.backends.rules import CONTRACT_VERSION
+
 from ._output import emit, output_option, status
 
-SUPPORTED_CONTRACT_MAJOR = "1"
+SUPPORTED_CONTRACT_MAJOR = CONTRACT_VERSION.partition(".")[0]
+"""Servers whose contract has another major version are refused at login: this CLI speaks the one it is built on."""
 LOGIN_TIMEOUT = 15.0
 
 
@@ -48,7 +51,7 @@ def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
     is kept in the OS keychain, or in $STIGMER_HOME/token (0600) where there
     is none; never in config.json.
     """
-    from stigmer.backends.cloud.endpoint import format_endpoint, parse_endpoint
+    from stigmer.backends.wire import format_endpoint, is_header_safe, parse_endpoint
 
     try:
         endpoint = format_endpoint(*parse_endpoint(endpoint))
@@ -57,8 +60,6 @@ def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
     if plaintext and ca_file:
         raise click.UsageError("--ca is for TLS; it cannot be combined with --plaintext")
     token = _read_token()
-    from stigmer.backends.cloud.credentials import is_header_safe
-
     if token and not is_header_safe(token):
         raise click.BadParameter("the token must be printable ASCII without spaces", param_hint="the token")
 
@@ -144,6 +145,8 @@ def context(output: str) -> None:
         if active.is_remote:
             transport = "plaintext" if active.plaintext else f"TLS, CA {active.ca_file}" if active.ca_file else "TLS"
             where = f"{active.endpoint} ({transport})"
+        elif active.url:
+            where = active.url
         else:
             from stigmer.backends.sqlite import default_database_path
 

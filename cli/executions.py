@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ._agent_refs import agent_ref
 from ._output import emit, output_option, status
-from ._runtime import every_page, open_backend, run
+from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["execution"]
 
@@ -37,49 +38,39 @@ def execution() -> None:
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="At most this many.")
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
 @output_option
-def list_executions(
-    agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
+@with_backend
+async def list_executions(
+    backend, agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
 ) -> None:
     """List executions, newest first (ListExecutions)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        from .agents import _ref
-
-        async with open_backend() as backend:
-            agent_id = ""
-            if agent_name:
-                request = pb.GetAgentInstanceRequest(agent_instance=_ref(agent_name))
-                agent_id = (await backend.get_agent_instance(request)).agent_instance.id
-            request = pb.ListExecutionsRequest(
-                agent_instance_id=agent_id,
-                phases=[pb.ExecutionPhase[p.upper()] for p in phases],
-                newest_first=not oldest_first,
-            )
-            found = await every_page(backend.list_executions, request, "executions", limit)
-        emit(output, {"executions": found}, EXECUTION_COLUMNS, rows=found)
-
-    run(main)
+    agent_id = ""
+    if agent_name:
+        request = pb.GetAgentInstanceRequest(agent_instance=agent_ref(agent_name))
+        agent_id = (await backend.get_agent_instance(request)).agent_instance.id
+    request = pb.ListExecutionsRequest(
+        agent_instance_id=agent_id,
+        phases=[pb.ExecutionPhase[p.upper()] for p in phases],
+        newest_first=not oldest_first,
+    )
+    found = await every_page(backend.list_executions, request, "executions", limit)
+    emit(output, {"executions": found}, EXECUTION_COLUMNS, rows=found)
 
 
 @execution.command("get")
 @click.argument("execution_id")
 @output_option
-def get_execution(execution_id: str, output: str) -> None:
+@with_backend
+async def get_execution(backend, execution_id: str, output: str) -> None:
     """Show one execution (GetExecution)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            found = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
-        if output == "table":
-            _describe(found)
-        else:
-            emit(output, found, [])
-
-    run(main)
+    found = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+    if output == "table":
+        _describe(found)
+    else:
+        emit(output, found, [])
 
 
 def _describe(e) -> None:
@@ -133,15 +124,11 @@ def watch_execution(execution_id: str, output: str) -> None:
 @execution.command("cancel")
 @click.argument("execution_id")
 @click.option("--reason", default="cancelled from the command line", show_default=True, help="Stored as the message.")
-def cancel_execution(execution_id: str, reason: str) -> None:
+@with_backend
+async def cancel_execution(backend, execution_id: str, reason: str) -> None:
     """Cancel a pending or running execution (CancelExecution)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
-            cancelled = (await backend.cancel_execution(request)).execution
-        status(f"execution {cancelled.id} cancelled (version {cancelled.version})")
-
-    run(main)
+    request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
+    cancelled = (await backend.cancel_execution(request)).execution
+    status(f"execution {cancelled.id} cancelled (version {cancelled.version})")

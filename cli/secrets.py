@@ -16,11 +16,10 @@ import click
 
 from ._output import emit, output_option
 from ._output import status as say
-from ._runtime import every_page, open_backend, run
+from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["secret"]
 
-_MAX_VALUE_BYTES = 65_536
 _COLUMNS = [
     ("NAME", lambda secret: secret.name),
     ("VERSION", lambda secret: secret.version),
@@ -34,25 +33,27 @@ def _when(moment) -> str:
 
 
 def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from stigmer.backends.rules.secret_refs import SECRET_NAME
+    from stigmer.backends.rules.secret_refs import MAX_SECRET_NAME_CHARS, SECRET_NAME
 
     if not SECRET_NAME.fullmatch(value):
         raise click.BadParameter(
             f"{value!r} is not a secret name: letters, digits and underscores, not starting with a digit, "
-            "at most 128 characters"
+            f"at most {MAX_SECRET_NAME_CHARS} characters"
         )
     return value
 
 
 def _read_value() -> str:
     """The value: all of stdin when it is not a terminal, else a hidden prompt asked twice."""
+    from stigmer.backends.rules.validation import MAX_SECRET_VALUE_BYTES
+
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is None:
         raise click.UsageError("there is no standard input to read the value from")
     if stdin.isatty():
         value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
     else:
-        data = stdin.read(_MAX_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
+        data = stdin.read(MAX_SECRET_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -61,20 +62,24 @@ def _read_value() -> str:
         value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
     if not value:
         raise click.UsageError("the value is empty: pipe it on stdin, or run in a terminal to be prompted for it")
-    if len(value.encode()) > _MAX_VALUE_BYTES:
-        raise click.UsageError(f"the value is longer than {_MAX_VALUE_BYTES} bytes")
+    if len(value.encode()) > MAX_SECRET_VALUE_BYTES:
+        raise click.UsageError(f"the value is longer than {MAX_SECRET_VALUE_BYTES} bytes")
     return value
 
 
-def _require_local(command: str) -> None:
+def _key_admin(backend, command: str):
+    """``backend`` as a ``MasterKeyAdmin``: a backend that keeps the master key of its secrets itself."""
+    from stigmer.backends.encryption import MasterKeyAdmin
+
     from ._context import load_context
 
-    context = load_context()
-    if context.is_remote:
+    if not isinstance(backend, MasterKeyAdmin):
+        context = load_context()
         raise click.ClickException(
             f"`stigmer secret {command}` works on the local database only; the active context is "
-            f"{context.endpoint} (see `stigmer context`)"
+            f"{context.endpoint or context.url or context.kind} (see `stigmer context`)"
         )
+    return backend
 
 
 @click.group()
@@ -107,49 +112,36 @@ def put(name: str, output: str) -> None:
 
 @secret.command("list")
 @output_option
-def list_secrets(output: str) -> None:
+@with_backend
+async def list_secrets(backend, output: str) -> None:
     """List secrets by name (metadata only: values are never shown)."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main():
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            return await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
-
-    secrets = run(main)
+    secrets = await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
     emit(output, {"secrets": secrets}, _COLUMNS, rows=secrets)
 
 
 @secret.command()
 @click.argument("name", callback=_secret_name)
-def delete(name: str) -> None:
+@with_backend
+async def delete(backend, name: str) -> None:
     """Delete NAME. Agents that reference it fail to start until it is put again."""
+    from stigmer.gen.stigmer.backend import v1 as pb
 
-    async def main():
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        async with open_backend() as backend:
-            await backend.delete_secret(pb.DeleteSecretRequest(name=name))
-
-    run(main)
+    await backend.delete_secret(pb.DeleteSecretRequest(name=name))
     say(f"secret {name} deleted")
 
 
 @secret.command()
 @output_option
-def status(output: str) -> None:
+@with_backend
+async def status(backend, output: str) -> None:
     """Where the master key lives and whether it opens the local database's secrets.
 
     Exits 1 when the secrets cannot be opened (no key, or a key that does
     not match). Never creates a key.
     """
-    _require_local("status")
-
-    async def main():
-        async with open_backend() as backend:
-            return await backend.master_key_status()
-
-    report = run(main)
+    report = await _key_admin(backend, "status").master_key_status()
     if report.place:
         key = f"{report.place} (key id {report.key_id})"
     elif report.new_key_place:
@@ -177,7 +169,8 @@ def status(output: str) -> None:
 
 
 @secret.command("rotate-key")
-def rotate_key() -> None:
+@with_backend
+async def rotate_key(backend) -> None:
     """Re-encrypt every secret under a new master key, in one transaction.
 
     The new key is random and replaces the current one where it lives (OS
@@ -186,22 +179,17 @@ def rotate_key() -> None:
     of 32 bytes, e.g. `openssl rand -base64 32`) in STIGMER_NEW_MASTER_KEY,
     then move it to STIGMER_MASTER_KEY once this succeeds.
     """
-    _require_local("rotate-key")
+    from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
 
-    async def main():
-        from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
-
-        try:
-            new_key = environment_key(NEW_KEY_ENV_VAR)
-        except MasterKeyError as error:
-            raise click.UsageError(str(error)) from None
-        async with open_backend() as backend:
-            return await backend.rotate_master_key(new_key), new_key is not None
-
-    rotation, from_environment = run(main)
+    admin = _key_admin(backend, "rotate-key")
+    try:
+        new_key = environment_key(NEW_KEY_ENV_VAR)
+    except MasterKeyError as error:
+        raise click.UsageError(str(error)) from None
+    rotation = await admin.rotate_master_key(new_key)
     say(
         f"re-encrypted {rotation.secrets} secret(s) under a new master key (key id {rotation.new_key.key_id.hex()}, "
         f"replacing {rotation.old_key_id}), kept in {rotation.new_key.place}"
     )
-    if from_environment and not rotation.store.writable:
+    if new_key is not None and not rotation.store.writable:
         say("now set STIGMER_MASTER_KEY to the value of STIGMER_NEW_MASTER_KEY, and unset STIGMER_NEW_MASTER_KEY")

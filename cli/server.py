@@ -102,7 +102,7 @@ def server(
     if verbose:
         logging.getLogger("stigmer").setLevel(logging.DEBUG)
 
-    from stigmer.backends.cloud.endpoint import format_endpoint
+    from stigmer.backends.wire import format_endpoint
     from stigmer.server.startup import (
         StartupError,
         is_loopback,

@@ -23,7 +23,17 @@ from grpclib.const import Status
 
 from stigmer.gen.stigmer.backend import v1 as pb
 
-__all__ = ["CALL_TIMEOUT", "Client", "Watch", "expect_status", "unique_name"]
+__all__ = [
+    "CALL_TIMEOUT",
+    "Client",
+    "Watch",
+    "expect_status",
+    "leaked_values",
+    "remember_secret_value",
+    "request_id",
+    "unique_name",
+    "unique_secret_name",
+]
 
 CALL_TIMEOUT = 30.0
 _RUN = _random.token_hex(3)

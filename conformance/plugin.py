@@ -1,11 +1,14 @@
 """The pytest plugin behind ``stigmer conformance run`` (entry point ``pytest11``).
 
-Inert unless ``--stigmer-target`` or ``--stigmer-server-command`` is given,
-so installing Stigmer never changes another project's test run. When active:
+Inert unless ``--stigmer-target``, ``--stigmer-server-command`` or
+``--stigmer-backend-fixture`` is given, so installing Stigmer never changes
+another project's test run. When active:
 
-- opens the target once per session (see ``targets``) and registers the
-  fixtures of ``fixtures``: the one everything derives from, ``backend``, plus
-  ``client`` (tracked, synchronous), ``capabilities`` and ``restart``;
+- registers the fixtures of ``fixtures``, which derive from ``backend``:
+  ``client`` (tracked, synchronous), ``capabilities`` and ``restart``; with a
+  target, opens it once per session (see ``targets``) and provides
+  ``backend`` from it; with ``--stigmer-backend-fixture``, the caller's own
+  ``backend`` fixture is the backend under test;
 - gives every test a stable conformance id, ``area/RPC/check[/case]``
   (``state_machine/UpdateExecutionStatus/transition/SUCCEEDED->RUNNING/rejected``),
   used by the known-failures file and recorded in the JUnit report;
@@ -42,6 +45,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stigmer", "Stigmer backend conformance")
     group.addoption("--stigmer-target", help="sqlite | postgresql://... | module:factory | host:port")
     group.addoption("--stigmer-server-command", help="command that starts a backend server and prints host:port")
+    group.addoption(
+        "--stigmer-backend-fixture",
+        action="store_true",
+        help="no target: the backend under test is the `backend` fixture your conftest defines",
+    )
     group.addoption("--stigmer-adapter", choices=["stub", "cloud"], default="stub", help="how to call gRPC targets")
     group.addoption("--stigmer-ca", help="CA certificate file for a TLS target")
     group.addoption("--stigmer-tls", action="store_true", help="use TLS with the system trust store")
@@ -53,13 +61,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_capability(capability): skip unless the backend reports it")
     config.addinivalue_line("markers", "requires_restart: skip unless the target can be restarted")
-    if config.getoption("stigmer_target") or config.getoption("stigmer_server_command"):
-        from . import fixtures
+    has_target = bool(config.getoption("stigmer_target") or config.getoption("stigmer_server_command"))
+    if has_target or config.getoption("stigmer_backend_fixture"):
+        from . import fixtures, target_backend
 
         run = ConformanceRun(config)
         config.stash[RUN] = run
         config.pluginmanager.register(run, "stigmer-conformance-run")
         config.pluginmanager.register(fixtures, "stigmer-conformance-fixtures")
+        if has_target:
+            config.pluginmanager.register(target_backend, "stigmer-conformance-target")
 
 
 def conformance_id(item: pytest.Item) -> str:
@@ -97,26 +108,34 @@ class ConformanceRun:
         self.loop = asyncio.new_event_loop()
         self.target: Any = None
         self.info: Any = None
+        self._infos: dict[int, tuple[Any, Any]] = {}  # id(backend) -> (backend, its GetBackendInfoResponse)
         self.outcomes: dict[str, str] = {}
         self.patterns = _read_patterns(config.getoption("stigmer_known_failures"))
 
     # -- the target ---------------------------------------------------------------------------
 
     def open(self) -> Any:
-        if self.target is None:
-            from stigmer.gen.stigmer.backend import v1 as pb
-
+        """The command-line target, opened on first use; None when the caller's ``backend`` fixture is the target."""
+        if self.target is None and (self.options.target or self.options.server_command):
             from .targets import open_target
 
             self.target = self.loop.run_until_complete(open_target(self.options))
-            self.info = self.loop.run_until_complete(
-                asyncio.wait_for(self.target.backend.get_backend_info(pb.GetBackendInfoRequest()), 30)
-            )
+            self.backend_info(self.target.backend)
         return self.target
 
-    def capabilities(self) -> set[int]:
-        self.open()
-        return set(self.info.capabilities)
+    def backend_info(self, backend: Any) -> Any:
+        """``GetBackendInfo`` of ``backend``, asked once per backend object; the first answer goes in the summary."""
+        known = self._infos.get(id(backend))
+        if known is None:
+            from stigmer.gen.stigmer.backend import v1 as pb
+
+            info = self.loop.run_until_complete(
+                asyncio.wait_for(backend.get_backend_info(pb.GetBackendInfoRequest()), 30)
+            )
+            known = self._infos[id(backend)] = (backend, info)  # the backend is kept, so its id stays unique
+            if self.info is None:
+                self.info = info
+        return known[1]
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.target is not None:
@@ -137,16 +156,6 @@ class ConformanceRun:
             if pattern is not None:
                 item.stash[_KNOWN] = pattern
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure ({pattern})"))
-
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
-
-        for marker in item.iter_markers("requires_capability"):
-            capability = pb.Capability(marker.args[0])
-            if capability not in self.capabilities():
-                pytest.skip(f"optional: the backend does not report CAPABILITY_{capability.name}")
-        if item.get_closest_marker("requires_restart") and not self.open().restartable:
-            pytest.skip("optional: this target cannot be restarted (use sqlite or --stigmer-server-command)")
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
@@ -173,7 +182,7 @@ class ConformanceRun:
         return {
             "suite_version": SUITE_VERSION,
             "contract_version": getattr(info, "contract_version", None),
-            "target": self.target.description if self.target is not None else self.options.target,
+            "target": self.target.description if self.target is not None else self.options.target or "backend fixture",
             "backend_kind": getattr(info, "backend_kind", None),
             "backend_version": getattr(info, "backend_version", None),
             "capabilities": sorted(f"CAPABILITY_{self._capability_name(c)}" for c in getattr(info, "capabilities", [])),

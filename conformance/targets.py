@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stigmer.backends import wire
+
 __all__ = ["Target", "TargetError", "open_target"]
 
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
@@ -162,19 +164,25 @@ def _open_factory(spec: str) -> Target:
 def _ssl_context(options: Options) -> ssl.SSLContext | None:
     if not (options.ca_file or options.tls):
         return None
-    context = ssl.create_default_context(cafile=options.ca_file)
-    context.set_alpn_protocols(["h2"])
-    return context
+    from grpclib import GRPCError
+
+    try:
+        return wire.client_ssl_context(options.ca_file)
+    except GRPCError as error:
+        raise TargetError(error.message) from None
 
 
 def _connect(address: str, options: Options, target: Target) -> Any:
-    match = _ADDRESS.fullmatch(address)
-    assert match is not None
-    host, port = match["host"].strip("[]"), int(match["port"])
+    try:
+        host, port = wire.parse_endpoint(address)
+    except ValueError as error:
+        raise TargetError(str(error)) from None
     if options.adapter == "cloud":
         from stigmer.backends.cloud import CloudBackend
 
-        backend = CloudBackend(f"{match['host']}:{port}", token=options.token, ca_file=options.ca_file, tls=options.tls)
+        backend = CloudBackend(
+            wire.format_endpoint(host, port), token=options.token, ca_file=options.ca_file, tls=options.tls
+        )
         target._close.append(backend.aclose)
         return backend
     from grpclib.client import Channel
@@ -187,7 +195,7 @@ def _connect(address: str, options: Options, target: Target) -> Any:
         channel.close()
 
     target._close.append(close_channel)
-    metadata = {"authorization": f"Bearer {options.token}"} if options.token else None
+    metadata = {"authorization": wire.authorization(options.token)} if options.token else None
     return pb.BackendServiceStub(channel, metadata=metadata)
 
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 from grpclib import GRPCError
 from grpclib.const import Status
 
+from stigmer.backends.rules.validation import MAX_TOKEN_CHARS
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from .masking import Masker
@@ -30,7 +31,7 @@ Phase = pb.ExecutionPhase
 
 
 def default_runner_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"[:128].replace("/", "-")
+    return f"{socket.gethostname()}-{os.getpid()}"[:MAX_TOKEN_CHARS].replace("/", "-")
 
 
 async def run_execution(

@@ -1,7 +1,7 @@
 """Starting ``stigmer server`` as a separate process, for tests, the conformance suite and benchmarks.
 
 with ServerProcess.start(["--db", str(db), "--token-file", str(token_file)]) as server:
-    backend = CloudBackend(server.endpoint, token=token, plaintext=True)
+    backend = CloudBackend(server.endpoint, token=token)  # plaintext h2c: the server has no TLS here
     ...
 
 The process is the real command-line server (the ``stigmer`` script beside

@@ -14,7 +14,7 @@ import ssl
 import stat
 from pathlib import Path
 
-from stigmer.backends.cloud.credentials import is_header_safe
+from stigmer.backends.wire import is_header_safe
 
 __all__ = [
     "MIN_TOKEN_LENGTH",

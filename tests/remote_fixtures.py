@@ -16,10 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-
-SPEC = pb.AgentInstanceSpec(instructions="be brief", model=pb.ModelConfig(provider="ollama", model="llama3"))
 
 
 def isolated_env(home: Path) -> dict[str, str]:

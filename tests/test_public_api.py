@@ -6,6 +6,26 @@ import pytest
 
 PUBLIC = {
     "stigmer.conformance": ["SUITE_DIR", "SUITE_VERSION", "conformance_id"],
+    "stigmer.conformance.client": [
+        "CALL_TIMEOUT",
+        "Client",
+        "Watch",
+        "expect_status",
+        "leaked_values",
+        "remember_secret_value",
+        "request_id",
+        "unique_name",
+        "unique_secret_name",
+    ],
+    "stigmer.conformance.fixtures": ["capabilities", "client", "restart", "stigmer_requirements", "stigmer_run"],
+    "stigmer.conformance.target_backend": ["backend"],
+    "stigmer.backends.wire": [
+        "authorization",
+        "client_ssl_context",
+        "format_endpoint",
+        "is_header_safe",
+        "parse_endpoint",
+    ],
     "stigmer.backends.base": ["Backend"],
     "stigmer.backends.sqlite": ["SqliteBackend", "default_database_path"],
     "stigmer.backends.postgres": ["PostgresBackend"],
@@ -16,6 +36,7 @@ PUBLIC = {
     "stigmer.runner.resolver": ["UnresolvedReference", "resolve"],
     "stigmer.runner.executor": ["default_runner_id", "run_execution"],
     "stigmer.server.launch": ["LISTENING_PREFIX", "ServerProcess", "ServerStartError"],
+    "stigmer.proto": ["ROOT"],
 }
 
 

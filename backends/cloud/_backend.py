@@ -16,10 +16,8 @@ import contextlib
 import functools
 import inspect
 import logging
-import ssl
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grpclib import GRPCError
 from grpclib.client import Channel
@@ -29,15 +27,11 @@ from grpclib.metadata import Deadline
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from ..base import Backend
-from .credentials import is_header_safe
-from .endpoint import format_endpoint, parse_endpoint
+from ..wire import authorization, client_ssl_context, format_endpoint, is_header_safe, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
 from .transport_errors import transport_error
 
-if TYPE_CHECKING:
-    from stigmer.cli._context import Context
-
-__all__ = ["DEFAULT_TIMEOUT", "RPC_NAMES", "CloudBackend"]
+__all__ = ["DEFAULT_TIMEOUT", "RPC_NAMES", "CloudBackend", "client_ssl_context"]
 
 log = logging.getLogger("stigmer.backends.cloud")
 
@@ -50,23 +44,6 @@ RPC_NAMES: tuple[str, ...] = tuple(
     if not name.startswith("_") and (inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member))
 )
 """Every RPC of the generated service base, as Python method names, in proto order."""
-
-
-def client_ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
-    """TLS for a client: the system trust store, or only ``ca_file`` (PEM) if given; HTTP/2 by ALPN.
-
-    Raises ``GRPCError(UNAVAILABLE)`` naming the file if it cannot be read or holds no certificate.
-    """
-    if ca_file and not Path(ca_file).is_file():
-        raise GRPCError(Status.UNAVAILABLE, f"CA file {ca_file} not found")
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
-    except (OSError, ssl.SSLError) as error:
-        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
-        raise GRPCError(Status.UNAVAILABLE, f"CA file {ca_file} is not a PEM certificate ({reason})") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["h2"])
-    return context
 
 
 def _forwarding(name: str) -> Any:
@@ -137,38 +114,13 @@ class CloudBackend(Backend):
         if token is not None and not is_header_safe(token):
             raise ValueError("the token must be printable ASCII without spaces")
         self._ssl = client_ssl_context(ca_file) if tls or ca_file else None
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._metadata = (("authorization", authorization(token)),) if token else None
         self._timeout = timeout
         self._watch_timeout = watch_timeout
         self._retry = retry or RetryPolicy()
         self._channel: Channel | None = None
         self._stub_instance: pb.BackendServiceStub | None = None
         self._closed = False
-
-    @classmethod
-    def from_saved_login(cls, context: Context, **options: Any) -> CloudBackend:
-        """The backend ``stigmer login`` saved: the context's endpoint and CA, with its stored token.
-
-        :param context: the active ``stigmer.cli._context.Context`` (a remote one).
-        :param options: passed on to the constructor (``timeout``, ``retry``, ...).
-
-        A saved login that cannot be used (a hand-edited endpoint, say) is
-        ``GRPCError(FAILED_PRECONDITION)``, so the CLI reports it in one line.
-        """
-        from .credentials import load_token
-
-        try:
-            return cls(
-                context.endpoint,
-                token=load_token(context.endpoint),
-                tls=not context.plaintext,
-                ca_file=context.ca_file or None,
-                **options,
-            )
-        except ValueError as error:
-            raise GRPCError(
-                Status.FAILED_PRECONDITION, f"the saved login is unusable ({error}); run `stigmer login` again"
-            ) from None
 
     def __repr__(self) -> str:
         # The token stays out: reprs end up in logs and tracebacks.

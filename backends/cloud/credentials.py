@@ -17,12 +17,7 @@ from pathlib import Path
 from ..home import stigmer_home
 from ..keychain import KeychainUnavailable, open_keychain
 
-__all__ = ["delete_token", "is_header_safe", "load_token", "save_token", "token_file_path"]
-
-
-def is_header_safe(token: str) -> bool:
-    """Whether ``token`` can travel unchanged as ``authorization: Bearer <token>``: printable ASCII, no spaces."""
-    return bool(token) and all(33 <= ord(char) <= 126 for char in token)
+__all__ = ["delete_token", "load_token", "save_token", "token_file_path"]
 
 
 def token_file_path() -> Path:

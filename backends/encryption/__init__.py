@@ -10,10 +10,16 @@ key is refused up front with the place it came from. The key itself lives in
     key, store = source.find() or source.create()
     sealed = seal(key, "GH_TOKEN", value)        # bound to the name and the key
     value = unseal(key, "GH_TOKEN", sealed)      # SealedValueError if moved, altered or another key's
+
+A backend that stores sealed secrets leaves the key's lifecycle (binding,
+lookup, rotation, status) to ``MasterKeyPolicy`` and maps its
+``SealedSecretStorage`` onto its tables; ``MasterKeyAdmin`` is what such a
+backend offers ``stigmer secret status`` and ``rotate-key``.
 """
 
 from ._errors import KeyLookupFailed, MasterKeyError, SealedValueError
 from ._key import KEY_BYTES, KeyCheck, MasterKey
+from ._policy import KeyRotation, KeyStatus, MasterKeyAdmin, MasterKeyPolicy, SealedSecretStorage
 from ._sealed import FORMAT_VERSION, key_id_of, reseal, seal, unseal
 from ._source import ENV_VAR, KEY_FILE_NAME, NEW_KEY_ENV_VAR, MasterKeySource, environment_key
 from ._stores import EnvironmentKeyStore, FileKeyStore, KeychainKeyStore, KeyStore
@@ -28,11 +34,16 @@ __all__ = [
     "FileKeyStore",
     "KeyCheck",
     "KeyLookupFailed",
+    "KeyRotation",
+    "KeyStatus",
     "KeyStore",
     "KeychainKeyStore",
     "MasterKey",
+    "MasterKeyAdmin",
     "MasterKeyError",
+    "MasterKeyPolicy",
     "MasterKeySource",
+    "SealedSecretStorage",
     "SealedValueError",
     "environment_key",
     "key_id_of",

@@ -24,6 +24,7 @@ __all__ = [
     "is_retry_of",
     "lease_expired",
     "new_execution",
+    "require_retry_of",
     "update_status",
 ]
 
@@ -76,6 +77,17 @@ def is_retry_of(execution: pb.Execution, request: pb.CreateExecutionRequest) -> 
         execution.agent_instance_id == ref.id if ref.id is not None else execution.agent_instance_name == ref.name
     )
     return same_agent and execution.input == request.input
+
+
+def require_retry_of(execution: pb.Execution, request: pb.CreateExecutionRequest) -> None:
+    """Refuses ``request`` with ``ALREADY_EXISTS`` unless it repeats the one that created ``execution``.
+
+    Call it with the execution already stored under the request's ``request_id``.
+    """
+    if not is_retry_of(execution, request):
+        raise errors.already_exists(
+            f"request_id {request.request_id!r} was already used for a different execution request"
+        )
 
 
 def lease_expired(execution: pb.Execution, now: datetime) -> bool:

@@ -12,16 +12,20 @@ import base64
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import betterproto2
 
 from . import errors
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "decode_token", "encode_token", "page_size"]
+__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "cut", "decode_token", "encode_token", "page_size"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_VERSION = 1
+
+T = TypeVar("T")
 
 
 def page_size(requested: int) -> int:
@@ -56,3 +60,16 @@ def decode_token(request: betterproto2.Message) -> str | None:
     if fingerprint != _fingerprint(request):
         raise errors.invalid_argument("page_token", "the page token was issued for a request with other fields")
     return key
+
+
+def cut(request: betterproto2.Message, fetched: Sequence[T], size: int, key: Callable[[T], str]) -> tuple[list[T], str]:
+    """The page and its ``next_page_token``, from items read one past the page.
+
+    :param fetched: the items after the token's key, in order, up to ``size + 1``
+        of them: reading one more than the page holds tells whether another page
+        follows without counting the rest.
+    :param key: the item's key in the order (its id or name), carried by the token.
+    """
+    page = list(fetched[:size])
+    token = encode_token(request, key(page[-1])) if len(fetched) > size else ""
+    return page, token

@@ -10,10 +10,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["SECRET_NAME", "MalformedReference", "UnknownSecret", "find", "is_single_reference", "substitute"]
+__all__ = [
+    "MAX_SECRET_NAME_CHARS",
+    "SECRET_NAME",
+    "MalformedReference",
+    "UnknownSecret",
+    "find",
+    "is_single_reference",
+    "substitute",
+]
 
-SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_REFERENCE = re.compile(r"\$\{[ \t]*\.secrets\.(?P<name>[A-Za-z_][A-Za-z0-9_]{0,127})[ \t]*\}")
+MAX_SECRET_NAME_CHARS = 128
+_NAME = rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_SECRET_NAME_CHARS - 1}}}"
+SECRET_NAME = re.compile(_NAME)
+_REFERENCE = re.compile(rf"\$\{{[ \t]*\.secrets\.(?P<name>{_NAME})[ \t]*\}}")
 _OPENING = re.compile(r"\$\{[ \t]*\.secrets\.")
 
 

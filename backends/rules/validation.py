@@ -18,13 +18,17 @@ from . import errors, secret_refs
 
 __all__ = [
     "AGENT_NAME",
+    "MAX_ERROR_MESSAGE_BYTES",
+    "MAX_SECRET_VALUE_BYTES",
     "MAX_STRUCT_BYTES",
+    "MAX_TOKEN_CHARS",
     "validate_agent_instance_ref",
     "validate_apply_agent_instance",
     "validate_cancel_execution",
     "validate_create_execution",
     "validate_execution_id",
     "validate_get_execution_context",
+    "validate_id",
     "validate_list_executions",
     "validate_put_secret",
     "validate_secret_name",
@@ -32,7 +36,8 @@ __all__ = [
 ]
 
 AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
-_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # request_id, runner_id
+MAX_TOKEN_CHARS = 128  # request_id, runner_id
+_TOKEN = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_TOKEN_CHARS}}}")
 _PROVIDER = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -101,22 +106,32 @@ def _phase(value: int, field: str) -> None:
         raise errors.invalid_argument(field, f"{value} is not a valid execution phase")
 
 
-def validate_execution_id(value: str, field: str = "execution_id") -> None:
+def validate_id(value: str, field: str) -> None:
+    """A backend-assigned identifier (an execution's or an agent instance's), in the field ``field``."""
     if not value:
         raise errors.invalid_argument(field, "is required")
     if len(value) > MAX_ID_CHARS or not value.isascii() or not value.isprintable():
         raise errors.invalid_argument(field, f"must be 1 to {MAX_ID_CHARS} printable ASCII characters")
 
 
+def validate_execution_id(value: str, field: str = "execution_id") -> None:
+    validate_id(value, field)
+
+
 def validate_secret_name(value: str, field: str = "name") -> None:
-    _pattern(value, field, secret_refs.SECRET_NAME, "a valid secret name (^[A-Za-z_][A-Za-z0-9_]*$, at most 128)")
+    _pattern(
+        value,
+        field,
+        secret_refs.SECRET_NAME,
+        f"a valid secret name (^[A-Za-z_][A-Za-z0-9_]*$, at most {secret_refs.MAX_SECRET_NAME_CHARS})",
+    )
 
 
 def validate_agent_instance_ref(ref: pb.AgentInstanceRef | None, field: str) -> None:
     if ref is None or (ref.id is None and ref.name is None):
         raise errors.invalid_argument(field, "an agent instance id or name is required")
     if ref.id is not None:
-        validate_execution_id(ref.id, f"{field}.id")
+        validate_id(ref.id, f"{field}.id")
     else:
         _pattern(
             ref.name, f"{field}.name", AGENT_NAME, "a valid agent instance name (^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$)"
@@ -124,7 +139,9 @@ def validate_agent_instance_ref(ref: pb.AgentInstanceRef | None, field: str) -> 
 
 
 def validate_create_execution(request: pb.CreateExecutionRequest) -> None:
-    _pattern(request.request_id, "request_id", _TOKEN, "a valid request id (^[A-Za-z0-9._:-]+$, at most 128)")
+    _pattern(
+        request.request_id, "request_id", _TOKEN, f"a valid request id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})"
+    )
     validate_agent_instance_ref(request.agent_instance, "agent_instance")
     if request.input is None:
         raise errors.invalid_argument("input", "is required")
@@ -138,13 +155,13 @@ def validate_list_executions(request: pb.ListExecutionsRequest) -> None:
     if request.page_size < 0:
         raise errors.invalid_argument("page_size", f"must not be negative (got {request.page_size})")
     if request.agent_instance_id:
-        validate_execution_id(request.agent_instance_id, "agent_instance_id")
+        validate_id(request.agent_instance_id, "agent_instance_id")
     for i, phase in enumerate(request.phases):
         _phase(phase, f"phases[{i}]")
 
 
 def _runner_id(value: str) -> None:
-    _pattern(value, "runner_id", _TOKEN, "a valid runner id (^[A-Za-z0-9._:-]+$, at most 128)")
+    _pattern(value, "runner_id", _TOKEN, f"a valid runner id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})")
 
 
 def _expected_version(value: int) -> None:

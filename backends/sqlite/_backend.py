@@ -32,13 +32,13 @@ from stigmer.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend
-from ..encryption import MasterKey, MasterKeySource
+from ..encryption import KeyRotation, KeyStatus, MasterKey, MasterKeyAdmin, MasterKeySource
 from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
-from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
-from ._secrets import KeyRotation, KeyStatus, SecretVault
+from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
+from ._secrets import SecretVault
 from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
@@ -81,7 +81,7 @@ def _storage_boundary(method):
     return wrapper
 
 
-class SqliteBackend(Backend):
+class SqliteBackend(Backend, MasterKeyAdmin):
     """``BackendService`` on a local SQLite file.
 
     :param path: the database file; default ``$STIGMER_HOME/local.db``. Its
@@ -97,6 +97,9 @@ class SqliteBackend(Backend):
 
     Raises ``GRPCError`` (``INTERNAL``) naming the file if it is not a usable
     Stigmer database: not SQLite, damaged, read-only, or from a newer schema.
+
+    It keeps its secrets' master key itself, so it is a ``MasterKeyAdmin``
+    (``stigmer secret status`` and ``rotate-key``).
     """
 
     kind = "sqlite"
@@ -223,7 +226,8 @@ class SqliteBackend(Backend):
     def _expire_due_leases(self, now: datetime) -> None:
         due = self._db.execute(
             # The partial index holds only RUNNING rows, so this costs the same with a million finished ones.
-            "SELECT id FROM executions INDEXED BY executions_running_leases WHERE phase = 2 AND lease_expire_us <= ?",
+            "SELECT id FROM executions INDEXED BY executions_running_leases "
+            f"WHERE phase = {RUNNING_PHASE} AND lease_expire_us <= ?",
             (_rows.micros(now),),
         ).fetchall()
         if due:
@@ -266,10 +270,7 @@ class SqliteBackend(Backend):
             row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
             if row is not None:
                 existing = self._settled(conn, _rows.execution_from_row(row), now)
-                if not executions.is_retry_of(existing, message):
-                    raise errors.already_exists(
-                        f"request_id {message.request_id!r} was already used for a different execution request"
-                    )
+                executions.require_retry_of(existing, message)
                 return pb.CreateExecutionResponse(execution=existing, created=False)
             agent = self._agent_row(conn, message.agent_instance)
             newest = conn.execute("SELECT max(id) FROM executions").fetchone()[0]
@@ -308,9 +309,10 @@ class SqliteBackend(Backend):
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY id {'DESC' if message.newest_first else 'ASC'} LIMIT ?"
         rows = self._db.execute(sql, (*params, size + 1)).fetchall()
-        page = [_rows.execution_from_row(row) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].id) if len(rows) > size else ""
-        return pb.ListExecutionsResponse(executions=page, next_page_token=token)
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["id"])
+        return pb.ListExecutionsResponse(
+            executions=[_rows.execution_from_row(row) for row in rows], next_page_token=token
+        )
 
     @_storage_boundary
     async def update_execution_status(
@@ -449,8 +451,8 @@ class SqliteBackend(Backend):
             sql += " WHERE a.name > ?"
             params.append(after)
         rows = self._db.execute(f"{sql} ORDER BY a.name LIMIT ?", (*params, size + 1)).fetchall()
-        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].name) if len(rows) > size else ""
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["name"])
+        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows]
         return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     @_storage_boundary
@@ -474,9 +476,9 @@ class SqliteBackend(Backend):
     @_storage_boundary
     async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
-        page = self._vault.page(self._db, paging.decode_token(message), size + 1)
-        token = paging.encode_token(message, page[size - 1].name) if len(page) > size else ""
-        return pb.ListSecretsResponse(secrets=page[:size], next_page_token=token)
+        fetched = self._vault.page(self._db, paging.decode_token(message), size + 1)
+        page, token = paging.cut(message, fetched, size, key=lambda secret: secret.name)
+        return pb.ListSecretsResponse(secrets=page, next_page_token=token)
 
     @_storage_boundary
     async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:

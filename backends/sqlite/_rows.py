@@ -119,14 +119,14 @@ def execution_row(execution: pb.Execution, agent_version: int) -> tuple:
     )
 
 
-def execution_from_row(row: sqlite3.Row, status: pb.ExecutionStatus | None = None) -> pb.Execution:
-    """The execution of a row; ``status`` (and the row's version) may come from history."""
+def execution_from_row(row: sqlite3.Row) -> pb.Execution:
+    """The execution of an ``executions`` row (columns ``EXECUTION_COLUMNS``)."""
     return pb.Execution(
         id=row["id"],
         agent_instance_id=row["agent_instance_id"],
         agent_instance_name=row["agent_instance_name"],
         input=pb.ExecutionInput(message=row["input_message"], data=_struct(row["input_data"])),
-        status=status if status is not None else status_from_row(row),
+        status=status_from_row(row),
         version=row["version"],
         request_id=row["request_id"],
         create_time=timestamp(row["create_us"]),

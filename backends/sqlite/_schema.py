@@ -22,7 +22,13 @@ import sqlite_utils
 from grpclib import GRPCError
 from grpclib.const import Status
 
-__all__ = ["HISTORY_WINDOW_US", "SCHEMA_VERSION", "migrate", "refuse_newer"]
+from stigmer.gen.stigmer.backend import v1 as pb
+
+__all__ = ["HISTORY_WINDOW_US", "RUNNING_PHASE", "SCHEMA_VERSION", "migrate", "refuse_newer"]
+
+RUNNING_PHASE = int(pb.ExecutionPhase.RUNNING)
+"""The stored ``phase`` of a RUNNING execution: queries must spell it as the partial index does."""
+_PHASES = sorted(int(phase) for phase in pb.ExecutionPhase if phase != pb.ExecutionPhase.UNSPECIFIED)
 
 HISTORY_WINDOW_US = 10 * 60 * 1_000_000
 
@@ -57,7 +63,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"agent_instance_id", "version", "agent_instance"},
     )
     db.execute(
-        """
+        f"""
         CREATE TABLE executions (
             id TEXT PRIMARY KEY,
             request_id TEXT NOT NULL UNIQUE,
@@ -69,7 +75,7 @@ def _v1(db: sqlite_utils.Database) -> None:
             version INTEGER NOT NULL CHECK (version >= 1),
             create_us INTEGER NOT NULL,
             update_us INTEGER NOT NULL,
-            phase INTEGER NOT NULL CHECK (phase BETWEEN 1 AND 5),
+            phase INTEGER NOT NULL CHECK (phase BETWEEN {_PHASES[0]} AND {_PHASES[-1]}),
             message TEXT NOT NULL,
             output_text TEXT,
             output_data TEXT,
@@ -87,7 +93,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
     db["executions"].create_index(["agent_instance_id", "id"])
     db["executions"].create_index(["phase", "id"])
-    db.execute("CREATE INDEX executions_running_leases ON executions (lease_expire_us) WHERE phase = 2")
+    db.execute(f"CREATE INDEX executions_running_leases ON executions (lease_expire_us) WHERE phase = {RUNNING_PHASE}")
     columns = ", ".join(STATUS_COLUMN_NAMES)
     db.execute(
         f"""

@@ -31,12 +31,13 @@ def manifest(tmp_path):
     return write
 
 
-def test_apply_reports_created_unchanged_updated(stigmer, manifest):
+def test_apply_reports_created_unchanged_updated_on_stderr(stigmer, manifest):
     path = manifest(ECHO)
-    assert stigmer("apply", "-f", path).stdout == "agent instance echo-bot created\n"
-    assert stigmer("apply", "-f", path).stdout == "agent instance echo-bot unchanged\n"
+    created = stigmer("apply", "-f", path)
+    assert (created.stdout, created.stderr) == ("", "agent instance echo-bot created\n")
+    assert stigmer("apply", "-f", path).stderr == "agent instance echo-bot unchanged\n"
     changed = manifest(ECHO.replace("Repeat", "Echo"))
-    assert stigmer("apply", "-f", changed).stdout == "agent instance echo-bot updated\n"
+    assert stigmer("apply", "-f", changed).stderr == "agent instance echo-bot updated\n"
     shown = json.loads(stigmer("agent", "get", "echo-bot", "-o", "json").stdout)
     assert shown["name"] == "echo-bot" and shown["version"] == "2" and shown["spec"]["instructions"].startswith("Echo")
 
@@ -74,6 +75,13 @@ def test_a_bad_manifest_is_one_line_and_applies_nothing(stigmer, manifest, text,
     line = one_line_error(stigmer("apply", "-f", manifest(good_first if text else text)))
     assert expected in line
     assert "first-bot" not in stigmer("agent", "list").stdout, "an earlier document was applied"
+
+
+def test_agent_delete_reports_on_stderr(stigmer, manifest):
+    stigmer("apply", "-f", manifest(ECHO))
+    deleted = stigmer("agent", "delete", "echo-bot")
+    assert (deleted.exit_code, deleted.stdout, deleted.stderr) == (0, "", "agent instance echo-bot deleted\n")
+    assert "NOT_FOUND" in one_line_error(stigmer("agent", "get", "echo-bot"))
 
 
 def test_a_missing_file_is_one_line(stigmer, tmp_path):

@@ -15,10 +15,10 @@ from grpclib.const import Status
 
 from stigmer.backends.base import Backend
 from stigmer.backends.cloud import RPC_NAMES, CloudBackend, RetryPolicy
-from stigmer.backends.cloud.endpoint import format_endpoint, parse_endpoint
 from stigmer.backends.cloud.retries import is_retry_safe
+from stigmer.backends.wire import format_endpoint, parse_endpoint
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
 

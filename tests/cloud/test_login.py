@@ -65,7 +65,13 @@ def test_login_verifies_saves_the_token_privately_and_logout_forgets_it(cli, ser
     assert json.loads(token_file.read_text()) == {"endpoint": served.endpoint, "token": token}
     config = (home / "config.json").read_text()
     assert token not in config
-    assert json.loads(config) == {"endpoint": served.endpoint, "ca_file": "", "plaintext": True}
+    assert json.loads(config) == {
+        "kind": "cloud",
+        "url": "",
+        "endpoint": served.endpoint,
+        "ca_file": "",
+        "plaintext": True,
+    }
 
     shown = context_json(cli)
     assert shown["mode"] == "remote"

@@ -10,15 +10,8 @@ from grpclib import GRPCError
 from stigmer.backends.cloud import CloudBackend
 from stigmer.backends.sqlite import SqliteBackend
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
-
-
-def _create(request_id: str, message: str) -> pb.CreateExecutionRequest:
-    return pb.CreateExecutionRequest(
-        request_id=request_id,
-        agent_instance=pb.AgentInstanceRef(name="helper"),
-        input=pb.ExecutionInput(message=message),
-    )
+from tests.builders import SPEC
+from tests.builders import create_request as _create
 
 
 async def _outcome(call) -> tuple[str, str]:

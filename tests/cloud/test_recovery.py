@@ -13,15 +13,11 @@ import pytest
 from stigmer.backends.cloud import CloudBackend, RetryPolicy
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-from tests.remote_fixtures import SPEC, count_rows
+from tests.builders import SPEC
+from tests.builders import create_request as _create
+from tests.remote_fixtures import count_rows
 
 PATIENT = RetryPolicy(max_attempts=40, initial_backoff=0.05, max_backoff=0.5)
-
-
-def _create(request_id: str) -> pb.CreateExecutionRequest:
-    return pb.CreateExecutionRequest(
-        request_id=request_id, agent_instance=pb.AgentInstanceRef(name="helper"), input=pb.ExecutionInput(message="hi")
-    )
 
 
 async def test_the_same_backend_recovers_after_kill_9_and_restart(db_path, token_file, token, server_env, caplog):

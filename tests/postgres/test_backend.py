@@ -17,7 +17,8 @@ from grpclib.const import Status
 from stigmer.backends.encryption import MasterKey, MasterKeySource, unseal
 from stigmer.backends.postgres import PostgresBackend
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC, isolated_env
+from tests.builders import SPEC
+from tests.remote_fixtures import isolated_env
 
 STIGMER = str(Path(sys.executable).parent / "stigmer")
 RUNNING, SUCCEEDED = pb.ExecutionPhase.RUNNING, pb.ExecutionPhase.SUCCEEDED

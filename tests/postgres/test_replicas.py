@@ -18,7 +18,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 PENDING, RUNNING, SUCCEEDED = pb.ExecutionPhase.PENDING, pb.ExecutionPhase.RUNNING, pb.ExecutionPhase.SUCCEEDED
 LOST_RACE = {Status.ABORTED, Status.FAILED_PRECONDITION}  # another runner's write came first

@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner, Result
-from grpclib import GRPCError
 from grpclib.const import Status
 
 from stigmer.backends.sqlite import SqliteBackend
@@ -29,6 +28,7 @@ from stigmer.cli.main import cli
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.runner.masking import Masker, MaskingFilter
 from stigmer.runner.resolver import resolve
+from tests.builders import failure
 
 from .workload import RUNNER, agent_spec, apply_agent, context_of, random_key_text, running_execution
 
@@ -89,12 +89,6 @@ def run(coroutine):
 async def contexts(db: SqliteBackend) -> dict[str, pb.GetExecutionContextResponse]:
     """A fresh running execution of each agent, and its context."""
     return {agent: await context_of(db, await running_execution(db, agent)) for agent in ("alpha", "beta")}
-
-
-async def failure(coroutine) -> GRPCError:
-    with pytest.raises(GRPCError) as caught:
-        await coroutine
-    return caught.value
 
 
 def test_secrets_stay_secret_from_put_to_rotation(

@@ -8,22 +8,16 @@ from pathlib import Path
 
 import pytest
 import sqlite_utils
-from grpclib import GRPCError
 from grpclib.const import Status
 
 from stigmer.backends.sqlite import SqliteBackend
 from stigmer.backends.sqlite._schema import MIGRATIONS
 from stigmer.gen.stigmer.backend import v1 as pb
+from tests.builders import failure
 
 from .workload import agent_spec, apply_agent, context_of, file_source, put, running_execution, values_of
 
 VALUE = "only-ciphertext-reaches-sql-7e3f"
-
-
-async def failure(coroutine) -> GRPCError:
-    with pytest.raises(GRPCError) as caught:
-        await coroutine
-    return caught.value
 
 
 async def test_put_creates_then_replaces_with_metadata_only(backend: SqliteBackend) -> None:

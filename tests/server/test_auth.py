@@ -10,10 +10,11 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.cloud.endpoint import parse_endpoint
+from stigmer.backends.wire import parse_endpoint
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-from tests.remote_fixtures import SPEC, count_rows
+from tests.builders import SPEC
+from tests.remote_fixtures import count_rows
 
 WRITES = [
     ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC)),

@@ -21,7 +21,8 @@ from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.backend_server import BackendServer
 from stigmer.server.launch import ServerProcess
 from stigmer.server.startup import listening_socket
-from tests.remote_fixtures import SPEC, count_rows
+from tests.builders import SPEC, apply_request, create_request
+from tests.remote_fixtures import count_rows
 
 NO_RETRY = RetryPolicy(max_attempts=1)
 APPLY = "/stigmer.backend.v1.BackendService/ApplyAgentInstance"
@@ -51,13 +52,8 @@ class HeldSqliteBackend(SqliteBackend):
 
 
 async def _create_execution(client: CloudBackend) -> pb.Execution:
-    await client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
-    created = await client.create_execution(
-        pb.CreateExecutionRequest(
-            request_id="r-1", agent_instance=pb.AgentInstanceRef(name="helper"), input=pb.ExecutionInput(message="hi")
-        )
-    )
-    return created.execution
+    await client.apply_agent_instance(apply_request())
+    return (await client.create_execution(create_request("r-1"))).execution
 
 
 async def test_shutdown_lets_a_unary_call_finish_ends_streams_and_refuses_new_calls(tmp_path):

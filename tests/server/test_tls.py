@@ -13,6 +13,7 @@ from grpclib.const import Status
 from stigmer.backends.cloud import CloudBackend, RetryPolicy
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
+from tests.builders import apply_request
 from tests.certificates import make_tls_files
 
 
@@ -33,9 +34,7 @@ def tls_server(tls_files, db_path, token_file, server_env):
 
 async def test_a_client_trusting_the_ca_talks_to_the_tls_server(tls_server, tls_files, token):
     async with CloudBackend(tls_server.endpoint, token=token, ca_file=str(tls_files.ca)) as backend:
-        applied = await backend.apply_agent_instance(
-            pb.ApplyAgentInstanceRequest(name="helper", spec=pb.AgentInstanceSpec(**_spec()))
-        )
+        applied = await backend.apply_agent_instance(apply_request())
         info = await backend.get_backend_info(pb.GetBackendInfoRequest())
     assert applied.outcome == pb.ApplyOutcome.CREATED
     assert info.contract_version == "1.0"
@@ -100,7 +99,3 @@ def test_buf_curl_calls_the_tls_server_trusting_the_ca(tls_server, tls_files, to
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["contractVersion"] == "1.0"
-
-
-def _spec() -> dict:
-    return {"instructions": "be brief", "model": pb.ModelConfig(provider="ollama", model="llama3")}

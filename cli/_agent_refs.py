@@ -1,0 +1,15 @@
+"""How a command argument names an agent instance: by id (it has the id prefix) or else by name."""
+
+from __future__ import annotations
+
+__all__ = ["agent_ref"]
+
+
+def agent_ref(name_or_id: str):
+    """The ``AgentInstanceRef`` for ``name_or_id``; names cannot start with the id prefix (it has an underscore)."""
+    from stigmer.backends.rules.ids import AGENT_INSTANCE_PREFIX
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    if name_or_id.startswith(AGENT_INSTANCE_PREFIX):
+        return pb.AgentInstanceRef(id=name_or_id)
+    return pb.AgentInstanceRef(name=name_or_id)

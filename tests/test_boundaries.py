@@ -1,0 +1,123 @@
+"""Which folder may import which: the rooms of the house, checked on every import statement.
+
+- ``backends/`` never imports ``cli/``, ``server/``, ``runner/`` or ``conformance/``:
+  a backend knows nothing of who calls it.
+- An adapter (each folder or module in ``backends/`` that is not a shared layer:
+  ``sqlite/``, ``cloud/``, ``memory.py``, a future ``postgres/``) imports the
+  shared layers (``rules/``, ``encryption/``, ``base``, ``wire``, ...) and never
+  another adapter; the shared layers import no adapter.
+- ``server/`` and ``runner/`` never import ``cli/``.
+- A CLI command module imports no private name (``_x``) of another command
+  module: what two commands share lives in a private module of its own.
+
+Every import counts, including those inside functions and under ``TYPE_CHECKING``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "stigmer"
+SHARED = {"rules", "encryption", "base", "home", "keychain", "wire"}
+"""The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
+CALLERS = {"cli", "server", "runner", "conformance"}
+
+
+def _module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([PACKAGE, *parts])
+
+
+def _imports(root: Path, path: Path) -> list[tuple[int, str, list[str]]]:
+    """``(line, imported module, imported names)`` for every import in ``path``, relative ones resolved."""
+    module = _module_name(root, path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            names = [alias.name for alias in node.names]
+            found.append((node.lineno, target, names))
+            # `from package import x` may import the module x.
+            found += [(node.lineno, f"{target}.{name}", []) for name in names]
+    return found
+
+
+def _part(module: str, folder: str) -> str | None:
+    """The first part under ``stigmer.<folder>`` that ``module`` is in, or None if it is not in that folder."""
+    parts = module.split(".")
+    if parts[:2] != [PACKAGE, folder]:
+        return None
+    return parts[2] if len(parts) > 2 else ""
+
+
+def violations(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        folder = relative.parts[0]
+        if folder not in {"backends", "server", "runner", "cli"}:
+            continue
+        where = relative.as_posix()
+        own = _part(_module_name(root, path), folder)
+        for line, target, names in _imports(root, path):
+            parts = target.split(".")
+            caller = parts[1] if parts[0] == PACKAGE and len(parts) > 1 else None
+            if folder == "backends" and caller in CALLERS:
+                found.append(f"{where}:{line}: a backend imports {caller}/")
+            if folder in {"server", "runner"} and caller == "cli":
+                found.append(f"{where}:{line}: {folder}/ imports cli/")
+            if folder == "backends":
+                other = _part(target, "backends")
+                if other and other not in SHARED and other != own:
+                    kind = "shared layer" if own in SHARED else "adapter"
+                    found.append(f"{where}:{line}: the {kind} {own!r} imports the adapter {other!r}")
+            if folder == "cli" and not own.startswith("_"):
+                other = _part(target, "cli")
+                private = [name for name in names if name.startswith("_")]
+                if other and other != own and not other.startswith("_") and private:
+                    found.append(f"{where}:{line}: imports {', '.join(private)} private to cli/{other}.py")
+    return list(dict.fromkeys(found))
+
+
+def test_the_rooms_do_not_reach_into_each_other():
+    assert violations(ROOT) == []
+
+
+def test_every_kind_of_reach_is_caught(tmp_path):
+    """The check itself, on a planted tree: each rule reports its violation, and allowed imports pass."""
+    files = {
+        "backends/__init__.py": "",
+        "backends/base.py": "",
+        "backends/rules/__init__.py": "from ..sqlite import SqliteBackend\n",
+        "backends/sqlite/__init__.py": "from ..rules import paging\nfrom . import _backend\n",
+        "backends/sqlite/_backend.py": "from ..memory import MemoryBackend\nfrom ..encryption import seal\n",
+        "backends/cloud/_backend.py": "def f():\n    from stigmer.cli._context import Context\n",
+        "backends/memory.py": "from .rules import errors\nfrom . import base\n",
+        "backends/postgres/_rows.py": "import stigmer.backends.sqlite._rows\n",
+        "server/startup.py": "from stigmer.cli import _runtime\nfrom stigmer.backends import wire\n",
+        "cli/__init__.py": "",
+        "cli/agents.py": "from ._runtime import run\n",
+        "cli/executions.py": "from .agents import _ref, AGENT_COLUMNS\nfrom ._agent_refs import agent_ref\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert violations(tmp_path) == [
+        "backends/cloud/_backend.py:2: a backend imports cli/",
+        "backends/postgres/_rows.py:1: the adapter 'postgres' imports the adapter 'sqlite'",
+        "backends/rules/__init__.py:1: the shared layer 'rules' imports the adapter 'sqlite'",
+        "backends/sqlite/_backend.py:1: the adapter 'sqlite' imports the adapter 'memory'",
+        "cli/executions.py:1: imports _ref private to cli/agents.py",
+        "server/startup.py:1: server/ imports cli/",
+    ]

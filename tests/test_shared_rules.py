@@ -1,0 +1,30 @@
+"""Decisions written once in ``backends/rules`` read the same from every Python backend."""
+
+from __future__ import annotations
+
+from grpclib.const import Status
+
+from stigmer.backends.memory import MemoryBackend
+from stigmer.backends.rules import paging
+from stigmer.backends.sqlite import SqliteBackend
+from stigmer.gen.stigmer.backend import v1 as pb
+from tests.builders import apply_request, create_request, failure
+
+
+async def test_a_reused_request_id_is_refused_in_the_same_words_by_sqlite_and_memory(tmp_path):
+    messages = []
+    async with SqliteBackend(tmp_path / "local.db") as sqlite, MemoryBackend() as memory:
+        for backend in (sqlite, memory):
+            await backend.apply_agent_instance(apply_request())
+            await backend.create_execution(create_request("r-1", "first"))
+            error = await failure(backend.create_execution(create_request("r-1", "other")))
+            assert error.status == Status.ALREADY_EXISTS
+            messages.append(error.message)
+    assert messages[0] == messages[1] == "request_id 'r-1' was already used for a different execution request"
+
+
+def test_cut_gives_a_token_only_when_an_item_lies_past_the_page():
+    request = pb.ListSecretsRequest(page_size=2)
+    assert paging.cut(request, ["a", "b"], 2, key=str) == (["a", "b"], "")
+    page, token = paging.cut(request, ["a", "b", "c"], 2, key=str)
+    assert page == ["a", "b"] and paging.decode_token(pb.ListSecretsRequest(page_size=2, page_token=token)) == "b"
