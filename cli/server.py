@@ -1,7 +1,8 @@
 """``stigmer server``: serve a backend over gRPC for runners and CLIs elsewhere.
 
-The local SQLite file by default; ``--backend postgresql://…`` serves a
-PostgreSQL database instead, which any number of replicas may share.
+The local SQLite file by default; ``--backend URL`` serves any storage
+backend registered in ``_backends`` instead (``postgresql://…``: a PostgreSQL
+database, which any number of replicas may share).
 """
 
 from __future__ import annotations
@@ -32,16 +33,15 @@ BACKEND_ENV = "STIGMER_SERVER_BACKEND"
     "--backend",
     "backend_url",
     envvar=BACKEND_ENV,
-    metavar="postgresql://…",
-    help=f"Serve this PostgreSQL database instead of SQLite (replicas may share it). Or set {BACKEND_ENV}; "
-    "give the password by PGPASSWORD or ~/.pgpass, not here.",
+    metavar="URL",
+    help=f"Serve this database instead of SQLite, e.g. postgresql://user@host/db (replicas may share it). "
+    f"Or set {BACKEND_ENV}; give the password by PGPASSWORD or ~/.pgpass, not here.",
 )
 @click.option(
     "--pool-size",
-    type=click.IntRange(1, 1000),
-    default=10,
-    show_default=True,
-    help="Most database connections a PostgreSQL backend holds open (plus one while executions are watched).",
+    type=click.IntRange(min=1),
+    help="Most connections a --backend database server backend holds open (plus one while executions are "
+    "watched)  [default: 10]",
 )
 @click.option(
     "--token-file",
@@ -63,7 +63,7 @@ def server(
     port: int,
     db_path: str | None,
     backend_url: str | None,
-    pool_size: int,
+    pool_size: int | None,
     token_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -83,19 +83,20 @@ def server(
     import logging
     import os
 
+    from ._backends import open_storage, storage_kind
+    from ._context import LOCAL
     from ._runtime import run
 
+    kind, url = LOCAL, db_path
     if backend_url is not None:
         if db_path is not None:
             raise click.UsageError("--db and --backend go separately: give one or the other")
-        if not backend_url.startswith(("postgresql://", "postgres://")):
-            raise click.UsageError("--backend must be a postgresql:// URI")
-        try:
-            import psycopg_pool  # noqa: F401  (and psycopg, which it needs)
-        except ImportError:
-            raise click.ClickException(
-                "the PostgreSQL backend needs psycopg: pip install 'stigmer-backend[postgres]'"
-            ) from None
+        kind, url = storage_kind(backend_url), backend_url
+        if kind == LOCAL:
+            raise click.UsageError("--backend takes a database URL (postgresql://…); give a SQLite file with --db")
+    options = {} if pool_size is None else {"pool_size": pool_size}
+    if options and kind == LOCAL:
+        raise click.UsageError("--pool-size is for a database server given with --backend")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -124,23 +125,17 @@ def server(
         raise click.ClickException(str(error)) from None
 
     async def main() -> None:
-        from stigmer.backends.sqlite import SqliteBackend
         from stigmer.server.backend_server import serve_until_signalled
 
         from ._output import status
 
         try:
-            if backend_url is not None:
-                from stigmer.backends.postgres import PostgresBackend
-
-                backend = await PostgresBackend(backend_url, pool_size=pool_size).open()
-                served = backend.where
-            else:
-                backend = SqliteBackend(db_path)
-                served = str(backend.path)
+            backend = await open_storage(kind, url, **options).__aenter__()
         except BaseException:
             sock.close()
             raise
+        # Where it serves, as the backend names it: a URL without its password, or the file.
+        served = str(getattr(backend, "where", None) or getattr(backend, "path", kind))
 
         def listening(address: tuple[str, int]) -> None:
             where = format_endpoint(*address)

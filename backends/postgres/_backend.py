@@ -32,12 +32,12 @@ from stigmer.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend
-from ..encryption import MasterKeySource
+from ..encryption import KeyRotation, KeyStatus, MasterKey, MasterKeyAdmin, MasterKeySource
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._changes import ExecutionChanges
 from ._errors import connection_error, describe, storage_error
-from ._schema import STATUS_COLUMN_NAMES, migrate
+from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate
 from ._secrets import SECRETS_LOCK, SecretVault
 
 __all__ = ["PostgresBackend"]
@@ -82,7 +82,7 @@ async def _configure(conn: psycopg.AsyncConnection) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-class PostgresBackend(Backend):
+class PostgresBackend(Backend, MasterKeyAdmin):
     """``BackendService`` on a PostgreSQL database, shareable by many replicas.
 
     :param conninfo: a libpq connection string or ``postgresql://`` URI; a
@@ -101,6 +101,9 @@ class PostgresBackend(Backend):
     ``GRPCError`` in one line if the database is unreachable
     (``UNAVAILABLE``), refuses the credentials, does not exist, or has a
     newer schema (``INTERNAL``).
+
+    It keeps its secrets' master key itself, so it is a ``MasterKeyAdmin``
+    (``stigmer secret status`` and ``rotate-key``), as the SQLite backend is.
     """
 
     kind = "postgresql"
@@ -237,8 +240,7 @@ class PostgresBackend(Backend):
         async with self._conn() as conn:
             due = await (
                 await conn.execute(
-                    "SELECT id FROM executions WHERE phase = %s AND lease_expire_time <= %s",
-                    (int(pb.ExecutionPhase.RUNNING), now),
+                    f"SELECT id FROM executions WHERE phase = {RUNNING_PHASE} AND lease_expire_time <= %s", (now,)
                 )
             ).fetchall()
         if due:
@@ -289,10 +291,7 @@ class PostgresBackend(Backend):
             ).fetchone()
             if row is not None:
                 existing = await self._settled(conn, _rows.execution_from_row(row), now)
-                if not executions.is_retry_of(existing, message):
-                    raise errors.already_exists(
-                        f"request_id {message.request_id!r} was already used for a different execution request"
-                    )
+                executions.require_retry_of(existing, message)
                 return pb.CreateExecutionResponse(execution=existing, created=False)
             agent = await self._agent_row(conn, message.agent_instance)
             newest = (await (await conn.execute("SELECT max(id) AS id FROM executions")).fetchone())["id"]
@@ -332,8 +331,8 @@ class PostgresBackend(Backend):
         sql += f" ORDER BY id {'DESC' if message.newest_first else 'ASC'} LIMIT %s"
         async with self._conn() as conn:
             rows = await (await conn.execute(sql, (*params, size + 1))).fetchall()
-        page = [_rows.execution_from_row(row) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].id) if len(rows) > size else ""
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["id"])
+        page = [_rows.execution_from_row(row) for row in rows]
         return pb.ListExecutionsResponse(executions=page, next_page_token=token)
 
     @_storage_boundary
@@ -483,8 +482,8 @@ class PostgresBackend(Backend):
             params.append(after)
         async with self._conn() as conn:
             rows = await (await conn.execute(f"{sql} ORDER BY a.name LIMIT %s", (*params, size + 1))).fetchall()
-        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows[:size]]
-        token = paging.encode_token(message, page[-1].name) if len(rows) > size else ""
+        rows, token = paging.cut(message, rows, size, key=lambda row: row["name"])
+        page = [_rows.agent_instance_from_json(row["agent_instance"]) for row in rows]
         return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     @_storage_boundary
@@ -507,9 +506,9 @@ class PostgresBackend(Backend):
     async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
         async with self._conn() as conn:
-            page = await self._vault.page(conn, paging.decode_token(message), size + 1)
-        token = paging.encode_token(message, page[size - 1].name) if len(page) > size else ""
-        return pb.ListSecretsResponse(secrets=page[:size], next_page_token=token)
+            fetched = await self._vault.page(conn, paging.decode_token(message), size + 1)
+        page, token = paging.cut(message, fetched, size, key=lambda secret: secret.name)
+        return pb.ListSecretsResponse(secrets=page, next_page_token=token)
 
     @_storage_boundary
     async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
@@ -517,3 +516,30 @@ class PostgresBackend(Backend):
         async with self._write(SECRETS_LOCK) as conn:
             await self._vault.delete(conn, message.name)
         return pb.DeleteSecretResponse()
+
+    # -- the master key (MasterKeyAdmin) --------------------------------------------------------
+
+    @_storage_boundary
+    async def master_key_status(self) -> KeyStatus:
+        """Where this replica finds the master key and whether it opens the stored secrets.
+
+        Never creates a key, and reports problems in ``KeyStatus.problem``
+        rather than raising them.
+        """
+        async with self._snapshot() as conn:
+            return await self._vault.status(conn)
+
+    @_storage_boundary
+    async def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
+        """Re-seals every secret under a new key in one transaction, then keeps the new key where the old one was.
+
+        The new key is staged next to the current one before the transaction
+        commits, so a crash at any point leaves either the old ciphertext and
+        the old key, or the new ciphertext and a key that opens it. The other
+        replicas refuse the secrets until they are given the new key.
+        Raises ``GRPCError`` (see ``MasterKeyPolicy.rotate``).
+        """
+        async with self._write(SECRETS_LOCK) as conn:
+            rotation = await self._vault.rotate(conn, new_key)
+        self._vault.promote(rotation)
+        return rotation

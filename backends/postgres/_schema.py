@@ -21,10 +21,15 @@ import psycopg
 from grpclib import GRPCError
 from grpclib.const import Status
 
-__all__ = ["MIGRATION_LOCK", "NOTIFY_CHANNEL", "SCHEMA_VERSION", "STATUS_COLUMN_NAMES", "migrate"]
+from stigmer.gen.stigmer.backend import v1 as pb
+
+__all__ = ["MIGRATION_LOCK", "NOTIFY_CHANNEL", "RUNNING_PHASE", "SCHEMA_VERSION", "STATUS_COLUMN_NAMES", "migrate"]
 
 NOTIFY_CHANNEL = "stigmer_executions"
 MIGRATION_LOCK = 0x5374_676D_0000  # advisory lock ids: "Stgm" + a small number per purpose
+RUNNING_PHASE = int(pb.ExecutionPhase.RUNNING)
+"""The stored ``phase`` of a RUNNING execution: queries spell it as the partial index does, so they can use it."""
+_PHASES = sorted(int(phase) for phase in pb.ExecutionPhase if phase != pb.ExecutionPhase.UNSPECIFIED)
 
 STATUS_COLUMN_NAMES = (
     "phase",
@@ -39,8 +44,8 @@ STATUS_COLUMN_NAMES = (
     "start_time",
     "end_time",
 )
-_STATUS_COLUMNS_DDL = """
-    phase smallint NOT NULL CHECK (phase BETWEEN 1 AND 5),
+_STATUS_COLUMNS_DDL = f"""
+    phase smallint NOT NULL CHECK (phase BETWEEN {_PHASES[0]} AND {_PHASES[-1]}),
     message bytea NOT NULL,
     output_text bytea,
     output_data text,
@@ -89,7 +94,7 @@ CREATE TABLE executions (
 );
 CREATE INDEX executions_by_agent ON executions (agent_instance_id, id);
 CREATE INDEX executions_by_phase ON executions (phase, id);
-CREATE INDEX executions_running_leases ON executions (lease_expire_time) WHERE phase = 2;
+CREATE INDEX executions_running_leases ON executions (lease_expire_time) WHERE phase = {RUNNING_PHASE};
 CREATE TABLE execution_history (
     execution_id text COLLATE "C" NOT NULL REFERENCES executions (id),
     version bigint NOT NULL,

@@ -1,42 +1,104 @@
-"""Secrets in PostgreSQL: sealed values and the key check, as in the SQLite file.
+"""Secrets in PostgreSQL: the ``secrets`` and ``secret_key_check`` tables.
 
 Values are sealed by ``stigmer.backends.encryption`` (the same format, bound
 to name and key) before they are bound to a statement, so neither a table, a
-dump nor the write-ahead log holds a value in plain text. The
-``secret_key_check`` row records the master key the values are sealed under;
-it exists exactly while a secret does. Every replica must find the same key
-(``STIGMER_MASTER_KEY``, or the same ``master.key`` file): one that finds
-another key is refused with the place it came from, and since a new key is
-created only while the database holds no ciphertext, a replica can never
-seal values under a key the others lack without being told.
+dump nor the write-ahead log holds a value in plain text. Which master key
+seals them, when one is created, how a rotation proceeds and what ``stigmer
+secret status`` reports is ``MasterKeyPolicy``'s decision, as for SQLite;
+this module maps its ``SealedSecretStorage`` onto the two tables.
+
+Every replica must find the same key (``STIGMER_MASTER_KEY``, or the same
+``master.key`` file): one that finds another key is refused with the place it
+came from, and since a new key is created only while the database holds no
+ciphertext, a replica can never seal values under a key the others lack
+without being told.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import psycopg
-from grpclib import GRPCError
-from grpclib.const import Status
 
 from stigmer.gen.stigmer.backend import v1 as pb
 
-from ..encryption import (
-    KeyCheck,
-    KeyLookupFailed,
-    MasterKey,
-    MasterKeyError,
-    MasterKeySource,
-    SealedValueError,
-    seal,
-    unseal,
-)
+from ..encryption import KeyCheck, KeyRotation, KeyStatus, MasterKey, MasterKeyPolicy, MasterKeySource
 from ..rules import errors
 
 __all__ = ["SECRETS_LOCK", "SecretVault"]
 
 SECRETS_LOCK = 0x5374_676D_0003  # held by every secret write: the key check and the values agree
 _SECRET_SELECT = "SELECT name, version, create_time, update_time FROM secrets"
+
+
+class _SecretRows:
+    """``SealedSecretStorage`` over rows read before the policy decides, written back after it.
+
+    The policy is synchronous and psycopg is not, so what the policy may read
+    is read first (``read``) and what it writes is kept until ``write``, both
+    in the caller's transaction: one holding ``SECRETS_LOCK`` for a write, or
+    one snapshot for a read, so nothing changes in between.
+    """
+
+    def __init__(self, check: KeyCheck | None, count: int, sealed: list[tuple[str, bytes]] | None) -> None:
+        self._check = check
+        self._count = count
+        self._sealed = sealed
+        self._check_changed = False
+        self._replaced: list[tuple[str, bytes]] = []
+
+    @classmethod
+    async def read(cls, conn: psycopg.AsyncConnection, *, with_values: bool = False) -> _SecretRows:
+        row = await (
+            await conn.execute(
+                "SELECT (SELECT count(*) FROM secrets) AS count, k.key_id, k.check_value "
+                "FROM (VALUES (1)) AS one (id) LEFT JOIN secret_key_check k ON k.id = one.id"
+            )
+        ).fetchone()
+        check = None if row["key_id"] is None else KeyCheck(bytes(row["key_id"]), bytes(row["check_value"]))
+        sealed = None
+        if with_values:
+            rows = await (await conn.execute("SELECT name, ciphertext FROM secrets ORDER BY name")).fetchall()
+            sealed = [(r["name"], bytes(r["ciphertext"])) for r in rows]
+        return cls(check, row["count"], sealed)
+
+    def key_check(self) -> KeyCheck | None:
+        return self._check
+
+    def record_key_check(self, check: KeyCheck) -> None:
+        self._check, self._check_changed = check, True
+
+    def clear_key_check(self) -> None:
+        self._check, self._check_changed = None, True
+
+    def secret_count(self) -> int:
+        return self._count
+
+    def sealed_values(self) -> list[tuple[str, bytes]]:
+        if self._sealed is None:
+            raise AssertionError("the sealed values were not read (read(..., with_values=True))")
+        return list(self._sealed)
+
+    def replace_sealed_values(self, sealed: Sequence[tuple[str, bytes]]) -> None:
+        self._replaced = list(sealed)
+
+    async def write(self, conn: psycopg.AsyncConnection) -> None:
+        """Writes what the policy changed, in the caller's transaction."""
+        if self._check_changed:
+            if self._check is None:
+                await conn.execute("DELETE FROM secret_key_check")
+            else:
+                await conn.execute(
+                    "INSERT INTO secret_key_check (id, key_id, check_value) VALUES (1, %s, %s) "
+                    "ON CONFLICT (id) DO UPDATE SET key_id = EXCLUDED.key_id, check_value = EXCLUDED.check_value",
+                    (self._check.key_id, self._check.value),
+                )
+        if self._replaced:
+            async with conn.cursor() as cursor:
+                await cursor.executemany(
+                    "UPDATE secrets SET ciphertext = %s WHERE name = %s", [(c, n) for n, c in self._replaced]
+                )
 
 
 class SecretVault:
@@ -47,65 +109,22 @@ class SecretVault:
     """
 
     def __init__(self, where: str, source: MasterKeySource) -> None:
-        self._where = where
-        self._source = source
-        self._key: MasterKey | None = None
+        self._keys = MasterKeyPolicy(where, source)
 
-    @staticmethod
-    async def _check(conn: psycopg.AsyncConnection) -> KeyCheck | None:
-        row = await (await conn.execute("SELECT key_id, check_value FROM secret_key_check WHERE id = 1")).fetchone()
-        return None if row is None else KeyCheck(bytes(row["key_id"]), bytes(row["check_value"]))
-
-    async def key(self, conn: psycopg.AsyncConnection, *, create: bool) -> MasterKey:
-        """The key the stored secrets are sealed under, looked up (or, if allowed and safe, created) if needed."""
-        # TODO(issue17): use the storage-neutral master-key policy from backends.encryption once it moves
-        # there; this is the SQLite adapter's lookup without rotation, over this adapter's key-check row.
-        check = await self._check(conn)
-        if self._key is not None and (check is None or self._key.matches(check)):
-            return self._key
-        try:
-            found = self._source.find(check)
-        except KeyLookupFailed as error:
-            raise GRPCError(Status.UNAVAILABLE, str(error)) from None
-        except MasterKeyError as error:
-            raise GRPCError(Status.INTERNAL, str(error)) from None
-        if found is None:
-            if check is not None:
-                raise GRPCError(
-                    Status.INTERNAL,
-                    f"no master key found for {self._where}, which holds encrypted secrets "
-                    f"({self._source.searched()}); give every replica the key they were sealed under",
-                )
-            if not create:
-                raise GRPCError(Status.FAILED_PRECONDITION, "there is no master key yet")
-            try:
-                found = self._source.create()
-            except MasterKeyError as error:
-                raise GRPCError(Status.INTERNAL, f"cannot create a master key: {error}") from None
-        key, _ = found
-        if check is not None and not key.matches(check):
-            raise GRPCError(
-                Status.INTERNAL,
-                f"the master key in {key.place} does not match {self._where}: its secrets are sealed under key id "
-                f"{check.key_id.hex()}, this key's id is {key.key_id.hex()}",
-            )
-        self._key = key
-        return key
+    # -- the RPCs ---------------------------------------------------------------------------------
 
     async def put(self, conn: psycopg.AsyncConnection, name: str, value: str, now: datetime) -> pb.PutSecretResponse:
         """Stores ``value`` sealed; call inside a transaction holding ``SECRETS_LOCK``."""
-        key = await self.key(conn, create=True)
-        await conn.execute(
-            "INSERT INTO secret_key_check (id, key_id, check_value) VALUES (1, %s, %s) ON CONFLICT (id) DO NOTHING",
-            (key.check.key_id, key.check.value),
-        )
+        storage = await _SecretRows.read(conn)
+        sealed = self._keys.seal_for_put(storage, name, value)
+        await storage.write(conn)
         row = await (
             await conn.execute(
                 "INSERT INTO secrets AS s (name, version, create_time, update_time, ciphertext) "
                 "VALUES (%s, 1, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET version = s.version + 1, "
                 "update_time = EXCLUDED.update_time, ciphertext = EXCLUDED.ciphertext "
                 "RETURNING version, create_time",
-                (name, now, now, seal(key, name, value)),
+                (name, now, now, sealed),
             )
         ).fetchone()
         secret = pb.Secret(name=name, version=row["version"], create_time=row["create_time"], update_time=now)
@@ -121,25 +140,37 @@ class SecretVault:
             for r in await cursor.fetchall()
         ]
 
-    @staticmethod
-    async def delete(conn: psycopg.AsyncConnection, name: str) -> None:
-        """Deletes one secret (``NOT_FOUND`` if absent); the last one takes the key check with it."""
+    async def delete(self, conn: psycopg.AsyncConnection, name: str) -> None:
+        """Deletes one secret (``NOT_FOUND`` if absent); call holding ``SECRETS_LOCK``."""
         if (await conn.execute("DELETE FROM secrets WHERE name = %s", (name,))).rowcount == 0:
             raise errors.not_found(f"secret {name!r}")
-        await conn.execute("DELETE FROM secret_key_check WHERE NOT EXISTS (SELECT 1 FROM secrets)")
+        storage = await _SecretRows.read(conn)
+        self._keys.after_delete(storage)
+        await storage.write(conn)
 
     async def values(self, conn: psycopg.AsyncConnection, names: list[str]) -> dict[str, str]:
-        """The values of those of ``names`` that exist, decrypted; no other row is read."""
+        """The values of those of ``names`` that exist, decrypted; call in one snapshot (the check and values agree)."""
         rows = await (
             await conn.execute("SELECT name, ciphertext FROM secrets WHERE name = ANY(%s)", (names,))
         ).fetchall()
         if not rows:
             return {}
-        key = await self.key(conn, create=False)
-        opened = {}
-        for row in rows:
-            try:
-                opened[row["name"]] = unseal(key, row["name"], bytes(row["ciphertext"]))
-            except SealedValueError as error:
-                raise GRPCError(Status.INTERNAL, f"{self._where}: {error}") from None
-        return opened
+        storage = await _SecretRows.read(conn)
+        return self._keys.open(storage, [(row["name"], bytes(row["ciphertext"])) for row in rows])
+
+    # -- rotation and status ----------------------------------------------------------------------
+
+    async def rotate(self, conn: psycopg.AsyncConnection, new_key: MasterKey | None) -> KeyRotation:
+        """Re-seals every secret under a new key; call in a transaction holding ``SECRETS_LOCK``, then ``promote``."""
+        storage = await _SecretRows.read(conn, with_values=True)
+        rotation = self._keys.rotate(storage, new_key)
+        await storage.write(conn)
+        return rotation
+
+    def promote(self, rotation: KeyRotation) -> None:
+        """After the rotation committed: the new key becomes the store's key."""
+        self._keys.promote(rotation)
+
+    async def status(self, conn: psycopg.AsyncConnection) -> KeyStatus:
+        """Where the key is and whether it opens this database; never creates a key."""
+        return self._keys.status(await _SecretRows.read(conn))
