@@ -23,6 +23,7 @@ from grpclib.health.service import OVERALL, Health
 from grpclib.server import Server
 
 from stigmer.backends.base import Backend
+from stigmer.backends.wire import ContractCodec
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from .gate import CallGate, GatedService
@@ -78,7 +79,9 @@ class BackendServer:
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})
         self._gate = CallGate(token)
-        self._server = Server([GatedService(service, self._gate) for service in with_reflection([served, health])])
+        services = [GatedService(service, self._gate) for service in with_reflection([served, health])]
+        # upb writes and parses the bytes: betterproto2's pure-Python wire format was most of a call's cost.
+        self._server = Server(services, codec=ContractCodec())
         self._address: tuple[str, int] | None = None
 
     @property
