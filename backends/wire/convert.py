@@ -19,6 +19,8 @@ fields is left to betterproto2's own parser, which keeps them per message.
 
 from __future__ import annotations
 
+import datetime
+import keyword
 from collections.abc import Callable
 from typing import Any
 
@@ -74,36 +76,48 @@ def _encoder(cls: type) -> Encode:
 
 
 def _build_encoder(cls: type) -> Encode:
-    descriptor: Descriptor = cls.DESCRIPTOR
-    as_object = descriptor.full_name in _JSON_SHAPED
     google = google_class(cls)
-    fields: list[tuple[str, str, bool, Encode | None]] = []
-    for attribute, field, field_meta, value_field, value_meta, value_class in _fields(cls):
-        # Fields with presence (message, oneof member, optional) default to None; others are skipped when falsy.
-        has_presence = bool(field_meta.optional or field_meta.group is not None or field.message_type is not None)
+    lines = ["def encode(message):", "    arguments = {}"]
+    namespace: dict[str, Any] = {"google": google}
+    for number, (attribute, field, field_meta, value_field, value_meta, value_class) in enumerate(_fields(cls)):
         single = _single_encoder(value_class, value_meta, value_field)
         if single is not None and field_meta.map_meta is not None:
             single = _each_value(single)
         elif single is not None and field_meta.repeated:
             single = _each_item(single)
-        fields.append((attribute, field.name, has_presence, single))
+        value = "value"
+        if single is not None:
+            namespace[f"convert_{number}"] = single
+            value = f"convert_{number}(value)"
+        lines.append(f"    value = message.{attribute}")
+        # Fields with presence (message, oneof member, optional) are None when unset; the others
+        # are skipped at their default, which is falsy, as betterproto2 skips them.
+        if _has_presence(field, field_meta):
+            lines.append("    if value is not None:")
+        else:
+            lines.append("    if value:")
+        lines.append(f"        arguments[{field.name!r}] = {value}")
+    lines += ["    unknown = message._unknown_fields"]
+    if cls.DESCRIPTOR.full_name in _JSON_SHAPED:
+        lines += ["    built = google(**arguments)"]
+    else:
+        lines += ["    if not unknown:", "        return arguments", "    built = google(**arguments)"]
+    lines += ["    if unknown:", "        built.MergeFromString(unknown)", "    return built"]
+    return _compiled(cls, "encode", lines, namespace)
 
-    def encode(message: Any) -> Any:
-        arguments = {}
-        for attribute, name, has_presence, convert in fields:
-            value = getattr(message, attribute)
-            if value is None or (not has_presence and not value):
-                continue
-            arguments[name] = value if convert is None else convert(value)
-        unknown = message._unknown_fields
-        if not (as_object or unknown):
-            return arguments
-        built = google(**arguments)
-        if unknown:
-            built.MergeFromString(unknown)
-        return built
 
-    return encode
+def _has_presence(field: FieldDescriptor, field_meta: Any) -> bool:
+    if field_meta.repeated or field_meta.map_meta is not None:
+        return False
+    return bool(field_meta.optional or field_meta.group is not None or field.message_type is not None)
+
+
+def _compiled(cls: type, name: str, lines: list[str], namespace: dict[str, Any]) -> Callable[[Any], Any]:
+    """The function ``name`` written in ``lines``: one straight line of code per field, no loop
+    over field tables at run time (the technique ``dataclasses`` uses for ``__init__``)."""
+    source = "\n".join(lines)
+    exec(compile(source, f"<stigmer.backends.wire {name} {cls.__qualname__}>", "exec"), namespace)
+    return namespace[name]
 
 
 def _single_encoder(value_class: type, field_meta: Any, field: FieldDescriptor) -> Encode | None:
@@ -112,10 +126,9 @@ def _single_encoder(value_class: type, field_meta: Any, field: FieldDescriptor) 
     wrapper = field_meta.unwrap() if field_meta.unwrap is not None else None
     if wrapper is None:
         return _encoder(value_class)
-    # betterproto2's own conversion of the Python value, with a dict in place of its message.
     if field.message_type.full_name == "google.protobuf.Timestamp":
-        from_datetime = wrapper.from_datetime.__func__
-        return lambda value: from_datetime(_seconds_nanos, value)
+        return _timestamp_arguments
+    # betterproto2's own conversion of the Python value, with a dict in place of its message.
     if field.message_type.full_name == "google.protobuf.Duration":
         from_timedelta = wrapper.from_timedelta.__func__
         return lambda value: from_timedelta(_seconds_nanos, value)
@@ -125,6 +138,24 @@ def _single_encoder(value_class: type, field_meta: Any, field: FieldDescriptor) 
 
 def _seconds_nanos(seconds: int, nanos: int) -> dict[str, int]:
     return {"seconds": seconds, "nanos": nanos}
+
+
+# Timestamps are most of an execution's fields: converted here with betterproto2's arithmetic
+# (``Timestamp.from_datetime`` / ``to_datetime``: whole microseconds counted from the epoch) in
+# fewer steps; the encoding tests hold the two to the same results.
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
+def _timestamp_arguments(value: datetime.datetime) -> dict[str, int]:
+    if value.tzinfo is None:
+        raise ValueError("datetime must be timezone aware")
+    seconds, microseconds = divmod((value - _EPOCH) // _MICROSECOND, 1_000_000)
+    return {"seconds": seconds, "nanos": microseconds * 1000}
+
+
+def _timestamp_value(google: Any) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(0, google.seconds, google.nanos // 1000)
 
 
 def _each_value(convert: Encode) -> Encode:
@@ -147,36 +178,39 @@ def _decoder(cls: type) -> Decode:
 
 
 def _build_decoder(cls: type) -> Decode:
-    by_field: dict[Any, tuple[str, Decode | None]] = {}
-    for attribute, field, field_meta, value_field, value_meta, value_class in _fields(cls):
+    lines = ["def decode(google):", "    return cls("]
+    namespace: dict[str, Any] = {"cls": cls}
+    for number, (attribute, field, field_meta, value_field, value_meta, value_class) in enumerate(_fields(cls)):
         single = _single_decoder(value_class, value_meta, value_field)
+        read = f"google.{field.name}" if not keyword.iskeyword(field.name) else f"getattr(google, {field.name!r})"
+        convert = f"convert_{number}"
+        namespace[convert] = single
         if field_meta.map_meta is not None:
-            single = dict if single is None else _each_value(single)
+            value = f"dict({read})" if single is None else f"{{key: {convert}(item) for key, item in {read}.items()}}"
         elif field_meta.repeated:
-            single = list if single is None else _each_item(single)
-        by_field[field] = (attribute, single)
-
-    def decode(google: Any) -> Any:
-        arguments = {}
-        for field, value in google.ListFields():
-            attribute, convert = by_field[field]
-            arguments[attribute] = value if convert is None else convert(value)
-        return cls(**arguments)
-
-    return decode
+            value = f"list({read})" if single is None else f"[{convert}(item) for item in {read}]"
+        else:
+            value = read if single is None else f"{convert}({read})"
+            if _has_presence(field, field_meta):
+                value = f"{value} if google.HasField({field.name!r}) else None"
+        lines.append(f"        {attribute}={value},")
+    lines.append("    )")
+    return _compiled(cls, "decode", lines, namespace)
 
 
 def _single_decoder(value_class: type, field_meta: Any, field: FieldDescriptor) -> Decode | None:
     if field.enum_type is not None:
-        return value_class  # the betterproto2 enum keeps unknown values, as its parser does
+        members = {member.value: member for member in value_class}
+        # The enum's own call for values it does not know: it keeps them, as betterproto2's parser does.
+        return lambda number: members[number] if number in members else value_class(number)
     if field.message_type is None:
         return None
     wrapper = field_meta.unwrap() if field_meta.unwrap is not None else None
     if wrapper is None:
         return _decoder(value_class)
-    # betterproto2's own conversion, reading seconds and nanos from the upb message.
     if field.message_type.full_name == "google.protobuf.Timestamp":
-        return wrapper.to_datetime
+        return _timestamp_value
+    # betterproto2's own conversion, reading seconds and nanos from the upb message.
     if field.message_type.full_name == "google.protobuf.Duration":
         return wrapper.to_timedelta
     wrapped_decoder = _decoder(wrapper)
