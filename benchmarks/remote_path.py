@@ -193,33 +193,31 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-async def rate(call: Call, count: int, concurrency: int) -> float:
-    """Runs ``count`` calls of ``call`` with ``concurrency`` in flight; calls per second."""
+async def timed(call: Call, count: int, concurrency: int, server_pid: int | None) -> dict[str, float]:
+    """Runs ``count`` calls of ``call`` with ``concurrency`` in flight.
+
+    Returns ``per_s`` (calls per second), ``p50_ms`` (median latency of one call) and ``cpu_ms``:
+    the CPU time per call of this process plus the server's (``server_pid``; ``None`` for a call
+    served in this process). CPU time is the work a call costs, which the machine's other load
+    does not inflate the way it inflates rates and latencies.
+    """
     per_worker = max(1, count // concurrency)
+    latencies: list[float] = []
 
     async def worker() -> None:
         for _ in range(per_worker):
+            started = time.perf_counter()
             await call()
+            latencies.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
+    def cpu_now() -> float:
+        return time.process_time() + (process_cpu_seconds(server_pid) if server_pid else 0.0)
+
+    cpu_before, started = cpu_now(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return per_worker * concurrency / (time.perf_counter() - started)
-
-
-async def latency_and_work(call: Call, count: int, server_pid: int | None) -> dict[str, float]:
-    """``count`` sequential calls: their median latency, and the CPU time they cost, in ms per call.
-
-    The CPU time is this process's plus the server's (``server_pid``, if any): the work a call
-    costs, which other load on the machine does not inflate the way it inflates latency.
-    """
-    times = []
-    cpu_before = time.process_time() + (process_cpu_seconds(server_pid) if server_pid else 0.0)
-    for _ in range(count):
-        started = time.perf_counter()
-        await call()
-        times.append(time.perf_counter() - started)
-    cpu = time.process_time() + (process_cpu_seconds(server_pid) if server_pid else 0.0) - cpu_before
-    return {"p50_ms": statistics.median(times) * 1000, "cpu_ms": cpu / count * 1000}
+    elapsed, cpu = time.perf_counter() - started, cpu_now() - cpu_before
+    calls = per_worker * concurrency
+    return {"per_s": calls / elapsed, "p50_ms": statistics.median(latencies) * 1000, "cpu_ms": cpu / calls * 1000}
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -229,20 +227,33 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 async def paired_rounds(
-    subject: Callable[[], Awaitable[float]], baselines: dict[str, Callable[[], Awaitable[float]]], rounds: int
-) -> dict[str, list[float]]:
-    """``rounds`` measurements of ``subject`` and each baseline, alternating, the order flipped every round."""
-    sides = {"subject": subject, **baselines}
-    results: dict[str, list[float]] = {name: [] for name in sides}
+    sides: dict[str, Callable[[], Awaitable[dict[str, float]]]], rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """``rounds`` runs of every side (the first is the subject), alternating, the order flipped every round."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
     for number in range(rounds):
-        order = list(sides) if number % 2 == 0 else list(reversed(sides))
-        for name in order:
+        for name in list(sides) if number % 2 == 0 else list(reversed(sides)):
             results[name].append(await sides[name]())
     return results
 
 
-def ratios(numerators: list[float], denominators: list[float]) -> dict[str, float]:
-    return spread([a / b for a, b in zip(numerators, denominators, strict=True)])
+def summary(results: dict[str, list[dict[str, float]]], figures: tuple[str, ...]) -> dict[str, Any]:
+    """Each side's ``figures`` (every round's value and their spread), and the spread of the per-round
+    ratios of the subject (the first side) to each other side."""
+    subject, *others = results
+    out: dict[str, Any] = {}
+    for figure in figures:
+        out[figure] = {
+            name: {**spread([one[figure] for one in rounds]), "rounds": [one[figure] for one in rounds]}
+            for name, rounds in results.items()
+        }
+        out[figure]["ratios"] = {
+            other: spread(
+                [mine[figure] / theirs[figure] for mine, theirs in zip(results[subject], results[other], strict=True)]
+            )
+            for other in others
+        }
+    return out
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -320,65 +331,57 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             async def remote_lifecycle() -> None:
                 await run_lifecycle(remote, f"bench-{next(serial):05d}")
 
-            # -- list-50: p50 latency, remote vs in-process
-            for call in (lambda: remote.list_executions(list_request), lambda: local.list_executions(list_request)):
-                await latency_and_work(call, 20, None)  # warm
+            def list_remote() -> Awaitable[Any]:
+                return remote.list_executions(list_request)
+
+            def list_local() -> Awaitable[Any]:
+                return local.list_executions(list_request)
+
+            def list_bare() -> Awaitable[Any]:
+                return bare.call("list_executions", list_request)
+
+            for call in (list_remote, list_local, list_bare):
+                await timed(call, 20, 1, None)  # warm connections, caches and code paths
             listing = await paired_rounds(
-                lambda: latency_and_work(lambda: remote.list_executions(list_request), list_calls, server.pid),
                 {
-                    "in-process": lambda: latency_and_work(
-                        lambda: local.list_executions(list_request), list_calls, None
-                    ),
-                    "bare": lambda: latency_and_work(
-                        lambda: bare.call("list_executions", list_request), list_calls, bare.process.pid
-                    ),
+                    "remote": lambda: timed(list_remote, list_calls, 1, server.pid),
+                    "in_process": lambda: timed(list_local, list_calls, 1, None),
+                    "bare": lambda: timed(list_bare, list_calls, 1, bare.process.pid),
                 },
                 rounds,
             )
-            figures["list50"] = {}
-            for figure in ("p50_ms", "cpu_ms"):
-                remote_side, local_side, bare_side = (
-                    [one[figure] for one in listing[name]] for name in ("subject", "in-process", "bare")
-                )
-                figures["list50"][figure] = {
-                    "remote": spread(remote_side),
-                    "in_process": spread(local_side),
-                    "bare": spread(bare_side),
-                    "remote_over_in_process": ratios(remote_side, local_side),
-                }
+            figures["list50"] = summary(listing, ("p50_ms", "cpu_ms"))
 
-            # -- lifecycle and get: rates, sequential and 16 in flight
             figures["lifecycle"] = {}
             figures["get"] = {}
             for concurrency in (1, CONCURRENCY):
-                await rate(remote_lifecycle, 2 * concurrency, concurrency)  # warm
-                await rate(lambda: bare.lifecycle(bare_requests), 2 * concurrency, concurrency)
+                sides = {
+                    "remote": (remote_lifecycle, server.pid),
+                    "bare": (lambda: bare.lifecycle(bare_requests), bare.process.pid),
+                    "bare_default_codec": (lambda: bare_default.lifecycle(bare_requests), bare_default.process.pid),
+                }
+                for call, _ in sides.values():
+                    await timed(call, 2 * concurrency, concurrency, None)
                 cycles = await paired_rounds(
-                    lambda c=concurrency: rate(remote_lifecycle, lifecycles, c),
                     {
-                        "bare": lambda c=concurrency: rate(lambda: bare.lifecycle(bare_requests), lifecycles, c),
-                        "bare_default_codec": lambda c=concurrency: rate(
-                            lambda: bare_default.lifecycle(bare_requests), lifecycles, c
+                        name: lambda call=call, pid=pid, c=concurrency: timed(call, lifecycles, c, pid)
+                        for name, (call, pid) in sides.items()
+                    },
+                    rounds,
+                )
+                figures["lifecycle"][concurrency] = summary(cycles, ("per_s", "cpu_ms"))
+                gets = await paired_rounds(
+                    {
+                        "remote": lambda c=concurrency: timed(
+                            lambda: remote.get_execution(get_request), get_calls, c, server.pid
+                        ),
+                        "bare": lambda c=concurrency: timed(
+                            lambda: bare.call("get_execution", get_request), get_calls, c, bare.process.pid
                         ),
                     },
                     rounds,
                 )
-                figures["lifecycle"][concurrency] = {
-                    "remote_per_s": spread(cycles["subject"]),
-                    "bare_per_s": spread(cycles["bare"]),
-                    "bare_default_codec_per_s": spread(cycles["bare_default_codec"]),
-                    "remote_over_bare": ratios(cycles["subject"], cycles["bare"]),
-                }
-                gets = await paired_rounds(
-                    lambda c=concurrency: rate(lambda: remote.get_execution(get_request), get_calls, c),
-                    {"bare": lambda c=concurrency: rate(lambda: bare.call("get_execution", get_request), get_calls, c)},
-                    rounds,
-                )
-                figures["get"][concurrency] = {
-                    "remote_per_s": spread(gets["subject"]),
-                    "bare_per_s": spread(gets["bare"]),
-                    "remote_over_bare": ratios(gets["subject"], gets["bare"]),
-                }
+                figures["get"][concurrency] = summary(gets, ("per_s", "cpu_ms"))
             figures["peak_rss_mib"] = {"server": peak_rss_mib(server.pid), "bare": peak_rss_mib(bare.process.pid)}
         finally:
             await remote.aclose()
@@ -406,37 +409,45 @@ def report(figures: dict[str, Any]) -> str:
     """The figures as text: medians over rounds with [min..max]."""
     lines = [
         f"python {figures['python']}, {figures['machine']}, {figures['cpus']} CPUs; loopback, h2c; "
-        f"{figures['rounds']} rounds; each figure median [min..max] over rounds",
+        f"{figures['rounds']} rounds; each figure: median [min..max] over rounds",
+        "CPU = CPU time of the client process plus the serving process, per call or lifecycle",
         "response bytes: " + ", ".join(f"{name} {size}" for name, size in figures["sizes"].items()),
         "",
-        "ListExecutions, page of 50, ms per call (latency p50; CPU = client + server process):",
+        "ListExecutions, page of 50, sequential calls (ms per call):",
     ]
-    for figure, label in (("p50_ms", "p50"), ("cpu_ms", "cpu")):
-        listing = figures["list50"][figure]
-        ratio = listing["remote_over_in_process"]
+    listing = figures["list50"]
+    for figure, label in (("p50_ms", "p50 latency"), ("cpu_ms", "CPU")):
+        row = listing[figure]
+        ratio = row["ratios"]["in_process"]
         verdict = "met" if ratio["median"] <= LIST_GOAL else "NOT met"
         lines += [
-            f"  {label}: remote {_s(listing['remote'], '.2f')}  in-process {_s(listing['in_process'], '.2f')}"
-            f"  bare grpclib {_s(listing['bare'], '.2f')}",
+            f"  {label:<11}  remote {_s(row['remote'], '.2f')}  in-process {_s(row['in_process'], '.2f')}"
+            f"  bare grpclib {_s(row['bare'], '.2f')}",
             f"  list-50 {label} remote/in-process {_s(ratio, '.2f')}  goal <= {LIST_GOAL:.1f} {verdict}",
         ]
-    lines += ["", "Lifecycle (create, claim, renew, succeed), lifecycles/s:"]
+    lines += ["", "Lifecycle (create, claim, renew, succeed) vs four bare grpclib calls of the same sizes:"]
     for concurrency, row in figures["lifecycle"].items():
-        ratio = row["remote_over_bare"]
+        rates, cpu = row["per_s"], row["cpu_ms"]
+        ratio = rates["ratios"]["bare"]
         verdict = "met" if ratio["median"] >= LIFECYCLE_GOAL else "NOT met"
         lines += [
-            f"  {concurrency:>2} in flight: remote {_s(row['remote_per_s'], ',.0f')}"
-            f"  bare {_s(row['bare_per_s'], ',.0f')}"
-            f"  bare, betterproto2 codec {_s(row['bare_default_codec_per_s'], ',.0f')}",
-            f"  lifecycle {concurrency:>2} remote/bare {_s(ratio, '.3f')}  goal >= {LIFECYCLE_GOAL:.2f} {verdict}",
+            f"  {concurrency:>2} in flight, lifecycles/s: remote {_s(rates['remote'], ',.0f')}"
+            f"  bare {_s(rates['bare'], ',.0f')}"
+            f"  bare with betterproto2 codec {_s(rates['bare_default_codec'], ',.0f')}",
+            f"  {'':>2}   CPU ms per lifecycle: remote {_s(cpu['remote'], '.2f')}  bare {_s(cpu['bare'], '.2f')}"
+            f"  bare with betterproto2 codec {_s(cpu['bare_default_codec'], '.2f')}",
+            f"  lifecycle {concurrency:>2} remote/bare rate {_s(ratio, '.3f')}  goal >= {LIFECYCLE_GOAL:.2f} {verdict};"
+            f"  CPU remote/bare {_s(cpu['ratios']['bare'], '.2f')}",
         ]
-    lines += ["", "GetExecution, calls/s:"]
+    lines += ["", "GetExecution:"]
     for concurrency, row in figures["get"].items():
-        lines.append(
-            f"  {concurrency:>2} in flight: remote {_s(row['remote_per_s'], ',.0f')}"
-            f"  bare {_s(row['bare_per_s'], ',.0f')}"
-            f"  get {concurrency:>2} remote/bare {_s(row['remote_over_bare'], '.3f')}"
-        )
+        rates, cpu = row["per_s"], row["cpu_ms"]
+        lines += [
+            f"  {concurrency:>2} in flight, calls/s: remote {_s(rates['remote'], ',.0f')}"
+            f"  bare {_s(rates['bare'], ',.0f')}"
+            f"  get {concurrency:>2} remote/bare rate {_s(rates['ratios']['bare'], '.3f')}"
+            f"  CPU {_s(cpu['ratios']['bare'], '.2f')}",
+        ]
     rss = figures["peak_rss_mib"]
     lines += [
         "",
