@@ -1,9 +1,9 @@
 """Converters between the contract's betterproto2 messages and Google's protobuf (upb) messages.
 
 betterproto2 stays the Python API; upb does the bytes. Each message class
-gets its converter on first use, derived from its descriptor and
-betterproto2's field metadata, so a field added to the proto is converted
-without anything written here.
+gets its two converters on first use, written from its descriptor and
+betterproto2's field metadata (one line per field, compiled), so a field
+added to the proto is converted without anything written here.
 
 To upb, a message becomes the keyword arguments of the upb constructor,
 nested dicts included: one C call builds the whole tree. Struct, Value and
@@ -12,9 +12,9 @@ a dict given for them as JSON. A message carrying unknown fields (sent by a
 newer peer) is built as an object too, with its unknown bytes merged in, so
 they go on as Google's runtime would send them.
 
-From upb, only the fields that are set are visited (``ListFields``) and the
-betterproto2 class is called with them. A message whose bytes carry unknown
-fields is left to betterproto2's own parser, which keeps them per message.
+From upb, every field is read (a field with presence only if it is set) and
+passed to the betterproto2 class. Bytes with unknown fields never get here:
+``ContractCodec`` leaves them to betterproto2's parser, which keeps them.
 """
 
 from __future__ import annotations
@@ -69,10 +69,19 @@ def from_google(google: Any, cls: type[betterproto2.Message]) -> betterproto2.Me
 def _encoder(cls: type) -> Encode:
     encoder = _encoders.get(cls)
     if encoder is None:
-        # Registered before it is built, so recursive messages (Struct -> Value -> Struct) resolve lazily.
-        _encoders[cls] = lambda message: _encoders[cls](message)
-        encoder = _encoders[cls] = _build_encoder(cls)
+        encoder = _encoders[cls] = _built(_encoders, cls, _build_encoder)
     return encoder
+
+
+def _built(table: dict[type, Callable[[Any], Any]], cls: type, build: Callable[[type], Callable[[Any], Any]]):
+    """``build(cls)``, with a forwarder in ``table`` meanwhile: a message that contains itself
+    (Struct -> Value -> Struct) calls its converter before it is built."""
+    table[cls] = lambda message: table[cls](message)
+    try:
+        return build(cls)
+    except BaseException:
+        del table[cls]
+        raise
 
 
 def _build_encoder(cls: type) -> Encode:
@@ -172,8 +181,7 @@ def _each_item(convert: Encode) -> Encode:
 def _decoder(cls: type) -> Decode:
     decoder = _decoders.get(cls)
     if decoder is None:
-        _decoders[cls] = lambda google: _decoders[cls](google)
-        decoder = _decoders[cls] = _build_decoder(cls)
+        decoder = _decoders[cls] = _built(_decoders, cls, _build_decoder)
     return decoder
 
 
