@@ -174,8 +174,9 @@ class BareServer:
     def call(self, method: str, request: Any) -> Awaitable[Any]:
         return getattr(self.stub, method)(request)
 
-    async def lifecycle(self, requests: list[tuple[str, Any]]) -> None:
-        for method, request in requests:
+    async def lifecycle(self, execution_id: str) -> None:
+        """The four calls of a lifecycle, their requests built for each, as ``run_lifecycle`` builds them."""
+        for method, request in lifecycle_requests("bench-00000", execution_id):
             await self.call(method, request)
 
     def close(self) -> None:
@@ -323,8 +324,8 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             responses_file.write_text(json.dumps({name: data.hex() for name, data in wire.items()}))
             bare = BareServer(responses_file, token, default_codec=False)
             bare_default = BareServer(responses_file, token, default_codec=True)
-            # The bare lifecycle's requests: the same sizes as the remote ones (ids of the same length).
-            bare_requests = lifecycle_requests("bench-00000", created.execution.id)
+            # The bare lifecycle's requests have the sizes of the remote ones (ids of the same length).
+            bare_execution = created.execution.id
 
             serial = iter(range(10**9))
 
@@ -357,8 +358,8 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             for concurrency in (1, CONCURRENCY):
                 sides = {
                     "remote": (remote_lifecycle, server.pid),
-                    "bare": (lambda: bare.lifecycle(bare_requests), bare.process.pid),
-                    "bare_default_codec": (lambda: bare_default.lifecycle(bare_requests), bare_default.process.pid),
+                    "bare": (lambda: bare.lifecycle(bare_execution), bare.process.pid),
+                    "bare_default_codec": (lambda: bare_default.lifecycle(bare_execution), bare_default.process.pid),
                 }
                 for call, _ in sides.values():
                     await timed(call, 2 * concurrency, concurrency, None)
