@@ -22,7 +22,7 @@ machine moves both sides of a round together, not the ratio.
   16 in flight. Goal: remote >= 0.7 of bare.
 - **get**: one ``GetExecution`` (a response of ~200 bytes), the same two ways, as calls per second.
 
-The bare calls use the codec the server and CloudBackend use (``stigmer.backends.wire``), so the
+The bare calls use the codec the server and CloudBackend use (``stigmer.backends.codec``), so the
 ratios measure what the server and adapter add, not a codec difference; the lifecycle is also run
 bare with grpclib's default codec (betterproto2 writing the bytes) to show what the codec saves.
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.wire import ContractCodec
+from stigmer.backends.codec import ContractCodec
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import LISTENING_PREFIX, ServerProcess
 
@@ -489,7 +489,7 @@ async def _profiled_lifecycles(count: int) -> Any:
 
 
 _AREAS = (
-    ("wire codec (stigmer.backends.wire, upb)", ("/backends/wire/", "google/protobuf", "google._upb")),
+    ("codec (stigmer.backends.codec, upb)", ("/backends/codec/", "google/protobuf", "google._upb")),
     ("SQLite backend and contract rules", ("/backends/sqlite/", "/backends/rules/", "sqlite3", "sqlite_utils")),
     ("betterproto2 (message init, defaults)", ("betterproto2", "/gen/")),
     ("CloudBackend adapter", ("/backends/cloud/",)),

@@ -23,7 +23,7 @@ from grpclib.health.service import OVERALL, Health
 from grpclib.server import Server
 
 from stigmer.backends.base import Backend
-from stigmer.backends.wire import ContractCodec
+from stigmer.backends.codec import ContractCodec
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from .gate import CallGate, GatedService

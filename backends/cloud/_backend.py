@@ -29,7 +29,7 @@ from grpclib.metadata import Deadline
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from ..base import Backend
-from ..wire import ContractCodec
+from ..codec import ContractCodec
 from .credentials import is_header_safe
 from .endpoint import format_endpoint, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
@@ -190,7 +190,7 @@ class CloudBackend(Backend):
             raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
         if self._stub_instance is None:
             # Made on first use, inside the running loop that grpclib binds the channel to.
-            # upb writes and parses the bytes (``wire``); callers still get betterproto2 messages.
+            # upb writes and parses the bytes (``codec``); callers still get betterproto2 messages.
             self._channel = Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
             self._stub_instance = pb.BackendServiceStub(self._channel)
         return self._stub_instance

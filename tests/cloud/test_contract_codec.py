@@ -1,12 +1,12 @@
-"""CloudBackend and ``stigmer server`` both let upb write and read the bytes (``stigmer.backends.wire``)."""
+"""CloudBackend and ``stigmer server`` both let upb write and read the bytes (``stigmer.backends.codec``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from stigmer.backends.cloud import CloudBackend
+from stigmer.backends.codec import ContractCodec
 from stigmer.backends.sqlite import SqliteBackend
-from stigmer.backends.wire import ContractCodec
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.backend_server import BackendServer
 from stigmer.server.startup import listening_socket
