@@ -41,7 +41,7 @@ class _SecretRows:
     one snapshot for a read, so nothing changes in between.
     """
 
-    def __init__(self, check: KeyCheck | None, count: int, sealed: list[tuple[str, bytes]] | None) -> None:
+    def __init__(self, check: KeyCheck | None, count: int, sealed: list[tuple[str, int, bytes]] | None) -> None:
         self._check = check
         self._count = count
         self._sealed = sealed
@@ -59,8 +59,8 @@ class _SecretRows:
         check = None if row["key_id"] is None else KeyCheck(bytes(row["key_id"]), bytes(row["check_value"]))
         sealed = None
         if with_values:
-            rows = await (await conn.execute("SELECT name, ciphertext FROM secrets ORDER BY name")).fetchall()
-            sealed = [(r["name"], bytes(r["ciphertext"])) for r in rows]
+            rows = await (await conn.execute("SELECT name, version, ciphertext FROM secrets ORDER BY name")).fetchall()
+            sealed = [(r["name"], r["version"], bytes(r["ciphertext"])) for r in rows]
         return cls(check, row["count"], sealed)
 
     def key_check(self) -> KeyCheck | None:
@@ -75,7 +75,7 @@ class _SecretRows:
     def secret_count(self) -> int:
         return self._count
 
-    def sealed_values(self) -> list[tuple[str, bytes]]:
+    def sealed_values(self) -> list[tuple[str, int, bytes]]:
         if self._sealed is None:
             raise AssertionError("the sealed values were not read (read(..., with_values=True))")
         return list(self._sealed)
@@ -116,7 +116,8 @@ class SecretVault:
     async def put(self, conn: psycopg.AsyncConnection, name: str, value: str, now: datetime) -> pb.PutSecretResponse:
         """Stores ``value`` sealed; call inside a transaction holding ``SECRETS_LOCK``."""
         storage = await _SecretRows.read(conn)
-        sealed = self._keys.seal_for_put(storage, name, value)
+        current = await (await conn.execute("SELECT version FROM secrets WHERE name = %s", (name,))).fetchone()
+        sealed = self._keys.seal_for_put(storage, name, value, 1 if current is None else current["version"] + 1)
         await storage.write(conn)
         row = await (
             await conn.execute(
@@ -151,12 +152,12 @@ class SecretVault:
     async def values(self, conn: psycopg.AsyncConnection, names: list[str]) -> dict[str, str]:
         """The values of those of ``names`` that exist, decrypted; call in one snapshot (the check and values agree)."""
         rows = await (
-            await conn.execute("SELECT name, ciphertext FROM secrets WHERE name = ANY(%s)", (names,))
+            await conn.execute("SELECT name, version, ciphertext FROM secrets WHERE name = ANY(%s)", (names,))
         ).fetchall()
         if not rows:
             return {}
         storage = await _SecretRows.read(conn)
-        return self._keys.open(storage, [(row["name"], bytes(row["ciphertext"])) for row in rows])
+        return self._keys.open(storage, [(row["name"], row["version"], bytes(row["ciphertext"])) for row in rows])
 
     # -- rotation and status ----------------------------------------------------------------------
 

@@ -83,7 +83,7 @@ async def test_rotation_reseals_every_secret_and_moves_the_key_file(database, ho
     assert after[""] == new_key.key_id and before[""] == old_key.key_id
     for name in NAMES:
         assert after[name] != before[name]
-        assert unseal(new_key, name, after[name]) == f"value of {name}"
+        assert unseal(new_key, name, after[name], version=1) == f"value of {name}"
     assert status.matches is True and status.key_id == new_key.key_id.hex()
     assert not list(home.glob("*.new*")), "the staged key is gone once promoted"
 
@@ -152,7 +152,7 @@ async def test_rotating_a_key_from_the_environment_needs_the_new_key_given(datab
     assert rotation.secrets == len(NAMES) and not rotation.store.writable
     after = stored(database)
     assert after[""] == new_key.key_id
-    assert unseal(new_key, "ALPHA", after["ALPHA"]) == "value of ALPHA"
+    assert unseal(new_key, "ALPHA", after["ALPHA"], version=1) == "value of ALPHA"
 
 
 def test_the_cli_key_commands_on_a_postgresql_context(database, home):
@@ -173,7 +173,7 @@ def test_the_cli_key_commands_on_a_postgresql_context(database, home):
     assert rotated.returncode == 0, rotated.stderr
     assert f"re-encrypted 1 secret(s) under a new master key (key id {key_in(home).key_id.hex()}" in rotated.stderr
     assert "t0ps3cret" not in rotated.stderr + rotated.stdout
-    assert unseal(key_in(home), "TOKEN", stored(database)["TOKEN"]) == "t0ps3cret"
+    assert unseal(key_in(home), "TOKEN", stored(database)["TOKEN"], version=1) == "t0ps3cret"
 
 
 def test_the_server_takes_its_backend_from_the_registry_and_refuses_what_it_does_not_know(home):
