@@ -13,7 +13,6 @@ and a thread hop per call would cost more than it saves.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import os
@@ -36,10 +35,10 @@ from ..encryption import MasterKey, MasterKeySource
 from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
+from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
 from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._secrets import KeyRotation, KeyStatus, SecretVault
-from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
 
@@ -331,20 +330,20 @@ class SqliteBackend(Backend):
     async def watch_execution(self, message: pb.WatchExecutionRequest) -> AsyncIterator[pb.WatchExecutionResponse]:
         validation.validate_execution_id(message.execution_id)
         try:
-            async with self._changes.subscription() as wake_event:
-                event = wake_event()
+            async with self._changes.watching(message.execution_id) as watcher:
                 execution = self._read_execution(message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
                     if execution.status.phase in executions.TERMINAL_PHASES:
                         return
-                    execution, event = await self._next_version(execution, event, wake_event)
+                    execution = await self._next_version(execution, watcher)
         except sqlite3.Error as error:
             raise storage_error(error, str(self.path)) from None
 
-    async def _next_version(self, seen: pb.Execution, event, wake_event) -> tuple[pb.Execution, object]:
-        """The version after ``seen``, waiting for it; and the event to wait on next."""
+    async def _next_version(self, seen: pb.Execution, watcher: Watcher) -> pb.Execution:
+        """The version after ``seen``, waiting for it."""
         while True:
+            watcher.arm()
             row = self._db.execute(
                 f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
                 "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
@@ -356,11 +355,8 @@ class SqliteBackend(Backend):
                         Status.ABORTED, f"the watch of execution {seen.id} fell too far behind; watch it again"
                     )
                 status = _rows.status_from_row(row)
-                return (
-                    dataclasses.replace(
-                        seen, status=status, version=row["version"], update_time=_rows.timestamp(row["update_us"])
-                    ),
-                    event,
+                return dataclasses.replace(
+                    seen, status=status, version=row["version"], update_time=_rows.timestamp(row["update_us"])
                 )
             now = _now()
             if executions.lease_expired(seen, now):
@@ -369,10 +365,7 @@ class SqliteBackend(Backend):
             timeout = 1.0
             if seen.status.lease_expire_time is not None:
                 timeout = min(timeout, max(0.0, (seen.status.lease_expire_time - now).total_seconds()) + 0.001)
-            try:
-                await _wait(event, timeout)
-            finally:
-                event = wake_event()
+            await watcher.wait(timeout)
 
     @_storage_boundary
     async def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
@@ -532,10 +525,3 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
             if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise
             time.sleep(0.001)
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
