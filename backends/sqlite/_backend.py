@@ -37,6 +37,7 @@ from ..rules import agent_instances, errors, execution_context, executions, ids,
 from . import _rows
 from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
+from ._list_query import page_query
 from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._secrets import KeyRotation, KeyStatus, SecretVault
 
@@ -292,21 +293,10 @@ class SqliteBackend(Backend):
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         self._expire_due_leases(_now())
-        where, params = [], []
-        if message.agent_instance_id:
-            where.append("agent_instance_id = ?")
-            params.append(message.agent_instance_id)
-        if message.phases:
-            where.append(f"phase IN ({', '.join('?' * len(message.phases))})")
-            params.extend(int(phase) for phase in message.phases)
-        if after is not None:
-            where.append("id < ?" if message.newest_first else "id > ?")
-            params.append(after)
-        sql = _EXECUTION_SELECT
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY id {'DESC' if message.newest_first else 'ASC'} LIMIT ?"
-        rows = self._db.execute(sql, (*params, size + 1)).fetchall()
+        sql, params = page_query(
+            message.agent_instance_id, [int(phase) for phase in message.phases], after, message.newest_first, size + 1
+        )
+        rows = self._db.execute(sql, params).fetchall()
         page = [_rows.execution_from_row(row) for row in rows[:size]]
         token = paging.encode_token(message, page[-1].id) if len(rows) > size else ""
         return pb.ListExecutionsResponse(executions=page, next_page_token=token)
