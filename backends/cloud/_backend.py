@@ -33,6 +33,7 @@ from .credentials import is_header_safe
 from .endpoint import format_endpoint, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
 from .transport_errors import transport_error
+from .watch_channels import WatchChannels
 
 if TYPE_CHECKING:
     from stigmer.cli._context import Context
@@ -143,6 +144,8 @@ class CloudBackend(Backend):
         self._retry = retry or RetryPolicy()
         self._channel: Channel | None = None
         self._stub_instance: pb.BackendServiceStub | None = None
+        # Streams on connections of their own, so open watches never hold up unary calls.
+        self._watch_channels = WatchChannels(lambda: Channel(self._host, self._port, ssl=self._ssl))
         self._closed = False
 
     @classmethod
@@ -177,6 +180,7 @@ class CloudBackend(Backend):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._watch_channels.close()
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -184,14 +188,17 @@ class CloudBackend(Backend):
 
     @property
     def _stub(self) -> pb.BackendServiceStub:
-        if self._closed:
-            # Raised outside any retry loop: a closed backend stays closed.
-            raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
+        self._refuse_if_closed()
         if self._stub_instance is None:
             # Made on first use, inside the running loop that grpclib binds the channel to.
             self._channel = Channel(self._host, self._port, ssl=self._ssl)
             self._stub_instance = pb.BackendServiceStub(self._channel)
         return self._stub_instance
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            # Raised outside any retry loop: a closed backend stays closed.
+            raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
 
     def _reported(self, raised: Exception, rpc: str) -> GRPCError:
         """``raised`` as the contract's ``GRPCError`` (see ``transport_errors``); anything else is a bug: re-raised."""
@@ -232,23 +239,25 @@ class CloudBackend(Backend):
         breaking the contract's "each exactly once"; the caller gets the
         ``UNAVAILABLE`` and watches again, knowing what it has seen.
         """
-        method = getattr(self._stub, rpc)
+        self._refuse_if_closed()
         deadline = Deadline.from_timeout(self._watch_timeout) if self._watch_timeout is not None else None
         attempt = 1
-        while True:
-            delivered = False
-            try:
-                async with contextlib.aclosing(
-                    method(message, deadline=deadline, metadata=self._metadata)
-                ) as responses:
-                    async for response in responses:
-                        delivered = True
-                        yield response
-                return
-            except Exception as raised:
-                error = self._reported(raised, rpc)
-                wait = None if delivered else self._next_wait(rpc, error, attempt, deadline)
-                if wait is None:
-                    raise error from error.__cause__
-            await asyncio.sleep(wait)
-            attempt += 1
+        with self._watch_channels.stub() as stub:
+            method = getattr(stub, rpc)
+            while True:
+                delivered = False
+                try:
+                    async with contextlib.aclosing(
+                        method(message, deadline=deadline, metadata=self._metadata)
+                    ) as responses:
+                        async for response in responses:
+                            delivered = True
+                            yield response
+                    return
+                except Exception as raised:
+                    error = self._reported(raised, rpc)
+                    wait = None if delivered else self._next_wait(rpc, error, attempt, deadline)
+                    if wait is None:
+                        raise error from error.__cause__
+                await asyncio.sleep(wait)
+                attempt += 1
