@@ -7,7 +7,6 @@ where ``GRPCError`` (and the few other failures a user can cause) become
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,6 +22,10 @@ T = TypeVar("T")
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
+    # Imported here: every command module imports this one, and `stigmer --help` loads them all
+    # for their one-line help; asyncio alone was a third of its start-up.
+    import asyncio
+
     from grpclib import GRPCError
 
     try:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
 from grpclib import GRPCError
 from grpclib.const import Status
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 __all__ = ["CHANGES_KEPT", "HISTORY_WINDOW_US", "SCHEMA_VERSION", "migrate", "refuse_newer"]
 
@@ -192,13 +195,16 @@ def refuse_newer(conn: sqlite3.Connection, path: str) -> int:
 
 def migrate(conn: sqlite3.Connection, path: str) -> None:
     """Brings the database to ``SCHEMA_VERSION``, or refuses a newer one."""
-    db = sqlite_utils.Database(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = refuse_newer(conn, path)
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[version - 1](db)
         if found != SCHEMA_VERSION:
+            # Imported only to migrate: it is half the start-up of a CLI command on a current database.
+            import sqlite_utils
+
+            db = sqlite_utils.Database(conn)
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version - 1](db)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         conn.execute("ROLLBACK")
