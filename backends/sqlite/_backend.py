@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -31,7 +32,6 @@ from stigmer.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend
-from ..encryption import MasterKey, MasterKeySource
 from ..home import stigmer_home
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
@@ -39,7 +39,10 @@ from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
 from ._list_query import page_query
 from ._schema import STATUS_COLUMN_NAMES, migrate, refuse_newer
-from ._secrets import KeyRotation, KeyStatus, SecretVault
+
+if TYPE_CHECKING:  # imported when a secret is first used: cryptography is most of a CLI command's start-up
+    from ..encryption import MasterKey, MasterKeySource
+    from ._secrets import KeyRotation, KeyStatus, SecretVault
 
 __all__ = ["SqliteBackend", "default_database_path"]
 
@@ -111,7 +114,8 @@ class SqliteBackend(Backend):
         master_key: MasterKeySource | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_database_path()
-        self._vault = SecretVault(self.path, master_key if master_key is not None else MasterKeySource())
+        self._master_key = master_key
+        self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         try:
@@ -159,6 +163,16 @@ class SqliteBackend(Backend):
         if self._conn is not None:
             self._changes.close()
             self._close_connection()
+
+    @property
+    def _vault(self) -> SecretVault:
+        if self._secret_vault is None:
+            from ..encryption import MasterKeySource
+            from ._secrets import SecretVault
+
+            source = self._master_key if self._master_key is not None else MasterKeySource()
+            self._secret_vault = SecretVault(self.path, source)
+        return self._secret_vault
 
     @property
     def _db(self) -> sqlite3.Connection:
