@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +65,8 @@ def _now() -> datetime:
 
 @functools.cache  # a metadata lookup scans installed distributions; the answer cannot change
 def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # costly to import; few calls need it
+
     try:
         return version("stigmer-backend")
     except PackageNotFoundError:
