@@ -193,7 +193,8 @@ def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
 
 
 def watched_writes(work: Path, quick: bool, rounds: int) -> tuple[list[Row], float]:
-    rates, server_rss = asyncio.run(watchers.writes_with_watchers(work, (0, 100, 500), 200 if quick else 500, rounds))
+    counts = (0, 100, 500)
+    rates, unary, server_rss = asyncio.run(watchers.writes_with_watchers(work, counts, 200 if quick else 500, rounds))
     rows = [
         measured(
             "watchers (server)",
@@ -205,7 +206,20 @@ def watched_writes(work: Path, quick: bool, rounds: int) -> tuple[list[Row], flo
             ">= 0.90",
             lambda r: r >= 0.9,
         )
-        for n in (100, 500)
+        for n in counts[1:]
+    ]
+    rows += [
+        measured(
+            "watchers (server)",
+            f"GetExecution/s on a client carrying {n} watches",
+            "calls/s",
+            unary[n],
+            "0 watches",
+            unary[0],
+            ">= 0.90",
+            lambda r: r >= 0.9,
+        )
+        for n in counts[1:]
     ]
     return rows, server_rss
 

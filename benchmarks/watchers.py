@@ -2,6 +2,8 @@
 
 - writes/s through ``stigmer server`` (sequential progress updates of one execution) with 0, 100
   and 500 idle ``WatchExecution`` streams on other executions; baseline: 0 watchers, same round.
+- GetExecution calls/s on the client that carries those watches, against the same with none
+  (100 watch streams on one connection used to make unary calls wait for a free stream).
 - latency from the start of a write to a watcher of that execution receiving the new version,
   in-process (``SqliteBackend``) and remote (``CloudBackend`` -> server); baseline: the write
   call's own duration, same writes.
@@ -101,8 +103,8 @@ async def _close_watches(tasks: list[asyncio.Task]) -> None:
 
 async def writes_with_watchers(
     directory: Path, counts: tuple[int, ...], writes: int, rounds: int
-) -> tuple[dict[int, list[float]], float]:
-    """``({watchers: [writes/s per round]}, server peak RSS MiB)``."""
+) -> tuple[dict[int, list[float]], dict[int, list[float]], float]:
+    """``({watchers: [writes/s per round]}, {watchers: [GetExecution/s on the watching client]}, peak RSS MiB)``."""
     served = Served(directory)
     try:
         async with served.client() as writer, served.client() as watching:
@@ -110,6 +112,7 @@ async def writes_with_watchers(
             target = ids[0]
             await writer.update_execution_status(_progress(target, 0))
             rates: dict[int, list[float]] = {}
+            unary: dict[int, list[float]] = {}
             n = 1
             for r in range(rounds):
                 for count in counts:
@@ -120,13 +123,18 @@ async def writes_with_watchers(
                             await writer.update_execution_status(_progress(target, n))
                             n += 1
                         rates.setdefault(count, []).append(writes / (time.perf_counter() - started))
+                        # Unary calls on the client carrying the watches (they used to queue behind them).
+                        started = time.perf_counter()
+                        for _ in range(writes):
+                            await watching.get_execution(pb.GetExecutionRequest(execution_id=target))
+                        unary.setdefault(count, []).append(writes / (time.perf_counter() - started))
                     finally:
                         await _close_watches(tasks)
                 print(
                     f"    round {r + 1}: " + ", ".join(f"{c} watchers {rates[c][-1]:,.0f} writes/s" for c in counts),
                     flush=True,
                 )
-            return rates, peak_rss_mib(served.process.pid)
+            return rates, unary, peak_rss_mib(served.process.pid)
     finally:
         served.close()
 
