@@ -64,8 +64,21 @@ class ChangeFeed:
         self._reader: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
-        """Tells the reader this backend committed: read now instead of at the next check."""
-        self._committed.set()
+        """Tells the reader this backend committed: read now instead of at the next check.
+
+        Safe to call from any thread (a backend may run its storage calls off the event loop).
+        """
+        if self._reader is None:
+            return  # nobody watches; a reader starting later reads its position itself
+        loop = self._reader.get_loop()
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._committed.set()
+        else:
+            loop.call_soon_threadsafe(self._committed.set)
 
     @contextlib.asynccontextmanager
     async def watching(self, execution_id: str) -> AsyncIterator[Watcher]:
