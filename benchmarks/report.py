@@ -354,6 +354,21 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+README = HERE.parent / "README.md"
+_MARKERS = ("<!-- benchmark-table -->", "<!-- /benchmark-table -->")
+
+
+def update_readme(payload: dict, table: str) -> None:
+    """Replaces what stands between the README's benchmark markers with this run's table."""
+    text = README.read_text()
+    start, end = text.index(_MARKERS[0]) + len(_MARKERS[0]), text.index(_MARKERS[1])
+    section = (
+        f"\nLatest run: {payload['date']} UTC, `{payload['command']}`, {payload['rounds']} rounds; "
+        f"{payload['machine']}.\n\n{table}\n"
+    )
+    README.write_text(text[:start] + section + text[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller tables, fewer rounds")
@@ -361,6 +376,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=HERE / "latest.json", help="where to write the results")
     parser.add_argument(
         "--only", nargs="*", help="sections: lifecycle remote pages processes watchers latency cli rss (default all)"
+    )
+    parser.add_argument(
+        "--update-readme", action="store_true", help="also put the table, date, machine and command in README.md"
     )
     args = parser.parse_args()
     rounds = args.rounds or (3 if args.quick else 5)
@@ -411,6 +429,8 @@ def main() -> None:
         **extra,
     }
     args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    if args.update_readme:
+        update_readme(payload, table)
     print(f"\nwritten to {args.json}; took {(datetime.now(UTC) - started).total_seconds():.0f} s")
 
 
