@@ -140,7 +140,10 @@ class MemoryBackend(Backend):
                     lease = execution.status.lease_expire_time
                     timeout = None if lease is None else max(0.0, (lease - _now()).total_seconds()) + 0.001
                     try:
-                        await asyncio.wait_for(self._changed.wait(), timeout)
+                        # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+                        # arrives as the wait ends, and the cancelled watcher would keep running.
+                        async with asyncio.timeout(timeout):
+                            await self._changed.wait()
                     except TimeoutError:
                         self._current(execution.id)  # applies the expiry, appending to history
 

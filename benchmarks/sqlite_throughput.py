@@ -148,6 +148,14 @@ class RawWriter:
 
 
 async def throughput(directory: Path, count: int, rounds: int) -> tuple[float, float, float]:
+    """Medians: backend executions/s, raw executions/s, and the per-round backend/raw ratio."""
+    backend_rates, raw_rates = await throughput_rounds(directory, count, rounds)
+    ratios = [b / r for b, r in zip(backend_rates, raw_rates, strict=True)]
+    return statistics.median(backend_rates), statistics.median(raw_rates), statistics.median(ratios)
+
+
+async def throughput_rounds(directory: Path, count: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Executions/s of each round, backend and raw sqlite3, interleaved."""
     backend_path, raw_path = directory / "backend.db", directory / "raw.db"
     async with SqliteBackend(raw_path) as backend:  # the schema and agent instance for raw sqlite3
         await backend.apply_agent_instance(AGENT)
@@ -165,8 +173,7 @@ async def throughput(directory: Path, count: int, rounds: int) -> tuple[float, f
                 flush=True,
             )
     raw.conn.close()
-    ratios = [b / r for b, r in zip(backend_rates, raw_rates, strict=True)]
-    return statistics.median(backend_rates), statistics.median(raw_rates), statistics.median(ratios)
+    return backend_rates, raw_rates
 
 
 # -- (b) one page at 1,000 and 1,000,000 rows ------------------------------------------------------

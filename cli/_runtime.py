@@ -9,7 +9,6 @@ traceback).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +25,10 @@ T = TypeVar("T")
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
+    # Imported here: every command module imports this one, and `stigmer --help` loads them all
+    # for their one-line help; asyncio alone was a third of its start-up.
+    import asyncio
+
     from grpclib import GRPCError
 
     try:

@@ -31,6 +31,7 @@ from ..codec import ContractCodec
 from ..wire import authorization, client_ssl_context, format_endpoint, is_header_safe, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
 from .transport_errors import transport_error
+from .watch_channels import WatchChannels
 
 __all__ = ["DEFAULT_TIMEOUT", "RPC_NAMES", "CloudBackend", "client_ssl_context"]
 
@@ -121,6 +122,10 @@ class CloudBackend(Backend):
         self._retry = retry or RetryPolicy()
         self._channel: Channel | None = None
         self._stub_instance: pb.BackendServiceStub | None = None
+        # Streams on connections of their own, so open watches never hold up unary calls.
+        self._watch_channels = WatchChannels(
+            lambda: Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -130,6 +135,7 @@ class CloudBackend(Backend):
 
     async def aclose(self) -> None:
         self._closed = True
+        self._watch_channels.close()
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -137,15 +143,18 @@ class CloudBackend(Backend):
 
     @property
     def _stub(self) -> pb.BackendServiceStub:
-        if self._closed:
-            # Raised outside any retry loop: a closed backend stays closed.
-            raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
+        self._refuse_if_closed()
         if self._stub_instance is None:
             # Made on first use, inside the running loop that grpclib binds the channel to.
             # upb writes and parses the bytes (``codec``); callers still get betterproto2 messages.
             self._channel = Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
             self._stub_instance = pb.BackendServiceStub(self._channel)
         return self._stub_instance
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            # Raised outside any retry loop: a closed backend stays closed.
+            raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
 
     def _reported(self, raised: Exception, rpc: str) -> GRPCError:
         """``raised`` as the contract's ``GRPCError`` (see ``transport_errors``); anything else is a bug: re-raised."""
@@ -186,23 +195,25 @@ class CloudBackend(Backend):
         breaking the contract's "each exactly once"; the caller gets the
         ``UNAVAILABLE`` and watches again, knowing what it has seen.
         """
-        method = getattr(self._stub, rpc)
+        self._refuse_if_closed()
         deadline = Deadline.from_timeout(self._watch_timeout) if self._watch_timeout is not None else None
         attempt = 1
-        while True:
-            delivered = False
-            try:
-                async with contextlib.aclosing(
-                    method(message, deadline=deadline, metadata=self._metadata)
-                ) as responses:
-                    async for response in responses:
-                        delivered = True
-                        yield response
-                return
-            except Exception as raised:
-                error = self._reported(raised, rpc)
-                wait = None if delivered else self._next_wait(rpc, error, attempt, deadline)
-                if wait is None:
-                    raise error from error.__cause__
-            await asyncio.sleep(wait)
-            attempt += 1
+        with self._watch_channels.stub() as stub:
+            method = getattr(stub, rpc)
+            while True:
+                delivered = False
+                try:
+                    async with contextlib.aclosing(
+                        method(message, deadline=deadline, metadata=self._metadata)
+                    ) as responses:
+                        async for response in responses:
+                            delivered = True
+                            yield response
+                    return
+                except Exception as raised:
+                    error = self._reported(raised, rpc)
+                    wait = None if delivered else self._next_wait(rpc, error, attempt, deadline)
+                    if wait is None:
+                        raise error from error.__cause__
+                await asyncio.sleep(wait)
+                attempt += 1

@@ -1,0 +1,438 @@
+"""Every performance figure of the project in one table, each next to its baseline from the same run.
+
+    benchmarks/run            # full: 1,000,000-row tables, more rounds (~10 min on 2 cores)
+    benchmarks/run --quick    # 100,000-row tables, fewer rounds (~3 min)
+
+Each row: a figure's median over rounds, the median of its baseline measured in the same run
+(interleaved round by round where they can be), their ratio as the median of the per-round
+ratios with its min and max, the goal and whether it was met. The table is printed and written as
+JSON (``--json``, default ``benchmarks/latest.json``) with the machine, date and command. Nothing
+asserts: a missed goal is reported, not raised.
+
+Sections: in-process lifecycle vs raw sqlite3 (``sqlite_throughput``); remote vs bare grpclib at
+1 and 16 in flight (``remote_path.py``, run as it is and read from its table); a list page per
+filter at a small and a large table (``list_pages``); 1/2/4 processes on one file
+(``processes``); writes/s with 0/100/500 idle watchers and watch latency (``watchers``); CLI
+start-up against ``python -c "import click"``; peak RSS of the server and the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import list_pages
+import processes
+import watchers
+from sqlite_throughput import throughput_rounds
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Row:
+    section: str
+    figure: str
+    unit: str
+    value: float | None
+    baseline_name: str
+    baseline: float | None
+    ratio: float | None
+    ratio_min: float | None
+    ratio_max: float | None
+    goal: str
+    met: bool | None
+    rounds: int
+
+
+def measured(
+    section: str,
+    figure: str,
+    unit: str,
+    values: list[float],
+    baseline_name: str,
+    baselines: list[float],
+    goal: str = "",
+    check=None,
+) -> Row:
+    """A row from per-round values and baselines (paired round by round)."""
+    ratios = [v / b for v, b in zip(values, baselines, strict=True)]
+    ratio = statistics.median(ratios)
+    return Row(
+        section,
+        figure,
+        unit,
+        statistics.median(values),
+        baseline_name,
+        statistics.median(baselines),
+        ratio,
+        min(ratios),
+        max(ratios),
+        goal,
+        None if check is None else bool(check(ratio)),
+        len(values),
+    )
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+
+def lifecycle(work: Path, quick: bool, rounds: int) -> list[Row]:
+    backend, raw = asyncio.run(throughput_rounds(work, 300 if quick else 1000, rounds))
+    return [
+        measured(
+            "in-process",
+            "lifecycle (create, claim, succeed)",
+            "executions/s",
+            backend,
+            "raw sqlite3, same SQL",
+            raw,
+            ">= 0.33",
+            lambda r: r >= 1 / 3,
+        )
+    ]
+
+
+_REMOTE_ROW = re.compile(r"^\s*(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s", re.MULTILINE)
+
+
+def remote(quick: bool) -> tuple[list[Row], dict]:
+    """Runs ``remote_path.py`` unchanged and reads its table (it owns how the remote path is measured)."""
+    command = [sys.executable, str(HERE / "remote_path.py"), *(["--quick"] if quick else [])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    rows = []
+    for in_flight, remote_rate, bare_rate, ratio in _REMOTE_ROW.findall(result.stdout):
+        if in_flight not in ("1", "16") or any(r.figure.endswith(f" {in_flight} in flight") for r in rows):
+            continue
+        value, baseline = (float(x.replace(",", "")) for x in (remote_rate, bare_rate))
+        rows.append(
+            Row(
+                "remote",
+                f"GetExecution, {in_flight} in flight",
+                "calls/s",
+                value,
+                "bare grpclib, same messages",
+                baseline,
+                float(ratio),
+                None,  # remote_path.py prints the spread, if at all, in its own words: see its output
+                None,
+                ">= 0.80",
+                float(ratio) >= 0.8,
+                0,
+            )
+        )
+    rss = {}
+    for name, pattern in (("server", r"stigmer server ([\d.]+) MiB"), ("bare", r"bare grpclib server ([\d.]+) MiB")):
+        found = re.search(pattern, result.stdout)
+        rss[name] = float(found.group(1)) if found else None
+    return rows, {"remote_path_output": result.stdout + result.stderr[-2000:], "rss": rss}
+
+
+def pages(work: Path, quick: bool, rounds: int) -> list[Row]:
+    small, large = 1_000, (100_000 if quick else 1_000_000)
+    times = asyncio.run(list_pages.page_times(work, (small, large), rounds, 50 if quick else 200))
+    rows = []
+    for name in [*list_pages.FILTERS, "none, middle page"]:
+        rows.append(
+            measured(
+                "list page of 50",
+                f"{name}: {large:,} rows",
+                "ms",
+                [t * 1e3 for t in times[name, large]],
+                f"{small:,} rows",
+                [t * 1e3 for t in times[name, small]],
+                "<= 1.5",
+                lambda r: r <= 1.5,
+            )
+        )
+    return rows
+
+
+def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
+    rates = processes.scaling(work, (1, 2, 4), 200 if quick else 600, rounds)
+    rows = []
+    for n in (2, 4):
+        raw_ratios = [a / b for a, b in zip(rates["raw", n], rates["raw", 1], strict=True)]
+        raw_ratio = statistics.median(raw_ratios)
+        rows.append(
+            measured(
+                "processes on one file",
+                f"raw sqlite3, {n} processes",
+                "lifecycles/s",
+                rates["raw", n],
+                "raw sqlite3, 1 process",
+                rates["raw", 1],
+            )
+        )
+        rows.append(
+            measured(
+                "processes on one file",
+                f"backend, {n} processes",
+                "lifecycles/s",
+                rates["backend", n],
+                "backend, 1 process",
+                rates["backend", 1],
+                f">= raw's ({raw_ratio:.2f})",
+                lambda r, raw_ratio=raw_ratio: r >= raw_ratio,
+            )
+        )
+    return rows
+
+
+def watched_writes(work: Path, quick: bool, rounds: int) -> tuple[list[Row], float]:
+    counts = (0, 100, 500)
+    rates, unary, server_rss = asyncio.run(watchers.writes_with_watchers(work, counts, 200 if quick else 500, rounds))
+    rows = [
+        measured(
+            "watchers (server)",
+            f"writes/s with {n} idle watchers",
+            "writes/s",
+            rates[n],
+            "0 watchers",
+            rates[0],
+            ">= 0.90",
+            lambda r: r >= 0.9,
+        )
+        for n in counts[1:]
+    ]
+    rows += [
+        measured(
+            "watchers (server)",
+            f"GetExecution/s on a client carrying {n} watches",
+            "calls/s",
+            unary[n],
+            "0 watches",
+            unary[0],
+            ">= 0.90",
+            lambda r: r >= 0.9,
+        )
+        for n in counts[1:]
+    ]
+    return rows, server_rss
+
+
+def latency(work: Path, quick: bool, rounds: int) -> list[Row]:
+    results = asyncio.run(watchers.watch_latency(work, 50 if quick else 200, rounds))
+    return [
+        measured(
+            "watch latency",
+            f"write -> watcher, {name}",
+            "ms",
+            [t * 1e3 for t in results[name][0]],
+            "the write call itself",
+            [t * 1e3 for t in results[name][1]],
+        )
+        for name in ("in-process", "remote")
+    ]
+
+
+def _wall(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def cli_startup(work: Path, rounds: int) -> list[Row]:
+    stigmer = str(Path(sys.executable).with_name("stigmer"))
+    home = work / "cli-home"
+    home.mkdir(mode=0o700)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
+    env["STIGMER_HOME"] = str(home)
+    commands = {
+        "click": [sys.executable, "-c", "import click"],
+        "help": [stigmer, "--help"],
+        "list": [stigmer, "execution", "list"],
+    }
+    _wall(commands["list"], env)  # creates and migrates the database once, as a first use would
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds * 4):
+        for name, command in commands.items():
+            times[name].append(_wall(command, env))
+    return [
+        measured(
+            "CLI start-up",
+            "stigmer --help",
+            "ms",
+            [t * 1e3 for t in times["help"]],
+            'python -c "import click"',
+            [t * 1e3 for t in times["click"]],
+            "<= 1.5",
+            lambda r: r <= 1.5,
+        ),
+        measured(
+            "CLI start-up",
+            "stigmer execution list (local, empty)",
+            "ms",
+            [t * 1e3 for t in times["list"]],
+            'python -c "import click"',
+            [t * 1e3 for t in times["click"]],
+            "<= 3",
+            lambda r: r <= 3,
+        ),
+    ]
+
+
+def runner_peak_rss() -> float | None:
+    """Peak RSS of ``stigmer runner start`` under load: the hook for when the command exists.
+
+    ``stigmer runner start`` is being added (issue 9). Until it exists there is nothing to
+    measure; once it does, start it against the benchmark's server, let it run the executions of
+    one round, and read its ``VmHWM`` as ``watchers.peak_rss_mib`` does for the server.
+    """
+    stigmer = Path(sys.executable).with_name("stigmer")
+    probe = subprocess.run([str(stigmer), "runner", "start", "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return None
+    return None  # the command exists: wire the measurement here (see the docstring)
+
+
+def bare_python_rss() -> float:
+    """Peak RSS (MiB) of an interpreter that imports grpclib's server, for scale."""
+    command = [sys.executable, "-c", "import grpclib.server"]
+    process = subprocess.Popen(command)
+    _, _, usage = os.wait4(process.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def memory(extra: dict) -> list[Row]:
+    """Peak RSS of the server (after the watcher load, else after remote_path's) and of the runner."""
+    remote_rss = extra.get("rss", {})
+    if remote_rss.get("bare"):
+        baseline_name, baseline = "bare grpclib server", remote_rss["bare"]
+    else:
+        baseline_name, baseline = "python importing grpclib.server", bare_python_rss()
+    rows = []
+    server = extra.get("server_peak_rss_mib_after_500_watchers") or remote_rss.get("server")
+    if server is not None:
+        rows.append(
+            Row("memory", "stigmer server peak RSS", "MiB", server, baseline_name, baseline, server / baseline,
+                None, None, "", None, 1)
+        )  # fmt: skip
+    runner = runner_peak_rss()
+    rows.append(
+        Row("memory", "stigmer runner peak RSS", "MiB", runner, baseline_name, baseline,
+            None if runner is None else runner / baseline, None, None,
+            "" if runner is not None else "not measured: no `stigmer runner start` yet", None, 1)
+    )  # fmt: skip
+    return rows
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def render(rows: list[Row]) -> str:
+    lines = [
+        "| section | figure | median | baseline (median) | ratio | min-max | goal | met |",
+        "| --- | --- | ---: | --- | ---: | --- | --- | --- |",
+    ]
+    for r in rows:
+        spread = "-" if r.ratio_min is None else f"{r.ratio_min:.2f}-{r.ratio_max:.2f}"
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(
+            f"| {r.section} | {r.figure} | {_number(r.value)} {r.unit} | {r.baseline_name}: {_number(r.baseline)} "
+            f"| {'-' if r.ratio is None else f'{r.ratio:.2f}'} | {spread} | {r.goal} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+README = HERE.parent / "README.md"
+_MARKERS = ("<!-- benchmark-table -->", "<!-- /benchmark-table -->")
+
+
+def update_readme(payload: dict, table: str) -> None:
+    """Replaces what stands between the README's benchmark markers with this run's table."""
+    text = README.read_text()
+    start, end = text.index(_MARKERS[0]) + len(_MARKERS[0]), text.index(_MARKERS[1])
+    section = (
+        f"\nLatest run: {payload['date']} UTC, `{payload['command']}`, {payload['rounds']} rounds; "
+        f"{payload['machine']}.\n\n{table}\n"
+    )
+    README.write_text(text[:start] + section + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller tables, fewer rounds")
+    parser.add_argument("--rounds", type=int, help="rounds per figure (default 3 quick, 5 full)")
+    parser.add_argument("--json", type=Path, default=HERE / "latest.json", help="where to write the results")
+    parser.add_argument(
+        "--only", nargs="*", help="sections: lifecycle remote pages processes watchers latency cli rss (default all)"
+    )
+    parser.add_argument(
+        "--update-readme", action="store_true", help="also put the table, date, machine and command in README.md"
+    )
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 5)
+    only = set(args.only or ["lifecycle", "remote", "pages", "processes", "watchers", "latency", "cli", "rss"])
+    machine = (
+        f"{platform.node()}: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, load average {os.getloadavg()[0]:.1f} at start"
+    )
+    started = datetime.now(UTC)
+    print(f"stigmer benchmarks {'(--quick) ' if args.quick else ''}{started:%Y-%m-%d %H:%M} UTC; {machine}", flush=True)
+    rows: list[Row] = []
+    extra: dict = {}
+    with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as tmp:
+        work = Path(tmp)
+
+        def section(name: str, run):
+            if name not in only:
+                return None
+            print(f"\n[{name}]", flush=True)
+            directory = work / name
+            directory.mkdir()
+            return run(directory)
+
+        rows += section("lifecycle", lambda d: lifecycle(d, args.quick, rounds)) or []
+        remote_result = section("remote", lambda d: remote(args.quick))
+        if remote_result:
+            rows += remote_result[0]
+            extra.update(remote_result[1])
+        rows += section("pages", lambda d: pages(d, args.quick, rounds)) or []
+        rows += section("processes", lambda d: scaling(d, args.quick, rounds)) or []
+        watched = section("watchers", lambda d: watched_writes(d, args.quick, rounds))
+        if watched:
+            rows += watched[0]
+            extra["server_peak_rss_mib_after_500_watchers"] = watched[1]
+        rows += section("latency", lambda d: latency(d, args.quick, rounds)) or []
+        rows += section("cli", lambda d: cli_startup(d, rounds)) or []
+        if "rss" in only:
+            rows += memory(extra)
+    table = render(rows)
+    print("\n" + table)
+    command = "benchmarks/run" + "".join(f" {a}" for a in sys.argv[1:])
+    payload = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "command": command,
+        "rounds": rounds,
+        "rows": [asdict(r) for r in rows],
+        **extra,
+    }
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    if args.update_readme:
+        update_readme(payload, table)
+    print(f"\nwritten to {args.json}; took {(datetime.now(UTC) - started).total_seconds():.0f} s")
+
+
+if __name__ == "__main__":
+    main()
