@@ -13,7 +13,7 @@ import asyncio
 from stigmer.backends.cloud import CloudBackend
 from stigmer.backends.cloud.watch_channels import STREAMS_PER_CHANNEL
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 WATCHES = 150
 
