@@ -168,10 +168,17 @@ def logs(part: str | None, lines: int) -> None:
 @click.option("--concurrency", type=click.IntRange(1), default=8)
 @click.option("--grace", type=click.FloatRange(0), default=30.0)
 def worker(
-    temporal_address: str, endpoint: str, token_file: str, task_queue: str, runner_id: str, concurrency: int, grace: float
+    temporal_address: str,
+    endpoint: str,
+    token_file: str,
+    task_queue: str,
+    runner_id: str,
+    concurrency: int,
+    grace: float,
 ) -> None:
     """A Temporal worker of the stack (started by `stigmer local start`)."""
     import os
+    import sys
     from pathlib import Path
 
     from ._runtime import run
@@ -195,3 +202,8 @@ def worker(
             )
 
     run(main)
+    # The Temporal SDK's native threads can outlive the interpreter's finalisation and abort it
+    # ("PyGILState_Release"); the worker has stopped cleanly by now, so leave without finalising.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -159,7 +159,9 @@ def start_stack(
         )
         _wait(temporal, lambda: _temporal_health(stack.temporal_address) == "SERVING", "Temporal to serve")
         say(f"starting stigmer server on {stack.server_endpoint}")
-        server = _spawn(stack, "server", [stigmer, "server", "--port", str(server_port), "--token-file", str(token_file)])
+        server = _spawn(
+            stack, "server", [stigmer, "server", "--port", str(server_port), "--token-file", str(token_file)]
+        )
         _wait(server, lambda: "listening on " in _log_text(server), "stigmer server to listen")
         for n in range(1, workers + 1):
             worker = _spawn(
@@ -193,8 +195,13 @@ def start_stack(
     return stack
 
 
-def stop_stack(stack: Stack | None = None, *, grace: float = 30.0, on_status: Callable[[str], None] | None = None) -> int:
-    """Stops the parts (workers first, Temporal last) gracefully, killing what outlives its deadline; returns how many ran."""
+def stop_stack(
+    stack: Stack | None = None, *, grace: float = 30.0, on_status: Callable[[str], None] | None = None
+) -> int:
+    """Stops the parts gracefully (workers first, Temporal last), killing what outlives its deadline.
+
+    Returns how many parts were running.
+    """
     say = on_status or (lambda text: None)
     stack = stack or load_stack()
     if stack is None:

@@ -42,7 +42,9 @@ TASK_QUEUE = "stigmer-executions"
 RUN_ACTIVITY = "run_execution"
 CANCEL_ACTIVITY = "cancel_execution"
 
-RETRIES = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=20)
+RETRIES = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10), maximum_attempts=20
+)
 """Attempts of the run activity: after a dead worker or a backend briefly unreachable. Safe to repeat (see above)."""
 LONGEST_RUN = timedelta(hours=6)
 """An upper bound only: the agent's own time limit (STIGMER_MODEL_TIMEOUT) ends a model call long before."""
