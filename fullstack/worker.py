@@ -45,6 +45,10 @@ async def serve(
         workflows=[ExecutionWorkflow],
         activities=[activities.run_execution, activities.cancel_execution],
         max_concurrent_activities=concurrency,
+        # No sticky workflow cache: after a worker dies, a cached workflow's next task would wait on
+        # that worker's own queue for the sticky timeout (10 s) first. The workflow is two activity
+        # calls, so replaying it from history on each task costs next to nothing.
+        max_cached_workflows=0,
         graceful_shutdown_timeout=timedelta(seconds=grace),
         identity=runner_id,
     )
