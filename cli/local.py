@@ -34,7 +34,7 @@ def local() -> None:
 @local.command("start")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Worker processes.")
 @click.option(
-    "--concurrency", type=click.IntRange(1, 1000), default=8, show_default=True, help="Executions per worker at once."
+    "--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Executions per worker at once."
 )
 @click.option(
     "--grace",

@@ -29,7 +29,17 @@ from pathlib import Path
 
 from .requirements import temporal_binary
 
-__all__ = ["Part", "Stack", "StackError", "running_stack", "stack_dir", "start_stack", "stop_stack"]
+__all__ = [
+    "Part",
+    "Stack",
+    "StackError",
+    "load_stack",
+    "running_stack",
+    "stack_dir",
+    "start_stack",
+    "stop_stack",
+    "temporal_health",
+]
 
 NAMESPACE = "default"
 STARTUP_DEADLINE = 120.0

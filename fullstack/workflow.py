@@ -34,7 +34,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-__all__ = ["TASK_QUEUE", "WORKFLOW", "ExecutionEnd", "ExecutionRun", "ExecutionWorkflow"]
+__all__ = ["TASK_QUEUE", "WORKFLOW", "ExecutionCancel", "ExecutionEnd", "ExecutionRun", "ExecutionWorkflow"]
 
 WORKFLOW = "StigmerExecution"
 TASK_QUEUE = "stigmer-executions"
