@@ -60,7 +60,14 @@ def start(workers: int, concurrency: int, grace: float) -> None:
     click.echo(f"Temporal UI:  {stack.ui_address}")
     click.echo(f"backend:      {stack.server_endpoint} (stigmer server, $STIGMER_HOME/local.db)")
     click.echo(f"workers:      {len(stack.workers)} x {concurrency}")
-    status("`stigmer agent execute` now runs executions as Temporal workflows; `stigmer local stop` ends it")
+    from ._tier2 import active_stack
+
+    if active_stack() is None:
+        status(
+            "note: the CLI's context is not the local backend (`stigmer context`): `stigmer logout` to use the stack"
+        )
+    else:
+        status("`stigmer agent execute` now runs executions as Temporal workflows; `stigmer local stop` ends it")
 
 
 @local.command("stop")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 
 from grpclib import GRPCError
@@ -33,9 +34,12 @@ ENDED = (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
 class ExecutionActivities:
     """The activities of one worker, over its backend (a ``CloudBackend`` to the stack's ``stigmer server``)."""
 
-    def __init__(self, backend: pb.BackendServiceBase, runner_id: str) -> None:
+    def __init__(
+        self, backend: pb.BackendServiceBase, runner_id: str, on_status: Callable[[str], None] | None = None
+    ) -> None:
         self.backend = backend
         self.runner_id = runner_id
+        self._say = on_status or (lambda text: None)
 
     @activity.defn(name=RUN_ACTIVITY)
     async def run_execution(self, run: ExecutionRun) -> ExecutionEnd:
@@ -60,6 +64,7 @@ class ExecutionActivities:
                     execution,
                     runner_id=self.runner_id,
                     lease=lease,
+                    on_status=self._say,
                     cancel_reason=f"the Temporal activity on {self.runner_id} was cancelled",
                 )
             except GRPCError as error:
@@ -67,6 +72,7 @@ class ExecutionActivities:
                     raise
                 # Claimed meanwhile (an attempt that Temporal thought lost), or cancelled: follow it.
         # Claimed by an earlier attempt (its worker died?): never reclaimed; its lease decides.
+        self._say(f"{execution_id}: claimed before this attempt; following it to its end (never reclaimed)")
         return await _followed(self.backend, execution_id)
 
     @activity.defn(name=CANCEL_ACTIVITY)

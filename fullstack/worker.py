@@ -38,7 +38,7 @@ async def serve(
     """Serves until SIGTERM/SIGINT."""
     say = on_status or (lambda text: None)
     client = await Client.connect(temporal_address, namespace=namespace)
-    activities = ExecutionActivities(backend, runner_id)
+    activities = ExecutionActivities(backend, runner_id, say)
     worker = Worker(
         client,
         task_queue=task_queue,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import time
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from stigmer.backends.sqlite import SqliteBackend
 from stigmer.fullstack.requirements import temporal_binary
@@ -47,6 +48,13 @@ async def final_state(backend, execution_id: str) -> pb.Execution:
 
 async def client_of(tier2) -> Client:
     return await Client.connect(tier2.state["temporal_address"])
+
+
+async def closed(handle) -> None:
+    """Until the workflow closes, however it ends (its result, or the failure a cancel raises)."""
+    async with asyncio.timeout(WAIT):
+        with contextlib.suppress(WorkflowFailureError):
+            await handle.result()
 
 
 def backend_of(tier2) -> SqliteBackend:
@@ -92,9 +100,9 @@ async def test_execution_cancel_ends_it_cancelled_and_closes_the_model_call_at_o
     assert final.status.phase == Phase.CANCELLED
     assert final.status.message == "cancelled from the command line"
     handle = (await client_of(tier2)).get_workflow_handle(execution_id, result_type=ExecutionEnd)
-    async with asyncio.timeout(WAIT):
-        while (description := await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-            await asyncio.sleep(0.05)
+    await closed(handle)
+    workflow_closed_after = time.monotonic() - started
+    description = await handle.describe()
     # Either the cancel request reached the workflow first (CANCELED) or the activity, which saw
     # the backend's CANCELLED through its watch, returned first (COMPLETED with that phase).
     assert description.status in (WorkflowExecutionStatus.CANCELED, WorkflowExecutionStatus.COMPLETED)
@@ -104,7 +112,11 @@ async def test_execution_cancel_ends_it_cancelled_and_closes_the_model_call_at_o
         assert "Temporal workflow" in cancelled.stderr
     # The mechanism is the backend's watch (~20 ms), not a lease or a heartbeat: far below 1 s when idle.
     assert closed_after < 10.0, closed_after
-    print(f"cancel: model connection closed {closed_after * 1000:.0f} ms after `stigmer execution cancel` began")
+    assert workflow_closed_after < 10.0, workflow_closed_after
+    print(
+        f"cancel: model connection closed {closed_after * 1000:.0f} ms, workflow closed "
+        f"{workflow_closed_after * 1000:.0f} ms after `stigmer execution cancel` began"
+    )
 
 
 async def test_a_worker_killed_mid_activity_fails_the_execution_lease_expired_and_the_retry_reports_it(tier2):
@@ -182,3 +194,21 @@ async def test_no_workflow_history_holds_the_secret_in_any_encoding(tier2):
         history = shown.stdout
         assert workflow_id in history and json.loads(history)  # the history itself, readable
         assert [form for form in forms if form in history] == [], workflow_id
+
+
+async def test_ctrl_c_in_agent_execute_cancels_the_execution_and_its_workflow(tier2):
+    tier2.model.streaming.clear()
+    process = tier2.home.start("agent", "execute", "slow", "think")
+    announced = await asyncio.to_thread(process.wait_for, "running as a Temporal workflow")
+    execution_id = re.search(r"(exe_\w+): running as a Temporal workflow", announced).group(1)
+    assert await asyncio.to_thread(tier2.model.streaming.wait, WAIT)
+    process.signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.wait) == 130
+    async with backend_of(tier2) as backend:
+        final = await final_state(backend, execution_id)
+    assert final.status.phase == Phase.CANCELLED
+    assert final.status.message == "interrupted (Ctrl-C) in `stigmer agent execute`"
+    handle = (await client_of(tier2)).get_workflow_handle(execution_id, result_type=ExecutionEnd)
+    await closed(handle)
+    description = await handle.describe()
+    assert description.status in (WorkflowExecutionStatus.CANCELED, WorkflowExecutionStatus.COMPLETED)
