@@ -71,15 +71,16 @@ def start(workers: int, concurrency: int, grace: float) -> None:
 
 
 @local.command("stop")
-@click.option(
-    "--grace", type=click.FloatRange(0, 86_400), help="Seconds running executions get (default: as given to start)."
-)
-def stop(grace: float | None) -> None:
-    """Stop every part gracefully (workers, server, Temporal); nothing is left running."""
+def stop() -> None:
+    """Stop every part gracefully (workers, server, Temporal); nothing is left running.
+
+    Workers stop taking work; running executions get the --grace given to start,
+    then are cancelled with a reason.
+    """
     from stigmer.fullstack.stack import StackError, stop_stack
 
     try:
-        ran = stop_stack(grace=30.0 if grace is None else grace, on_status=status)
+        ran = stop_stack(on_status=status)
     except StackError as error:
         raise click.ClickException(str(error)) from None
     status("the local stack is stopped" if ran else "the local stack was not running")

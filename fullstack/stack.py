@@ -72,6 +72,8 @@ class Stack:
     ui_address: str
     server_endpoint: str
     task_queue: str
+    grace: float = 30.0
+    """Seconds a worker's running executions get when the stack stops (``start --grace``)."""
     namespace: str = NAMESPACE
     parts: list[Part] = field(default_factory=list)
 
@@ -135,6 +137,7 @@ def start_stack(
         ui_address=f"http://127.0.0.1:{ui_port}",
         server_endpoint=f"127.0.0.1:{server_port}",
         task_queue=task_queue,
+        grace=grace,
     )
     token_file = directory / "token"
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -206,7 +209,7 @@ def start_stack(
 
 
 def stop_stack(
-    stack: Stack | None = None, *, grace: float = 30.0, on_status: Callable[[str], None] | None = None
+    stack: Stack | None = None, *, grace: float | None = None, on_status: Callable[[str], None] | None = None
 ) -> int:
     """Stops the parts gracefully (workers first, Temporal last), killing what outlives its deadline.
 
@@ -216,6 +219,7 @@ def stop_stack(
     stack = stack or load_stack()
     if stack is None:
         return 0
+    grace = stack.grace if grace is None else grace
     ran = 0
     order = [*stack.workers, *[p for p in (stack.part("server"), stack.part("temporal")) if p is not None]]
     for part in order:
@@ -233,8 +237,9 @@ def stop_stack(
     for part in stack.parts:
         with contextlib.suppress(FileNotFoundError):
             (stack_dir() / f"{part.name}.pid").unlink()
-    with contextlib.suppress(FileNotFoundError):
-        _state_file().unlink()
+    for leftover in (_state_file(), stack_dir() / "token"):  # the token is made anew by each start
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     return ran
 
 

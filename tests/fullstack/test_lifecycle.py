@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 
 import pytest
 
@@ -28,9 +30,17 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     pids = [part["pid"] for part in tier2.state["parts"]]
     assert len(pids_alive(pids)) >= 4  # the refused start left the running stack as it was
 
+    # An execution running when the stack stops gets the grace (2 s here), then is cancelled, not left RUNNING.
+    tier2.model.streaming.clear()
+    execution_id = tier2.home.run("agent", "execute", "slow", "think", "--detach").stdout.strip()
+    assert tier2.model.streaming.wait(60)
     stopped = tier2.stigmer("local", "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert pids_alive(pids) == []
+    shown = tier2.home.run("execution", "get", execution_id, "-o", "json")
+    ended = json.loads(shown.stdout)["status"]
+    assert ended["phase"] == "EXECUTION_PHASE_CANCELLED"
+    assert re.fullmatch(r"the Temporal activity on local-worker-\d-\d+ was cancelled", ended["message"])
     after = tier2.stigmer("local", "status")
     assert after.returncode == 1
     assert after.stderr.strip() == "Error: the local stack is not running (`stigmer local start`)"
