@@ -1,7 +1,8 @@
 """The local Tier 2 stack as background processes: a Temporal dev server, ``stigmer server``, N workers.
 
 Everything lives in ``$STIGMER_HOME/local/`` (0700): ``stack.json`` (the parts'
-pids and the addresses; no secret), a ``NAME.pid`` and ``NAME.log`` per part,
+pids and the addresses; no secret), a ``NAME.pid`` and ``NAME.log`` per part
+(the previous run's as ``NAME.log.1``),
 ``temporal.db`` (Temporal's own persistent state: workflow histories survive a
 restart) and ``token`` (0600, the bearer token the workers send to the server).
 Each part runs in a session of its own, so closing the terminal that started
@@ -130,7 +131,7 @@ def start_stack(
     directory = stack_dir()
     for stale in directory.glob("*.pid"):
         stale.unlink()
-    task_queue = "stigmer-executions"
+    task_queue = "stigmer-executions"  # workflow.TASK_QUEUE, spelled here so that this module needs no temporalio
     temporal_port, ui_port, http_port, metrics_port, server_port = _free_ports(5)
     stack = Stack(
         temporal_address=f"127.0.0.1:{temporal_port}",
@@ -275,8 +276,10 @@ def _stigmer_script() -> str:
 def _spawn(stack: Stack, name: str, args: list[str]) -> Part:
     directory = stack_dir()
     log = directory / f"{name}.log"
-    with open(log, "ab") as out:
-        os.chmod(log, 0o600)
+    if log.exists():  # the previous run's log is kept once, and its lines never pass for this run's
+        log.replace(log.with_suffix(".log.1"))
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
