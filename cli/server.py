@@ -1,4 +1,9 @@
-"""``stigmer server``: serve the local SQLite backend over gRPC for runners and CLIs elsewhere."""
+"""``stigmer server``: serve a backend over gRPC for runners and CLIs elsewhere.
+
+The local SQLite file by default; ``--backend URL`` serves any storage
+backend registered in ``_backends`` instead (``postgresql://…``: a PostgreSQL
+database, which any number of replicas may share).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import click
 
 DEFAULT_PORT = 7780
 TOKEN_ENV = "STIGMER_SERVER_TOKEN"
+BACKEND_ENV = "STIGMER_SERVER_BACKEND"
 
 
 @click.command()
@@ -24,9 +30,28 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     help="SQLite database to serve  [default: $STIGMER_HOME/local.db]",
 )
 @click.option(
+    "--backend",
+    "backend_url",
+    envvar=BACKEND_ENV,
+    metavar="URL",
+    help=f"Serve this database instead of SQLite, e.g. postgresql://user@host/db (replicas may share it). "
+    f"Or set {BACKEND_ENV}; give the password by PGPASSWORD or ~/.pgpass, not here.",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    help="Most connections a --backend database server backend holds open (plus one while executions are "
+    "watched)  [default: 10]",
+)
+@click.option(
     "--token-file",
     type=click.Path(),
     help=f"File holding the bearer token clients must send (mode 0600). Or set {TOKEN_ENV}.",
+)
+@click.option(
+    "--tokens-file",
+    type=click.Path(),
+    help="File (mode 0600) of lines 'ROLE NAME TOKEN' (roles admin, person, runner): least privilege, see SECURITY.md.",
 )
 @click.option("--tls-cert", type=click.Path(), help="PEM certificate chain; enables TLS (needs --tls-key).")
 @click.option("--tls-key", type=click.Path(), help="PEM private key (unencrypted) of --tls-cert.")
@@ -37,15 +62,42 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     show_default=True,
     help="Seconds SIGTERM/SIGINT waits for calls in flight.",
 )
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest request message accepted; a larger one fails with RESOURCE_EXHAUSTED unread.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Open connections at most; a new one closes the longest-idle one.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a connection without calls stays open (one that sends nothing: 10 s, or this if less).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every call (method, peer, duration) to stderr.")
 def server(
     host: str,
     port: int,
     db_path: str | None,
+    backend_url: str | None,
+    pool_size: int | None,
     token_file: str | None,
+    tokens_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
     grace: float,
+    max_request_bytes: int,
+    max_connections: int,
+    idle_timeout: float,
     verbose: bool,
 ) -> None:
     """Serve a Stigmer backend over gRPC (BackendService, health, reflection).
@@ -61,8 +113,20 @@ def server(
     import logging
     import os
 
+    from ._backends import open_storage, storage_kind
+    from ._context import LOCAL
     from ._runtime import run
 
+    kind, url = LOCAL, db_path
+    if backend_url is not None:
+        if db_path is not None:
+            raise click.UsageError("--db and --backend go separately: give one or the other")
+        kind, url = storage_kind(backend_url), backend_url
+        if kind == LOCAL:
+            raise click.UsageError("--backend takes a database URL (postgresql://…); give a SQLite file with --db")
+    options = {} if pool_size is None else {"pool_size": pool_size}
+    if options and kind == LOCAL:
+        raise click.UsageError("--pool-size is for a database server given with --backend")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -75,12 +139,18 @@ def server(
         is_loopback,
         listening_socket,
         read_server_token,
+        read_server_tokens,
         server_ssl_context,
     )
 
     try:
+        credentials = None
+        if tokens_file is not None:
+            if token_file is not None or os.environ.get(TOKEN_ENV) is not None:
+                raise StartupError(f"give either --tokens-file or a single token (--token-file, {TOKEN_ENV}), not both")
+            credentials = read_server_tokens(tokens_file)
         token = read_server_token(token_file, os.environ.get(TOKEN_ENV), TOKEN_ENV)
-        if token is None and not is_loopback(host):
+        if token is None and credentials is None and not is_loopback(host):
             raise StartupError(
                 f"refusing to listen on {host} without authentication: "
                 f"give a token with --token-file or {TOKEN_ENV}, or listen on 127.0.0.1"
@@ -91,16 +161,18 @@ def server(
         raise click.ClickException(str(error)) from None
 
     async def main() -> None:
-        from stigmer.backends.sqlite import SqliteBackend
         from stigmer.server.backend_server import serve_until_signalled
+        from stigmer.server.connections import ConnectionLimits
 
         from ._output import status
 
         try:
-            backend = SqliteBackend(db_path)
+            backend = await open_storage(kind, url, **options).__aenter__()
         except BaseException:
             sock.close()
             raise
+        # Where it serves, as the backend names it: a URL without its password, or the file.
+        served = str(getattr(backend, "where", None) or getattr(backend, "path", kind))
 
         def listening(address: tuple[str, int]) -> None:
             where = format_endpoint(*address)
@@ -108,16 +180,28 @@ def server(
             security = ", ".join(
                 [
                     "TLS" if ssl_context else "no TLS",
-                    "token required" if token else "no authentication",
+                    "roles from the tokens file" if credentials else "token required" if token else "no authentication",
                 ]
             )
-            status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
+            status(f"serving {served} on {where} ({security}); SIGINT or SIGTERM stops")
             if ssl_context is None and not is_loopback(address[0]):
                 status("warning: no TLS on a non-loopback address: the token and all data travel in clear")
 
         async with backend:
             await serve_until_signalled(
-                backend, sock, token=token, ssl_context=ssl_context, grace=grace, on_listening=listening
+                backend,
+                sock,
+                token=token,
+                credentials=credentials,
+                ssl_context=ssl_context,
+                grace=grace,
+                max_request_bytes=max_request_bytes,
+                limits=ConnectionLimits(
+                    max_connections=max_connections,
+                    idle_timeout=idle_timeout,
+                    handshake_timeout=min(10.0, idle_timeout),
+                ),
+                on_listening=listening,
             )
         status("stopped")
 
