@@ -24,8 +24,10 @@ def _requirements() -> None:
 def local() -> None:
     """Tier 2: run executions as Temporal workflows on a local Temporal server (no Docker).
 
-    While `stigmer local start` runs and the CLI's backend is the local one,
-    `stigmer agent execute` starts each execution as a Temporal workflow
+    The stack's `stigmer server` serves the storage the CLI's context names
+    (the local SQLite file unless configured otherwise; a remote context gets
+    the local file). While the stack runs, `stigmer agent execute` on that
+    storage starts each execution as a Temporal workflow
     (workflow id = execution id) that the stack's workers run; the backend
     served by the stack's `stigmer server` stays the system of record.
     """
@@ -52,20 +54,21 @@ def start(workers: int, concurrency: int, grace: float) -> None:
     _requirements()
     from stigmer.fullstack.stack import StackError, start_stack
 
+    from ._tier2 import served_storage
+
+    storage = served_storage()
     try:
-        stack = start_stack(workers=workers, concurrency=concurrency, grace=grace, on_status=status)
+        stack = start_stack(
+            workers=workers, concurrency=concurrency, grace=grace, backend=storage or "", on_status=status
+        )
     except StackError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Temporal:     {stack.temporal_address} (namespace {stack.namespace}, task queue {stack.task_queue})")
     click.echo(f"Temporal UI:  {stack.ui_address}")
-    click.echo(f"backend:      {stack.server_endpoint} (stigmer server, $STIGMER_HOME/local.db)")
+    click.echo(f"backend:      {stack.server_endpoint} (stigmer server, {stack.backend or '$STIGMER_HOME/local.db'})")
     click.echo(f"workers:      {len(stack.workers)} x {concurrency}")
-    from ._tier2 import active_stack
-
-    if active_stack() is None:
-        status(
-            "note: the CLI's context is not the local backend (`stigmer context`): `stigmer logout` to use the stack"
-        )
+    if storage is None:
+        status("note: the CLI's context is a remote backend (`stigmer context`): `stigmer logout` to use the stack")
     else:
         status("`stigmer agent execute` now runs executions as Temporal workflows; `stigmer local stop` ends it")
 

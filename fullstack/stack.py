@@ -8,9 +8,10 @@ restart) and ``token`` (0600, the bearer token the workers send to the server).
 Each part runs in a session of its own, so closing the terminal that started
 it does not stop it, and ``stop`` ends each one's whole process group.
 
-The backend served is ``$STIGMER_HOME/local.db``, the same file the CLI uses
-while its context is local: it stays the system of record, Temporal only
-schedules and retries the work.
+The backend served is the storage the CLI's context names when the stack
+starts (``$STIGMER_HOME/local.db`` by default; a SQLite file or a PostgreSQL
+database otherwise): it stays the system of record, Temporal only schedules
+and retries the work.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class Stack:
     ui_address: str
     server_endpoint: str
     task_queue: str
+    backend: str = ""
+    """The storage ``stigmer server`` serves: a SQLite file or a ``postgresql://`` URL; empty for ``local.db``."""
     grace: float = 30.0
     """Seconds a worker's running executions get when the stack stops (``start --grace``)."""
     namespace: str = NAMESPACE
@@ -121,9 +124,17 @@ def running_stack() -> Stack | None:
 
 
 def start_stack(
-    *, workers: int, concurrency: int, grace: float, on_status: Callable[[str], None] | None = None
+    *,
+    workers: int,
+    concurrency: int,
+    grace: float,
+    backend: str = "",
+    on_status: Callable[[str], None] | None = None,
 ) -> Stack:
-    """Starts every part and waits until each is ready; on any failure stops what it started and raises."""
+    """Starts every part and waits until each is ready; on any failure stops what it started and raises.
+
+    :param backend: the storage to serve, as a CLI context names it (see ``Stack.backend``).
+    """
     say = on_status or (lambda text: None)
     existing = load_stack()
     if existing is not None and any(part.alive() for part in existing.parts):
@@ -138,6 +149,7 @@ def start_stack(
         ui_address=f"http://127.0.0.1:{ui_port}",
         server_endpoint=f"127.0.0.1:{server_port}",
         task_queue=task_queue,
+        backend=backend,
         grace=grace,
     )
     token_file = directory / "token"
@@ -173,8 +185,9 @@ def start_stack(
         )
         _wait(temporal, lambda: _temporal_health(stack.temporal_address) == "SERVING", "Temporal to serve")
         say(f"starting stigmer server on {stack.server_endpoint}")
+        storage = [] if not backend else ["--backend", backend] if "://" in backend else ["--db", backend]
         server = _spawn(
-            stack, "server", [stigmer, "server", "--port", str(server_port), "--token-file", str(token_file)]
+            stack, "server", [stigmer, "server", "--port", str(server_port), "--token-file", str(token_file), *storage]
         )
         _wait(server, lambda: "listening on " in _log_text(server), "stigmer server to listen")
         for n in range(1, workers + 1):
