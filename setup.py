@@ -1,14 +1,14 @@
 """Maps the top-level folders into one import package, ``stigmer``.
 
 The folders tell the architecture (``gen/``, ``backends/``, ``cli/``,
-``conformance/``, ``server/``, ``runner/``); on import each is a subpackage:
+``conformance/``, ``server/``, ``runner/``, ``fullstack/``); on import each is a subpackage:
 ``stigmer.gen``, ``stigmer.backends``, and so on. pyproject.toml cannot express a
 renaming package search, hence this file; everything else lives there.
 """
 
 from setuptools import find_namespace_packages, find_packages, setup
 
-FOLDERS = ("gen", "backends", "cli", "conformance", "server", "runner")
+FOLDERS = ("gen", "backends", "cli", "conformance", "server", "runner", "fullstack")
 
 # The contract's .proto files ship as data in ``stigmer.proto`` (folders as
 # namespace packages), so generators in any language can use the installed revision.

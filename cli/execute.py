@@ -9,6 +9,7 @@ import click
 from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
 from ._output import emit, for_terminal, output_option, status
 from ._runtime import open_backend, run
+from ._tier2 import active_stack, cancel_workflow
 
 __all__ = ["execute"]
 
@@ -69,11 +70,17 @@ def execute(
             agent_instance=agent_ref(name),
             input=pb.ExecutionInput(message=message, data=None if structured is None else Struct.from_dict(structured)),
         )
+        stack = active_stack()
         async with open_backend() as backend:
             execution = (await backend.create_execution(request)).execution
+            if stack is not None:
+                await _start_workflow(backend, stack, execution.id, lease)
             if detach:
                 click.echo(execution.id)
-                status(f"execution {execution.id} is PENDING: a `stigmer runner start` on this backend will run it")
+                if stack is not None:
+                    status(f"execution {execution.id} runs as a Temporal workflow (same id; UI {stack.ui_address})")
+                else:
+                    status(f"execution {execution.id} is PENDING: a `stigmer runner start` on this backend will run it")
                 return None
             screen = _Screen(enabled=output == "table")
             limit = asyncio.timeout(timeout)
@@ -101,14 +108,18 @@ def execute(
             try:
                 async with limit:
                     try:
-                        final = await run_execution(
-                            backend,
-                            execution,
-                            lease=timedelta(seconds=lease),
-                            on_status=on_status,
-                            on_text=screen,
-                            cancel_reason=cancel_reason,
-                        )
+                        if stack is not None:  # Tier 2: a worker of the stack runs it
+                            status(f"{execution.id}: running as a Temporal workflow (UI {stack.ui_address})")
+                            final = await _followed(backend, execution.id)
+                        else:
+                            final = await run_execution(
+                                backend,
+                                execution,
+                                lease=timedelta(seconds=lease),
+                                on_status=on_status,
+                                on_text=screen,
+                                cancel_reason=cancel_reason,
+                            )
                     except GRPCError as error:
                         lost = error.status in (Status.ABORTED, Status.FAILED_PRECONDITION)
                         if claimed or not lost:
@@ -122,6 +133,9 @@ def execute(
                 cancel = pb.CancelExecutionRequest(execution_id=execution.id, reason=cancel_reason())
                 with contextlib.suppress(GRPCError):
                     await asyncio.shield(backend.cancel_execution(cancel))
+                if stack is not None:
+                    with contextlib.suppress(Exception):  # the backend's CANCELLED stands; the workflow follows it
+                        await asyncio.shield(cancel_workflow(stack, execution.id))
                 if not limit.expired():
                     raise
                 raise ExecutionEnded(
@@ -164,6 +178,21 @@ class _Screen:
         if self.shown and not self._last.endswith("\n"):
             click.echo()
         self.shown = False
+
+
+async def _start_workflow(backend, stack, execution_id: str, lease: int) -> None:
+    """Starts the execution's Temporal workflow; if Temporal refuses, the execution is cancelled, not left PENDING."""
+    from stigmer.fullstack.client import start_workflow
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    try:
+        await start_workflow(stack, execution_id, lease)
+    except Exception as error:
+        reason = f"Temporal did not start its workflow: {type(error).__name__}"
+        await backend.cancel_execution(pb.CancelExecutionRequest(execution_id=execution_id, reason=reason))
+        raise click.ClickException(
+            f"UNAVAILABLE: {reason} (`stigmer local status`); execution {execution_id} was cancelled"
+        ) from None
 
 
 async def _followed(backend, execution_id: str):

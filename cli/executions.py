@@ -7,6 +7,7 @@ import click
 from ._agent_refs import agent_ref
 from ._output import emit, for_terminal, output_option, status
 from ._runtime import every_page, open_backend, run, with_backend
+from ._tier2 import active_stack, cancel_workflow
 
 __all__ = ["execution"]
 
@@ -144,3 +145,6 @@ async def cancel_execution(backend, execution_id: str, reason: str) -> None:
     request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
     cancelled = (await backend.cancel_execution(request)).execution
     status(f"execution {cancelled.id} cancelled (version {cancelled.version})")
+    stack = active_stack()
+    if stack is not None and await cancel_workflow(stack, execution_id):  # Tier 2: its workflow and activity too
+        status(f"its Temporal workflow {execution_id} was cancelled")

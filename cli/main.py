@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "context": "auth:context",
     "server": "server:server",
     "runner": "runner:runner",
+    "local": "local:local",
     "conformance": "conformance:conformance",
 }
 

@@ -6,7 +6,7 @@
   ``sqlite/``, ``cloud/``, ``memory.py``, a future ``postgres/``) imports the
   shared layers (``rules/``, ``encryption/``, ``base``, ``wire``, ...) and never
   another adapter; the shared layers import no adapter.
-- ``server/`` and ``runner/`` never import ``cli/``.
+- ``server/``, ``runner/`` and ``fullstack/`` never import ``cli/``.
 - A CLI command module imports no private name (``_x``) of another command
   module: what two commands share lives in a private module of its own.
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stigmer"
 SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "private_files"}
 """The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
-CALLERS = {"cli", "server", "runner", "conformance"}
+CALLERS = {"cli", "server", "runner", "conformance", "fullstack"}
 
 
 def _module_name(root: Path, path: Path) -> str:
@@ -66,7 +66,7 @@ def violations(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root)
         folder = relative.parts[0]
-        if folder not in {"backends", "server", "runner", "cli"}:
+        if folder not in {"backends", "server", "runner", "fullstack", "cli"}:
             continue
         where = relative.as_posix()
         own = _part(_module_name(root, path), folder)
@@ -75,7 +75,7 @@ def violations(root: Path) -> list[str]:
             caller = parts[1] if parts[0] == PACKAGE and len(parts) > 1 else None
             if folder == "backends" and caller in CALLERS:
                 found.append(f"{where}:{line}: a backend imports {caller}/")
-            if folder in {"server", "runner"} and caller == "cli":
+            if folder in {"server", "runner", "fullstack"} and caller == "cli":
                 found.append(f"{where}:{line}: {folder}/ imports cli/")
             if folder == "backends":
                 other = _part(target, "backends")

@@ -2,7 +2,7 @@
 
 A copy drifts: a runner that cut error messages to 16,000 characters while the
 contract allows 16,384 bytes failed its own reports. So the product code
-(``backends/`` outside ``rules/``, ``cli/``, ``server/``, ``runner/``) must not
+(``backends/`` outside ``rules/``, ``cli/``, ``server/``, ``runner/``, ``fullstack/``) must not
 spell a limit's value, an id prefix, the contract version or a stored phase
 number; it imports them from ``stigmer.backends.rules`` or the generated enum.
 
@@ -23,7 +23,7 @@ from stigmer.backends import rules
 from stigmer.backends.rules import ids, paging, secret_refs, validation
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ("backends", "cli", "server", "runner")
+CHECKED = ("backends", "cli", "server", "runner", "fullstack")
 SOURCES = ("backends/rules",)
 
 # Values under 100 (a default of 50, 64 characters) are too common to tell a restated limit from an unrelated number.
