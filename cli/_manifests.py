@@ -39,11 +39,15 @@ def read_manifests(path: str) -> list[Manifest]:
 
     text = click.get_text_stream("stdin").read() if path == "-" else _read(path)
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=_strict_loader()) if d is not None]
+    except _DuplicateKey as error:
+        raise click.ClickException(f"{path}: line {error.line}: duplicate key {error.key!r}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise click.ClickException(f"{path}: not valid YAML or JSON{where}") from None
+    except RecursionError:
+        raise click.ClickException(f"{path}: nested too deeply to be a manifest") from None
     if not documents:
         raise click.ClickException(f"{path}: no documents")
     google_spec = message_factory.GetMessageClass(pb.AgentInstanceSpec.DESCRIPTOR)
@@ -61,6 +65,8 @@ def read_manifests(path: str) -> list[Manifest]:
             parsed = json_format.ParseDict(document.get("spec") or {}, google_spec())
         except json_format.ParseError as error:
             raise click.ClickException(f"{where}: spec: {' '.join(str(error).split())}") from None
+        except RecursionError:
+            raise click.ClickException(f"{where}: spec is nested too deeply") from None
         spec = pb.AgentInstanceSpec.parse(parsed.SerializeToString())
         from grpclib import GRPCError
 
@@ -74,6 +80,29 @@ def read_manifests(path: str) -> list[Manifest]:
     if duplicates:
         raise click.ClickException(f"{path}: agent instance {duplicates[0]!r} appears in more than one document")
     return manifests
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int) -> None:
+        self.key, self.line = key, line
+
+
+def _strict_loader():
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids it; PyYAML keeps the last)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, str | int | float | bool) or key is None:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def _read(path: str) -> str:

@@ -128,3 +128,20 @@ def test_structured_input_round_trips(stigmer, manifest):
     result = stigmer("agent", "execute", "echo-bot", "hi", "--data", '{"city": "Zürich", "days": 3}', "-o", "json")
     final = json.loads(result.stdout)
     assert final["status"]["output"]["data"] == {"city": "Zürich", "days": 3}
+
+
+def test_a_key_given_twice_is_an_error_naming_file_line_and_key(stigmer, tmp_path):
+    manifest = tmp_path / "twice.yaml"
+    manifest.write_text("name: first\nspec:\n  model: {provider: ollama, model: llama3}\nname: second\n")
+    line = one_line_error(stigmer("apply", "-f", str(manifest)))
+    assert line == f"Error: {manifest}: line 4: duplicate key 'name'"
+    assert "first" not in stigmer("agent", "list").output and "second" not in stigmer("agent", "list").output
+
+
+def test_a_manifest_nested_ten_thousand_deep_is_a_one_line_error(stigmer, tmp_path):
+    manifest = tmp_path / "deep.yaml"
+    manifest.write_text("name: deep\nspec: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert (
+        one_line_error(stigmer("apply", "-f", str(manifest)))
+        == f"Error: {manifest}: nested too deeply to be a manifest"
+    )
