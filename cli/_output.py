@@ -7,14 +7,36 @@ exactly the contract's field names. Data goes to stdout; status to stderr.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-__all__ = ["OUTPUT_FORMATS", "emit", "output_option", "status"]
+__all__ = ["OUTPUT_FORMATS", "emit", "for_terminal", "output_option", "status"]
 
 OUTPUT_FORMATS = ("table", "json", "yaml")
+
+# What a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts escape
+# sequences, BEL rings, CR rewrites the line), DEL, C1 controls, and the bidirectional overrides and
+# isolates that reorder what is shown (RLO makes "exe.txt" read "txt.exe").
+_TERMINAL_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def for_terminal(text: str, *, err: bool = False) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``, ``\\u202e``) when printed to a terminal.
+
+    Stored text and model output come from others: on a TTY they must not move the cursor, retitle
+    the window or reverse what is shown. Piped output is left exact, for scripts.
+    """
+    if not text or not click.get_text_stream("stderr" if err else "stdout").isatty():
+        return text
+    return _TERMINAL_CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +52,7 @@ def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def status(text: str) -> None:
     """A status line for people, on stderr so that stdout stays data."""
-    click.echo(text, err=True)
+    click.echo(for_terminal(text, err=True), err=True)
 
 
 def emit(
@@ -45,17 +67,18 @@ def emit(
     pairs of header and cell function.
     """
     if output == "json":
-        click.echo(json.dumps(_plain(data), indent=2, ensure_ascii=False))
+        click.echo(for_terminal(json.dumps(_plain(data), indent=2, ensure_ascii=False)))
     elif output == "yaml":
         import yaml
 
-        click.echo(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True).rstrip())
+        click.echo(for_terminal(yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True).rstrip()))
     else:
         table = [[header for header, _ in columns]]
         table += [[_cell(cell(row)) for _, cell in columns] for row in (rows if rows is not None else [data])]
         widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
         for line in table:
-            click.echo("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip())
+            text = "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
+            click.echo(for_terminal(text))
 
 
 def _plain(data: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ._agent_refs import agent_ref
-from ._output import emit, output_option, status
+from ._output import emit, for_terminal, output_option, status
 from ._runtime import every_page, open_backend, run, with_backend
 
 __all__ = ["execution"]
@@ -92,7 +92,7 @@ def _describe(e) -> None:
     ]
     for label, value in lines:
         if value not in (None, ""):
-            click.echo(f"{label + ':':<13}{value}")
+            click.echo(for_terminal(f"{label + ':':<13}{value}"))
 
 
 @execution.command("watch", epilog="Exit code: 0 once the execution has ended, whatever its phase.")
@@ -117,15 +117,15 @@ def watch_execution(execution_id: str, output: str) -> None:
                 shown = (e.status.phase, e.status.runner_id)
                 if output == "table":
                     message = f": {e.status.message}" if e.status.message else ""
-                    click.echo(f"v{e.version} {e.status.phase.name}{message}")
+                    click.echo(for_terminal(f"v{e.version} {e.status.phase.name}{message}"))
                     if e.status.phase == pb.ExecutionPhase.SUCCEEDED and e.status.output:
-                        click.echo(e.status.output.text)
+                        click.echo(for_terminal(e.status.output.text))
                     elif e.status.error:
-                        click.echo(f"error: {e.status.error.code}: {e.status.error.message}")
+                        click.echo(for_terminal(f"error: {e.status.error.code}: {e.status.error.message}"))
                 elif output == "json":  # one object per line, so a consumer can stream them
                     import json
 
-                    click.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+                    click.echo(for_terminal(json.dumps(e.to_dict(), ensure_ascii=False)))
                 else:
                     click.echo("---")
                     emit(output, e, [])

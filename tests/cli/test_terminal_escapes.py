@@ -1,0 +1,83 @@
+"""Text from the store or a model reaches a terminal as visible escapes, never as control sequences."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import subprocess
+import sys
+import tty
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from stigmer.backends.sqlite import SqliteBackend
+from stigmer.gen.stigmer.backend import v1 as pb
+
+STIGMER = str(Path(sys.executable).with_name("stigmer"))
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\rfake line\u202etxt.exe"
+RAW_CONTROLS = (b"\x1b", b"\x07", b"\r", "\u202e".encode())
+
+
+async def _execution_with_hostile_text(db: Path) -> str:
+    async with SqliteBackend(db) as backend:
+        spec = pb.AgentInstanceSpec(model=pb.ModelConfig(provider="ollama", model="llama3"))
+        await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=spec))
+        created = await backend.create_execution(
+            pb.CreateExecutionRequest(
+                request_id="r-1",
+                agent_instance=pb.AgentInstanceRef(name="helper"),
+                input=pb.ExecutionInput(message=HOSTILE),
+            )
+        )
+        execution_id = created.execution.id
+        await backend.update_execution_status(
+            pb.UpdateExecutionStatusRequest(
+                execution_id=execution_id,
+                phase=pb.ExecutionPhase.RUNNING,
+                runner_id="r",
+                message=HOSTILE,
+                lease_duration=timedelta(minutes=5),
+            )
+        )
+        return execution_id
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str]) -> bytes:
+    """What ``stigmer ARGS`` writes to a pseudo-terminal (raw mode: the terminal adds no CR itself)."""
+    controller, terminal = pty.openpty()
+    tty.setraw(terminal)
+    process = subprocess.Popen([STIGMER, *args], stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL, env=env)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert process.wait(timeout=60) == 0
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("args", [["execution", "get"], ["execution", "get", "-o", "json"], ["execution", "list"]])
+def test_stored_text_is_shown_escaped_on_a_terminal(tmp_path, args):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    execution_id = asyncio.run(_execution_with_hostile_text(home / "local.db"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
+    env["STIGMER_HOME"] = str(home)
+    shown = _on_a_terminal([*args, execution_id] if args[1] == "get" else args, env)
+    assert b"fake line" in shown
+    for control in RAW_CONTROLS:
+        assert control not in shown
+    assert (b"\\x1b" in shown or b"\\u001b" in shown) and b"\\u202e" in shown  # visible, as escapes
+    # Piped, the same command prints the exact text, for scripts.
+    if args == ["execution", "get", "-o", "json"]:
+        piped = subprocess.run([STIGMER, *args, execution_id], capture_output=True, env=env, timeout=60)
+        assert "\u202e".encode() in piped.stdout
