@@ -29,6 +29,7 @@ __all__ = [
     "Watch",
     "expect_status",
     "leaked_values",
+    "present",
     "remember_secret_value",
     "request_id",
     "unique_name",
@@ -71,6 +72,12 @@ def leaked_values(text: str | bytes) -> list[str]:
     if isinstance(text, bytes):
         return [v for v in _known_secret_values if v.encode() in text]
     return [v for v in _known_secret_values if v in text]
+
+
+def present(value: Any, field: str, clause: str) -> Any:
+    """``value``, or a failure saying the backend left ``field`` unset although ``clause`` requires it."""
+    assert value is not None, f"the backend left {field} unset; the contract says: {clause}"
+    return value
 
 
 class _Caught:
@@ -132,10 +139,28 @@ class Watch:
 
     def finish(self, timeout: float = 10.0) -> list[pb.Execution]:
         """Waits for the stream to end by itself and returns every state received."""
-        assert self.wait_until(lambda w: w.done, timeout), "the watch did not end after a terminal state"
+        assert self.wait_until(lambda w: w.done, timeout), (
+            "the watch did not end; the contract says: the stream ends normally right after sending a terminal state"
+        )
+        if isinstance(self.error, GRPCError):
+            raise AssertionError(
+                f"the watch failed with {self.error.status.name}: {self.error.message}; the contract says: "
+                "the stream ends normally right after sending a terminal state"
+            ) from self.error
         if self.error is not None:
             raise self.error
+        assert self.states, "the watch ended without a message; the contract says: first its current state"
         return self.states
+
+    def reraise(self, clause: str) -> None:
+        """Raises the error the stream ended with (for ``expect_status``); fails naming ``clause`` if there was none."""
+        assert self.done, f"the watch has not ended; the contract says: {clause}"
+        if self.error is None:
+            raise AssertionError(
+                f"the watch ended normally after {len(self.states)} message(s) instead of failing; "
+                f"the contract says: {clause}"
+            )
+        raise self.error
 
     def cancel(self) -> None:
         self._task.cancel()

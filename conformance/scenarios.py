@@ -10,9 +10,12 @@ from datetime import timedelta
 
 from stigmer.gen.stigmer.backend import v1 as pb
 
-from .client import Client, request_id, unique_name
+from .client import Client, present, request_id, unique_name
 
-__all__ = ["OTHER_RUNNER", "RUNNER", "apply_agent", "claim", "create_execution", "execution_in", "move", "spec"]
+__all__ = [
+    "OTHER_RUNNER", "RUNNER", "apply_agent", "claim", "create_execution", "end_time", "execution_in", "lease_end",
+    "move", "spec", "start_time", "wait_for_backend_clock",
+]  # fmt: skip
 
 RUNNER = "cf-runner-a"
 OTHER_RUNNER = "cf-runner-b"
@@ -68,6 +71,44 @@ def move(client: Client, execution: pb.Execution, to: int, runner: str = RUNNER,
         fields["error"] = pb.ExecutionError(code="AGENT_FAILED", message="the agent gave up")
     request = pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=to, runner_id=runner, **fields)
     return client.update_execution_status(request).execution
+
+
+def lease_end(execution: pb.Execution):
+    """``lease_expire_time`` of a RUNNING execution, failing (not crashing) when the backend left it unset."""
+    return present(
+        execution.status.lease_expire_time,
+        "ExecutionStatus.lease_expire_time",
+        "while EXECUTION_PHASE_RUNNING, the instant at which the runner's lease ends unless renewed",
+    )
+
+
+def start_time(execution: pb.Execution):
+    return present(
+        execution.status.start_time, "ExecutionStatus.start_time", "when the execution entered EXECUTION_PHASE_RUNNING"
+    )
+
+
+def end_time(execution: pb.Execution):
+    return present(
+        execution.status.end_time, "ExecutionStatus.end_time", "when the execution entered its terminal phase"
+    )
+
+
+def wait_for_backend_clock(client: Client, instant, timeout: float = 15.0) -> None:
+    """Returns once the backend's clock is past ``instant``, read from the time of throwaway writes.
+
+    The backend's own clock decides timestamps and lease expiry; the suite's may differ.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = create_execution(client, message="clock probe")
+        cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=probe.id)).execution
+        if cancelled.update_time > instant:
+            return
+        assert time.monotonic() < deadline, f"the backend's clock did not pass {instant} within {timeout} s"
+        time.sleep(0.02)
 
 
 def execution_in(client: Client, phase: int, agent: pb.AgentInstance | None = None) -> pb.Execution:

@@ -51,6 +51,14 @@ class Target:
     restartable: bool = False
     _restart: Any = None
     _close: list[Any] = field(default_factory=list)
+    _caller: Any = None
+
+    def as_caller(self, token: str | None) -> Any:
+        """The same endpoint reached with another bearer token (None: no token), for authentication tests.
+
+        None for an in-process target, which has no caller credentials to check.
+        """
+        return None if self._caller is None else self._caller(token)
 
     async def restart(self) -> None:
         """Stops the backend and starts it again on the same storage; rebinds ``backend``."""
@@ -146,11 +154,15 @@ def _connect(address: str, options: Options, target: Target) -> Any:
     if options.adapter == "cloud":
         from stigmer.backends.cloud import CloudBackend
 
-        backend = CloudBackend(
-            wire.format_endpoint(host, port), token=options.token, ca_file=options.ca_file, tls=options.tls
-        )
-        target._close.append(backend.aclose)
-        return backend
+        def cloud(token: str | None) -> Any:
+            backend = CloudBackend(
+                wire.format_endpoint(host, port), token=token, ca_file=options.ca_file, tls=options.tls
+            )
+            target._close.append(backend.aclose)
+            return backend
+
+        target._caller = cloud
+        return cloud(options.token)
     from grpclib.client import Channel
 
     from stigmer.gen.stigmer.backend import v1 as pb
@@ -161,8 +173,12 @@ def _connect(address: str, options: Options, target: Target) -> Any:
         channel.close()
 
     target._close.append(close_channel)
-    metadata = {"authorization": wire.authorization(options.token)} if options.token else None
-    return pb.BackendServiceStub(channel, metadata=metadata)
+
+    def stub(token: str | None) -> Any:
+        return pb.BackendServiceStub(channel, metadata={"authorization": wire.authorization(token)} if token else None)
+
+    target._caller = stub
+    return stub(options.token)
 
 
 async def _open_command(options: Options) -> Target:

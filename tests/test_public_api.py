@@ -12,6 +12,7 @@ PUBLIC = {
         "Watch",
         "expect_status",
         "leaked_values",
+        "present",
         "remember_secret_value",
         "request_id",
         "unique_name",

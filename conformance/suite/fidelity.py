@@ -3,7 +3,7 @@
 import pytest
 
 from stigmer.conformance.client import unique_name
-from stigmer.conformance.scenarios import claim, create_execution, move, spec
+from stigmer.conformance.scenarios import claim, create_execution, end_time, move, spec, start_time
 from stigmer.gen.google.protobuf import Struct
 from stigmer.gen.stigmer.backend import v1 as pb
 
@@ -105,5 +105,5 @@ class TestExecutionFidelity:
         execution = create_execution(client)
         done = move(client, claim(client, execution), Phase.SUCCEEDED)
         status = done.status
-        assert execution.create_time <= status.start_time <= status.end_time <= done.update_time
+        assert execution.create_time <= start_time(done) <= end_time(done) <= done.update_time, status
         assert done.create_time == execution.create_time

@@ -3,14 +3,24 @@
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import claim, create_execution, move
+from stigmer.conformance.client import expect_status, request_id
+from stigmer.conformance.scenarios import (
+    RUNNER,
+    apply_agent,
+    claim,
+    create_execution,
+    lease_end,
+    move,
+    wait_for_backend_clock,
+)
 from stigmer.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 SHORT = timedelta(seconds=1)
+_INPUT = pb.ExecutionInput(message="lease")
 
 
 def _get(client, execution_id):
@@ -19,7 +29,7 @@ def _get(client, execution_id):
 
 def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
     """Polls until the execution leaves RUNNING; it must by its lease instant plus ``grace`` (clock skew)."""
-    deadline = running.status.lease_expire_time + grace
+    deadline = lease_end(running) + grace
     while True:
         execution = _get(client, running.id)
         if execution.status.phase != Phase.RUNNING:
@@ -30,14 +40,18 @@ def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
 
 class TestLeaseExpiry:
     def test_an_expired_lease_fails_the_execution(self, client):
-        """After `lease_expire_time`: `EXECUTION_PHASE_FAILED`, `error.code` LEASE_EXPIRED, one more version."""
-        running = claim(client, create_execution(client), lease=SHORT)
+        """After `lease_expire_time`: `EXECUTION_PHASE_FAILED`, `error.code` LEASE_EXPIRED, one more version;
+        the runner, start time and last output are kept."""
+        claimed = claim(client, create_execution(client), lease=SHORT)
+        output = pb.ExecutionOutput(text="half done")
+        running = move(client, claimed, Phase.RUNNING, output=output, lease_duration=SHORT)
         failed = _poll_until_not_running(client, running)
         assert failed.status.phase == Phase.FAILED
         assert failed.status.error is not None and failed.status.error.code == "LEASE_EXPIRED"
         assert failed.version == running.version + 1
         assert failed.status.end_time == running.status.lease_expire_time
         assert failed.status.lease_expire_time is None and failed.status.runner_id == running.status.runner_id
+        assert failed.status.output == output and failed.status.start_time == running.status.start_time
 
     def test_the_late_runner_cannot_finish_or_renew(self, client):
         """The runner whose lease expired gets FAILED_PRECONDITION (or ABORTED with its old version)."""
@@ -53,12 +67,9 @@ class TestLeaseExpiry:
     def test_a_renewed_lease_does_not_expire(self, client):
         """Renewing before expiry keeps the execution RUNNING past the first lease."""
         running = claim(client, create_execution(client), lease=SHORT)
-        first_expiry = running.status.lease_expire_time
+        first_expiry = lease_end(running)
         move(client, running, Phase.RUNNING, lease_duration=timedelta(seconds=60))
-        deadline = time.monotonic() + 15
-        while not _backend_clock_passed(client, first_expiry):
-            assert time.monotonic() < deadline, "the backend clock never passed the first lease"
-            time.sleep(0.1)
+        wait_for_backend_clock(client, first_expiry)
         assert _get(client, running.id).status.phase == Phase.RUNNING
 
     def test_the_expiry_is_delivered_to_a_watcher(self, client):
@@ -70,8 +81,60 @@ class TestLeaseExpiry:
         assert states[-1].version == running.version + 1
 
 
-def _backend_clock_passed(client, instant):
-    """Whether the backend's clock is past ``instant``, read from the time of a throwaway write."""
-    probe = create_execution(client)
-    cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=probe.id)).execution
-    return cancelled.update_time > instant
+class TestLeaseTimeliness:
+    def test_no_response_shows_an_expired_lease_as_running(self, client):
+        """Once the backend's clock passed `lease_expire_time`, the next request of any kind sees the expiry.
+
+        One execution per kind of request, so each is the first to touch its execution after expiry.
+        """
+        paths = ["get", "list", "watch", "create-retry", "renew", "cancel", "context"]
+        runs = {}
+        for path in paths:
+            agent = apply_agent(client)
+            rid = request_id()
+            created = client.create_execution(
+                pb.CreateExecutionRequest(request_id=rid, agent_instance=pb.AgentInstanceRef(id=agent.id), input=_INPUT)
+            ).execution
+            runs[path] = (agent, rid, claim(client, created, lease=SHORT))
+        latest = max(lease_end(running) for _, _, running in runs.values())
+        wait_for_backend_clock(client, latest)
+        clause = "no response ever shows an execution EXECUTION_PHASE_RUNNING with a lease_expire_time in the past"
+
+        def check(seen, path):
+            assert seen.status.phase == Phase.FAILED, f"{path}: {Phase(seen.status.phase).name} after expiry; {clause}"
+
+        agent, _, running = runs["get"]
+        check(_get(client, running.id), "GetExecution")
+        agent, _, running = runs["list"]
+        for listed in client.list_executions(pb.ListExecutionsRequest(agent_instance_id=agent.id)).executions:
+            check(listed, "ListExecutions")
+        agent, _, running = runs["watch"]
+        watch = client.watch(running.id)
+        assert watch.wait_until(lambda w: len(w.states) >= 1 or w.done), "WatchExecution sent nothing"
+        check(watch.finish()[0], "WatchExecution (first message)")
+        agent, rid, running = runs["create-retry"]
+        again = client.create_execution(
+            pb.CreateExecutionRequest(request_id=rid, agent_instance=pb.AgentInstanceRef(id=agent.id), input=_INPUT)
+        )
+        check(again.execution, "CreateExecution (retry)")
+        agent, _, running = runs["renew"]
+        with expect_status(Status.FAILED_PRECONDITION):
+            move(client, running, Phase.RUNNING)
+        agent, _, running = runs["cancel"]
+        with expect_status(Status.FAILED_PRECONDITION):
+            client.cancel_execution(pb.CancelExecutionRequest(execution_id=running.id))
+        agent, _, running = runs["context"]
+        with expect_status(Status.FAILED_PRECONDITION):
+            client.get_execution_context(pb.GetExecutionContextRequest(execution_id=running.id, runner_id=RUNNER))
+        for _, _, running in runs.values():
+            check(_get(client, running.id), "GetExecution")
+
+    @pytest.mark.parametrize("seconds", [None, 1, 600, 86_400], ids=["unset-60s", "1s", "600s", "24h"])
+    def test_a_renewal_extends_the_lease_to_now_plus_lease_duration(self, client, seconds):
+        """`RUNNING -> RUNNING`: `lease_expire_time` = the write's time + `lease_duration` (unset: 60 s)."""
+        running = claim(client, create_execution(client), lease=timedelta(seconds=30))
+        duration = None if seconds is None else timedelta(seconds=seconds)
+        renewed = move(client, running, Phase.RUNNING, lease_duration=duration)
+        granted = lease_end(renewed) - renewed.update_time
+        wanted = duration or timedelta(seconds=60)
+        assert abs(granted - wanted) <= timedelta(seconds=1), f"renewed for {granted}, not now + {wanted}"

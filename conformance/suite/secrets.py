@@ -4,7 +4,16 @@ import pytest
 from grpclib.const import Status
 
 from stigmer.conformance.client import expect_status, leaked_values, remember_secret_value, unique_secret_name
-from stigmer.conformance.scenarios import OTHER_RUNNER, RUNNER, apply_agent, claim, create_execution, move, spec
+from stigmer.conformance.scenarios import (
+    OTHER_RUNNER,
+    RUNNER,
+    apply_agent,
+    claim,
+    create_execution,
+    move,
+    spec,
+    wait_for_backend_clock,
+)
 from stigmer.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.SECRETS)
@@ -31,6 +40,39 @@ def _context(client, execution, runner=RUNNER):
 
 
 class TestPutSecret:
+    def test_a_put_of_the_same_value_is_a_write_like_any_other(self, client):
+        """`version` + 1 and `created` false whatever the value: a put never reveals whether the value changed."""
+        name, value, first = _put(client)
+        same = _put(client, name, value)[2]
+        other = _put(client, name, value + "-changed")[2]
+        assert (same.created, same.secret.version) == (False, first.secret.version + 1)
+        assert (other.created, other.secret.version) == (False, first.secret.version + 2)
+
+    def test_a_running_execution_sees_a_new_value_at_its_next_context(self, client):
+        """After a put, the next `GetExecutionContext` of an execution already running returns the new value."""
+        name, value, _ = _put(client)
+        running = claim(client, create_execution(client, _agent_using(client, name)))
+        assert _context(client, running).secrets == {name: value}
+        _put(client, name, "the-rotated-value")
+        assert _context(client, running).secrets == {name: "the-rotated-value"}
+
+    def test_update_time_moves_on_a_replacing_put(self, client):
+        """A later put: `update_time` is when the value was last put; `create_time` kept, `version` + 1."""
+        name, _, first = _put(client)
+        assert first.secret.update_time == first.secret.create_time, "update_time equals create_time until a new put"
+        wait_for_backend_clock(client, first.secret.update_time)
+        second = _put(client, name, "a-newer-value")[2].secret
+        assert second.create_time == first.secret.create_time and second.version == first.secret.version + 1
+        assert second.update_time > first.secret.update_time, "update_time did not move on a replacing put"
+        listed = next(s for s in client.list_secrets(pb.ListSecretsRequest(page_size=1000)).secrets if s.name == name)
+        assert listed == second
+
+    def test_longest_name_and_value_are_accepted(self, client):
+        """A 128-character name and a 65,536-byte value are valid."""
+        name = (unique_secret_name("L") + "_" * 128)[:128]
+        _, _, response = _put(client, name, "v" * 65_536)
+        assert response.created and response.secret.name == name
+
     def test_put_returns_metadata_only(self, client):
         """`PutSecretResponse`: metadata and `created`, never the value."""
         name, value, response = _put(client)
@@ -78,6 +120,8 @@ class TestDeleteSecret:
         client.delete_secret(pb.DeleteSecretRequest(name=name))
         with expect_status(Status.FAILED_PRECONDITION, naming=name):
             _context(client, running)
+        _put(client, name, "put-again")
+        assert _context(client, running).secrets == {name: "put-again"}, "the secret was put again"
 
 
 class TestSecretsInContext:
@@ -100,6 +144,52 @@ class TestSecretsInContext:
         context = _context(client, running)
         assert set(context.secrets) == {mine[0]}
         assert theirs[1].encode() not in bytes(context)
+
+    def test_only_references_in_env_and_credentials_are_resolved(self, client):
+        """`secrets` holds exactly those referenced in `env` and `model.credentials`: references written in
+        `instructions`, `model.model` or `model.endpoint` are literal text, never resolved or returned."""
+        env, credentials, instructions, model, endpoint = (_put(client) for _ in range(5))
+        agent_spec = spec(
+            instructions=f"Use ${{.secrets.{instructions[0]}}} wisely.",
+            model=pb.ModelConfig(
+                provider="openai",
+                model=f"gpt-${{.secrets.{model[0]}}}",
+                endpoint=f"https://llm.example.com/${{.secrets.{endpoint[0]}}}",
+                credentials=f"${{.secrets.{credentials[0]}}}",
+            ),
+            env=[pb.EnvironmentVariable(name="TOKEN", value=f"${{.secrets.{env[0]}}}")],
+        )
+        running = claim(client, create_execution(client, apply_agent(client, agent_spec)))
+        context = _context(client, running)
+        assert context.secrets == {env[0]: env[1], credentials[0]: credentials[1]}, sorted(context.secrets)
+        assert context.environment == {"TOKEN": env[1]}
+        assert context.agent_instance.spec == agent_spec, "the snapshot is returned as applied, references unresolved"
+        for name, value, _ in (instructions, model, endpoint):
+            assert value.encode() not in bytes(context), f"the value of {name}, referenced outside env, was returned"
+
+    def test_references_with_blanks_inside_the_braces_are_resolved(self, client):
+        """`${ .secrets.NAME }` with spaces or tabs inside the braces is a reference like `${.secrets.NAME}`."""
+        first, second = _put(client), _put(client)
+        variables = [
+            pb.EnvironmentVariable(name="SPACED", value=f"${{ .secrets.{first[0]} }}"),
+            pb.EnvironmentVariable(name="TABBED", value=f"<${{\t.secrets.{second[0]}\t \t}}>"),
+            pb.EnvironmentVariable(name="OTHER", value="${.SECRETS.X} ${secrets.X} $.secrets.X"),
+        ]
+        running = claim(client, create_execution(client, apply_agent(client, spec(env=variables))))
+        context = _context(client, running)
+        assert context.environment == {"SPACED": first[1], "TABBED": f"<{second[1]}>", "OTHER": variables[2].value}
+        assert context.secrets == {first[0]: first[1], second[0]: second[1]}
+
+    def test_secret_names_are_case_sensitive(self, client):
+        """`Secret.name` is case-sensitive: names differing only in case are two secrets."""
+        lower = unique_secret_name("case").lower()
+        upper = lower.upper()
+        _put(client, lower, "value-of-the-lower-case-name")
+        _, _, second = _put(client, upper, "value-of-the-upper-case-name")
+        assert second.created, "a name differing only in case replaced another secret"
+        agent = _agent_using(client, lower, upper)
+        context = _context(client, claim(client, create_execution(client, agent)))
+        assert context.secrets == {lower: "value-of-the-lower-case-name", upper: "value-of-the-upper-case-name"}
 
     def test_missing_secret_is_named_and_no_value_revealed(self, client):
         """A reference to a secret that does not exist: FAILED_PRECONDITION naming it, no value in the message."""

@@ -15,6 +15,7 @@ MIB = 1_048_576
 AGENT = pb.AgentInstanceRef(name="cf-validation-agent")
 INPUT = pb.ExecutionInput(message="hi")
 EXE = "exe_validation_target"
+LONG_ID = "e" * 65
 
 
 def _create(**fields):
@@ -115,6 +116,35 @@ CASES = [
     ("ListAgentInstances/page_size-negative", ("list_agent_instances", pb.ListAgentInstancesRequest(page_size=-5)), "page_size"),
     ("ListAgentInstances/page_token-garbage", ("list_agent_instances", pb.ListAgentInstancesRequest(page_token="%%%")), "page_token"),
     ("DeleteAgentInstance/agent_instance-missing", ("delete_agent_instance", pb.DeleteAgentInstanceRequest()), "agent_instance"),
+    # Identifiers: 1 to 64 printable ASCII characters, on every RPC that takes one.
+    ("GetExecution/execution_id-not-printable", ("get_execution", pb.GetExecutionRequest(execution_id="exe\x01")), "execution_id"),
+    ("GetExecution/execution_id-not-ascii", ("get_execution", pb.GetExecutionRequest(execution_id="exé")), "execution_id"),
+    ("UpdateExecutionStatus/execution_id-65-chars", _update(execution_id=LONG_ID), "execution_id"),
+    ("CancelExecution/execution_id-65-chars", ("cancel_execution", pb.CancelExecutionRequest(execution_id=LONG_ID)), "execution_id"),
+    ("GetExecutionContext/execution_id-65-chars", ("get_execution_context", pb.GetExecutionContextRequest(execution_id=LONG_ID, runner_id=RUNNER)), "execution_id"),
+    ("ListExecutions/agent_instance_id-65-chars", ("list_executions", pb.ListExecutionsRequest(agent_instance_id=LONG_ID)), "agent_instance_id"),
+    ("CreateExecution/agent_instance.id-65-chars", _create(agent_instance=pb.AgentInstanceRef(id=LONG_ID)), "id"),
+    ("GetAgentInstance/agent_instance.id-65-chars", ("get_agent_instance", pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=LONG_ID))), "id"),
+    ("DeleteAgentInstance/agent_instance.id-65-chars", ("delete_agent_instance", pb.DeleteAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=LONG_ID))), "id"),
+    ("DeleteAgentInstance/agent_instance.name-invalid", ("delete_agent_instance", pb.DeleteAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name="No"))), "name"),
+    # Every other documented bound, one past it.
+    ("CreateExecution/request_id-bad-char", _create(request_id="id/1"), "request_id"),
+    ("UpdateExecutionStatus/runner_id-129-chars", _update(runner_id="r" * 129), "runner_id"),
+    ("UpdateExecutionStatus/error.code-65-chars", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="E" * 65)), "code"),
+    ("UpdateExecutionStatus/error.code-leading-digit", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="9X")), "code"),
+    ("UpdateExecutionStatus/error.details-key-129-bytes", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={"k" * 129: ""})), "details"),
+    ("UpdateExecutionStatus/error.details-key-empty", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={"": "v"})), "details"),
+    ("UpdateExecutionStatus/error.details-value-4097-bytes", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={"k": "v" * 4097})), "details"),
+    ("UpdateExecutionStatus/output.data-over-1MiB", _update(output=pb.ExecutionOutput(data=_big_struct(MIB))), "data"),
+    ("UpdateExecutionStatus/lease_duration-with-CANCELLED", _update(phase=Phase.CANCELLED, lease_duration=timedelta(seconds=30)), "lease_duration"),
+    ("UpdateExecutionStatus/error-with-RUNNING", _update(error=pb.ExecutionError(code="X")), "error"),
+    ("GetExecutionContext/runner_id-129-chars", ("get_execution_context", pb.GetExecutionContextRequest(execution_id=EXE, runner_id="r" * 129)), "runner_id"),
+    ("ApplyAgentInstance/spec.model.provider-65-chars", _apply(model=_model(provider="p" * 65)), "provider"),
+    ("ApplyAgentInstance/spec.model.provider-upper-case", _apply(model=_model(provider="OpenAI")), "provider"),
+    ("ApplyAgentInstance/spec.model.endpoint-no-host", _apply(model=_model(endpoint="https://")), "endpoint"),
+    ("ApplyAgentInstance/spec.env.name-129-chars", _apply(env=_env(("V" * 129, "x"))), "name"),
+    ("ApplyAgentInstance/spec.env.value-unclosed-reference", _apply(env=_env(("A", "${ .secrets.TOKEN"))), "value"),
+    ("ApplyAgentInstance/spec.model.credentials-two-references", _apply(model=_model(credentials="${.secrets.A}${.secrets.B}")), "credentials"),
 ]  # fmt: skip
 
 
@@ -124,6 +154,70 @@ def test_invalid_request(client, call, field):
     rpc, request = call
     with expect_status(Status.INVALID_ARGUMENT, naming=field):
         getattr(client, rpc)(request)
+
+
+class TestBoundsAreInclusive:
+    def test_the_longest_request_and_runner_ids(self, client):
+        """`request_id` and `runner_id` of 128 characters (every allowed character) are valid."""
+        agent = apply_agent(client)
+        rid = ("cf-" + request_id() + "._:-" + "R" * 128)[:128]
+        runner = ("Runner.9_:-" + "r" * 128)[:128]
+        execution = client.create_execution(
+            pb.CreateExecutionRequest(request_id=rid, agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT)
+        ).execution
+        assert execution.request_id == rid
+        running = client.update_execution_status(
+            pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=runner)
+        ).execution
+        assert running.status.runner_id == runner
+        context = client.get_execution_context(pb.GetExecutionContextRequest(execution_id=running.id, runner_id=runner))
+        assert context.execution == running
+
+    def test_the_shortest_and_longest_leases(self, client):
+        """`lease_duration` of exactly 1 second and exactly 24 hours are valid."""
+        agent = apply_agent(client)
+        for duration in (timedelta(seconds=1), timedelta(hours=24)):
+            execution = client.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id=request_id(), agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT
+                )
+            ).execution
+            running = client.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=execution.id, phase=Phase.RUNNING, runner_id=RUNNER, lease_duration=duration
+                )
+            ).execution
+            assert running.status.phase == Phase.RUNNING
+
+    def test_the_largest_cancel_reason_and_output(self, client):
+        """A 4,096-byte cancellation reason and a 1,048,576-byte output text are valid and kept."""
+        agent = apply_agent(client)
+        ref = pb.AgentInstanceRef(id=agent.id)
+        pending = client.create_execution(
+            pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=INPUT)
+        )
+        reason = "r" * 4095 + "."
+        cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=pending.execution.id, reason=reason))
+        assert cancelled.execution.status.message == reason
+        other = client.create_execution(
+            pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=INPUT)
+        )
+        running = client.update_execution_status(
+            pb.UpdateExecutionStatusRequest(execution_id=other.execution.id, phase=Phase.RUNNING, runner_id=RUNNER)
+        ).execution
+        output = pb.ExecutionOutput(text="t" * MIB)
+        done = client.update_execution_status(
+            pb.UpdateExecutionStatusRequest(
+                execution_id=running.id, phase=Phase.SUCCEEDED, runner_id=RUNNER, output=output
+            )
+        ).execution
+        assert done.status.output == output
+
+    def test_env_names_are_case_sensitive(self, client):
+        """`A` and `a` are two variables, not a duplicate name."""
+        variables = _env(("TOKEN", "1"), ("token", "2"), ("Token", "3"))
+        agent = apply_agent(client, spec(env=variables))
+        assert list(agent.spec.env) == variables
 
 
 class TestNothingIsWritten:

@@ -74,11 +74,11 @@ class TestWatchExecution:
         assert watch.wait_until(lambda w: w.done)
         assert watch.states == []
         with expect_status(Status.NOT_FOUND):
-            raise watch.error
+            watch.reraise("WatchExecution fails with NOT_FOUND if the execution does not exist")
 
     def test_empty_id_is_invalid_argument(self, client):
         """Empty `execution_id`: INVALID_ARGUMENT."""
         watch = client.watch("")
         assert watch.wait_until(lambda w: w.done)
         with expect_status(Status.INVALID_ARGUMENT, naming="execution_id"):
-            raise watch.error
+            watch.reraise("WatchExecution fails with INVALID_ARGUMENT if execution_id is empty")

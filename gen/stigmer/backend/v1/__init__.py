@@ -1204,7 +1204,8 @@ class ListExecutionsRequest(betterproto2.Message):
     """
     If set, only executions of the agent instance with this
     `AgentInstance.id`. An identifier that names no agent instance simply
-    matches nothing.
+    matches nothing; one that cannot be an identifier (see `Execution.id`)
+    is `INVALID_ARGUMENT`.
     """
 
     phases: "list[ExecutionPhase]" = betterproto2.field(4, betterproto2.TYPE_ENUM, repeated=True)
@@ -1590,6 +1591,10 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
     - Requests are validated before anything is read or written; the first
       invalid field fails the call with `INVALID_ARGUMENT` and a message naming
       the field. A failed call writes nothing.
+    - A field that names a resource by identifier (`execution_id`,
+      `AgentInstanceRef.id`, `agent_instance_id`) is invalid when it cannot be
+      an identifier: longer than 64 characters or not printable ASCII (see
+      `Execution.id`); that is `INVALID_ARGUMENT`, not `NOT_FOUND`.
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
@@ -1689,8 +1694,8 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         """
         GetExecution returns one execution in its current state.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-        `NOT_FOUND` if no execution has that identifier.
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier; with `NOT_FOUND` if no execution has that identifier.
         """
 
         return await self._unary_unary(
@@ -1721,8 +1726,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         paging may appear or not, but never twice.
 
         Fails with `INVALID_ARGUMENT` for a negative `page_size`, an invalid
-        `page_token` (malformed, or issued for other filters or order) or an
-        invalid phase in `phases`.
+        `page_token` (malformed, or issued for other filters or order), an
+        `agent_instance_id` that cannot be an identifier or an invalid phase in
+        `phases`.
         """
 
         return await self._unary_unary(
@@ -1760,7 +1766,8 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         given). A terminal phase ends the lease and sets `end_time`.
 
         Fails with:
-        - `INVALID_ARGUMENT` if a field is missing or invalid, including `error`
+        - `INVALID_ARGUMENT` if a field is missing or invalid (an `execution_id`
+          that cannot be an identifier), including `error`
           missing with `EXECUTION_PHASE_FAILED` or given with another phase, and
           `lease_duration` given with a phase other than `EXECUTION_PHASE_RUNNING`;
         - `NOT_FOUND` if the execution does not exist;
@@ -1798,8 +1805,8 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         The runner of a cancelled execution learns of it from `WatchExecution`
         or from the `FAILED_PRECONDITION` of its next update, and stops.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or a field is
-        invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier, or a field is invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
         if `expected_version` is not 0 and differs from `version`; with
         `FAILED_PRECONDITION` if the execution is already terminal.
         """
@@ -1832,8 +1839,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         but not synchronously with the write. The client ends the watch early by
         cancelling the call.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-        `NOT_FOUND` if the execution does not exist (before any message is sent).
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier; with `NOT_FOUND` if the execution does not exist (before any
+        message is sent).
         """
 
         async for response in self._unary_stream(
@@ -1865,7 +1873,7 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         lease holder. Calling it writes nothing.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
-        or invalid; with `NOT_FOUND` if the execution does not exist; with
+        or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
         `FAILED_PRECONDITION` if the execution is not `EXECUTION_PHASE_RUNNING`,
         is held by another `runner_id`, or references a secret that does not
         exist (the message names the secret, never a value).
@@ -1891,8 +1899,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         """
         GetAgentInstance returns one agent instance, by identifier or by name.
 
-        Fails with `INVALID_ARGUMENT` if neither is given or the name is
-        invalid; with `NOT_FOUND` if no agent instance matches.
+        Fails with `INVALID_ARGUMENT` if neither is given, the name is invalid or
+        the identifier cannot be one; with `NOT_FOUND` if no agent instance
+        matches.
         """
 
         return await self._unary_unary(
@@ -1974,8 +1983,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         Its executions are kept, with their snapshots: those not yet terminal
         still run. The name is free to be applied again (with a new identifier).
 
-        Fails with `INVALID_ARGUMENT` if neither identifier nor name is given or
-        the name is invalid; with `NOT_FOUND` if no agent instance matches.
+        Fails with `INVALID_ARGUMENT` if neither identifier nor name is given,
+        the name is invalid or the identifier cannot be one; with `NOT_FOUND` if
+        no agent instance matches.
         """
 
         return await self._unary_unary(
@@ -2106,6 +2116,10 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
     - Requests are validated before anything is read or written; the first
       invalid field fails the call with `INVALID_ARGUMENT` and a message naming
       the field. A failed call writes nothing.
+    - A field that names a resource by identifier (`execution_id`,
+      `AgentInstanceRef.id`, `agent_instance_id`) is invalid when it cannot be
+      an identifier: longer than 64 characters or not printable ASCII (see
+      `Execution.id`); that is `INVALID_ARGUMENT`, not `NOT_FOUND`.
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
@@ -2167,8 +2181,8 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         """
         GetExecution returns one execution in its current state.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-        `NOT_FOUND` if no execution has that identifier.
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier; with `NOT_FOUND` if no execution has that identifier.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2185,8 +2199,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         paging may appear or not, but never twice.
 
         Fails with `INVALID_ARGUMENT` for a negative `page_size`, an invalid
-        `page_token` (malformed, or issued for other filters or order) or an
-        invalid phase in `phases`.
+        `page_token` (malformed, or issued for other filters or order), an
+        `agent_instance_id` that cannot be an identifier or an invalid phase in
+        `phases`.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2210,7 +2225,8 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         given). A terminal phase ends the lease and sets `end_time`.
 
         Fails with:
-        - `INVALID_ARGUMENT` if a field is missing or invalid, including `error`
+        - `INVALID_ARGUMENT` if a field is missing or invalid (an `execution_id`
+          that cannot be an identifier), including `error`
           missing with `EXECUTION_PHASE_FAILED` or given with another phase, and
           `lease_duration` given with a phase other than `EXECUTION_PHASE_RUNNING`;
         - `NOT_FOUND` if the execution does not exist;
@@ -2234,8 +2250,8 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         The runner of a cancelled execution learns of it from `WatchExecution`
         or from the `FAILED_PRECONDITION` of its next update, and stops.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or a field is
-        invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier, or a field is invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
         if `expected_version` is not 0 and differs from `version`; with
         `FAILED_PRECONDITION` if the execution is already terminal.
         """
@@ -2254,8 +2270,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         but not synchronously with the write. The client ends the watch early by
         cancelling the call.
 
-        Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-        `NOT_FOUND` if the execution does not exist (before any message is sent).
+        Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+        identifier; with `NOT_FOUND` if the execution does not exist (before any
+        message is sent).
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2273,7 +2290,7 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         lease holder. Calling it writes nothing.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
-        or invalid; with `NOT_FOUND` if the execution does not exist; with
+        or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
         `FAILED_PRECONDITION` if the execution is not `EXECUTION_PHASE_RUNNING`,
         is held by another `runner_id`, or references a secret that does not
         exist (the message names the secret, never a value).
@@ -2285,8 +2302,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         """
         GetAgentInstance returns one agent instance, by identifier or by name.
 
-        Fails with `INVALID_ARGUMENT` if neither is given or the name is
-        invalid; with `NOT_FOUND` if no agent instance matches.
+        Fails with `INVALID_ARGUMENT` if neither is given, the name is invalid or
+        the identifier cannot be one; with `NOT_FOUND` if no agent instance
+        matches.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
@@ -2326,8 +2344,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         Its executions are kept, with their snapshots: those not yet terminal
         still run. The name is free to be applied again (with a new identifier).
 
-        Fails with `INVALID_ARGUMENT` if neither identifier nor name is given or
-        the name is invalid; with `NOT_FOUND` if no agent instance matches.
+        Fails with `INVALID_ARGUMENT` if neither identifier nor name is given,
+        the name is invalid or the identifier cannot be one; with `NOT_FOUND` if
+        no agent instance matches.
         """
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)

@@ -45,8 +45,8 @@ type BackendServiceClient interface {
 	CreateExecution(ctx context.Context, in *CreateExecutionRequest, opts ...grpc.CallOption) (*CreateExecutionResponse, error)
 	// GetExecution returns one execution in its current state.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-	// `NOT_FOUND` if no execution has that identifier.
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier; with `NOT_FOUND` if no execution has that identifier.
 	GetExecution(ctx context.Context, in *GetExecutionRequest, opts ...grpc.CallOption) (*GetExecutionResponse, error)
 	// ListExecutions returns one page of executions, ordered by `Execution.id`
 	// (creation order), optionally filtered by agent instance and phase.
@@ -58,8 +58,9 @@ type BackendServiceClient interface {
 	// paging may appear or not, but never twice.
 	//
 	// Fails with `INVALID_ARGUMENT` for a negative `page_size`, an invalid
-	// `page_token` (malformed, or issued for other filters or order) or an
-	// invalid phase in `phases`.
+	// `page_token` (malformed, or issued for other filters or order), an
+	// `agent_instance_id` that cannot be an identifier or an invalid phase in
+	// `phases`.
 	ListExecutions(ctx context.Context, in *ListExecutionsRequest, opts ...grpc.CallOption) (*ListExecutionsResponse, error)
 	// UpdateExecutionStatus moves an execution along its state machine: a
 	// runner claims it, renews its lease and reports progress, and reports
@@ -78,7 +79,8 @@ type BackendServiceClient interface {
 	// given). A terminal phase ends the lease and sets `end_time`.
 	//
 	// Fails with:
-	//   - `INVALID_ARGUMENT` if a field is missing or invalid, including `error`
+	//   - `INVALID_ARGUMENT` if a field is missing or invalid (an `execution_id`
+	//     that cannot be an identifier), including `error`
 	//     missing with `EXECUTION_PHASE_FAILED` or given with another phase, and
 	//     `lease_duration` given with a phase other than `EXECUTION_PHASE_RUNNING`;
 	//   - `NOT_FOUND` if the execution does not exist;
@@ -97,8 +99,8 @@ type BackendServiceClient interface {
 	// The runner of a cancelled execution learns of it from `WatchExecution`
 	// or from the `FAILED_PRECONDITION` of its next update, and stops.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or a field is
-	// invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier, or a field is invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
 	// if `expected_version` is not 0 and differs from `version`; with
 	// `FAILED_PRECONDITION` if the execution is already terminal.
 	CancelExecution(ctx context.Context, in *CancelExecutionRequest, opts ...grpc.CallOption) (*CancelExecutionResponse, error)
@@ -112,8 +114,9 @@ type BackendServiceClient interface {
 	// but not synchronously with the write. The client ends the watch early by
 	// cancelling the call.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-	// `NOT_FOUND` if the execution does not exist (before any message is sent).
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier; with `NOT_FOUND` if the execution does not exist (before any
+	// message is sent).
 	WatchExecution(ctx context.Context, in *WatchExecutionRequest, opts ...grpc.CallOption) (BackendService_WatchExecutionClient, error)
 	// GetExecutionContext gives the runner holding an execution the agent
 	// instance snapshot and the resolved environment it needs to run it.
@@ -125,15 +128,16 @@ type BackendServiceClient interface {
 	// lease holder. Calling it writes nothing.
 	//
 	// Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
-	// or invalid; with `NOT_FOUND` if the execution does not exist; with
+	// or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
 	// `FAILED_PRECONDITION` if the execution is not `EXECUTION_PHASE_RUNNING`,
 	// is held by another `runner_id`, or references a secret that does not
 	// exist (the message names the secret, never a value).
 	GetExecutionContext(ctx context.Context, in *GetExecutionContextRequest, opts ...grpc.CallOption) (*GetExecutionContextResponse, error)
 	// GetAgentInstance returns one agent instance, by identifier or by name.
 	//
-	// Fails with `INVALID_ARGUMENT` if neither is given or the name is
-	// invalid; with `NOT_FOUND` if no agent instance matches.
+	// Fails with `INVALID_ARGUMENT` if neither is given, the name is invalid or
+	// the identifier cannot be one; with `NOT_FOUND` if no agent instance
+	// matches.
 	GetAgentInstance(ctx context.Context, in *GetAgentInstanceRequest, opts ...grpc.CallOption) (*GetAgentInstanceResponse, error)
 	// ApplyAgentInstance creates the agent instance with this name, or
 	// replaces its spec, and reports which it did.
@@ -158,8 +162,9 @@ type BackendServiceClient interface {
 	// Its executions are kept, with their snapshots: those not yet terminal
 	// still run. The name is free to be applied again (with a new identifier).
 	//
-	// Fails with `INVALID_ARGUMENT` if neither identifier nor name is given or
-	// the name is invalid; with `NOT_FOUND` if no agent instance matches.
+	// Fails with `INVALID_ARGUMENT` if neither identifier nor name is given,
+	// the name is invalid or the identifier cannot be one; with `NOT_FOUND` if
+	// no agent instance matches.
 	DeleteAgentInstance(ctx context.Context, in *DeleteAgentInstanceRequest, opts ...grpc.CallOption) (*DeleteAgentInstanceResponse, error)
 	// PutSecret stores a secret value under a name, creating the secret or
 	// replacing its value.
@@ -388,8 +393,8 @@ type BackendServiceServer interface {
 	CreateExecution(context.Context, *CreateExecutionRequest) (*CreateExecutionResponse, error)
 	// GetExecution returns one execution in its current state.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-	// `NOT_FOUND` if no execution has that identifier.
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier; with `NOT_FOUND` if no execution has that identifier.
 	GetExecution(context.Context, *GetExecutionRequest) (*GetExecutionResponse, error)
 	// ListExecutions returns one page of executions, ordered by `Execution.id`
 	// (creation order), optionally filtered by agent instance and phase.
@@ -401,8 +406,9 @@ type BackendServiceServer interface {
 	// paging may appear or not, but never twice.
 	//
 	// Fails with `INVALID_ARGUMENT` for a negative `page_size`, an invalid
-	// `page_token` (malformed, or issued for other filters or order) or an
-	// invalid phase in `phases`.
+	// `page_token` (malformed, or issued for other filters or order), an
+	// `agent_instance_id` that cannot be an identifier or an invalid phase in
+	// `phases`.
 	ListExecutions(context.Context, *ListExecutionsRequest) (*ListExecutionsResponse, error)
 	// UpdateExecutionStatus moves an execution along its state machine: a
 	// runner claims it, renews its lease and reports progress, and reports
@@ -421,7 +427,8 @@ type BackendServiceServer interface {
 	// given). A terminal phase ends the lease and sets `end_time`.
 	//
 	// Fails with:
-	//   - `INVALID_ARGUMENT` if a field is missing or invalid, including `error`
+	//   - `INVALID_ARGUMENT` if a field is missing or invalid (an `execution_id`
+	//     that cannot be an identifier), including `error`
 	//     missing with `EXECUTION_PHASE_FAILED` or given with another phase, and
 	//     `lease_duration` given with a phase other than `EXECUTION_PHASE_RUNNING`;
 	//   - `NOT_FOUND` if the execution does not exist;
@@ -440,8 +447,8 @@ type BackendServiceServer interface {
 	// The runner of a cancelled execution learns of it from `WatchExecution`
 	// or from the `FAILED_PRECONDITION` of its next update, and stops.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or a field is
-	// invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier, or a field is invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
 	// if `expected_version` is not 0 and differs from `version`; with
 	// `FAILED_PRECONDITION` if the execution is already terminal.
 	CancelExecution(context.Context, *CancelExecutionRequest) (*CancelExecutionResponse, error)
@@ -455,8 +462,9 @@ type BackendServiceServer interface {
 	// but not synchronously with the write. The client ends the watch early by
 	// cancelling the call.
 	//
-	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-	// `NOT_FOUND` if the execution does not exist (before any message is sent).
+	// Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+	// identifier; with `NOT_FOUND` if the execution does not exist (before any
+	// message is sent).
 	WatchExecution(*WatchExecutionRequest, BackendService_WatchExecutionServer) error
 	// GetExecutionContext gives the runner holding an execution the agent
 	// instance snapshot and the resolved environment it needs to run it.
@@ -468,15 +476,16 @@ type BackendServiceServer interface {
 	// lease holder. Calling it writes nothing.
 	//
 	// Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
-	// or invalid; with `NOT_FOUND` if the execution does not exist; with
+	// or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
 	// `FAILED_PRECONDITION` if the execution is not `EXECUTION_PHASE_RUNNING`,
 	// is held by another `runner_id`, or references a secret that does not
 	// exist (the message names the secret, never a value).
 	GetExecutionContext(context.Context, *GetExecutionContextRequest) (*GetExecutionContextResponse, error)
 	// GetAgentInstance returns one agent instance, by identifier or by name.
 	//
-	// Fails with `INVALID_ARGUMENT` if neither is given or the name is
-	// invalid; with `NOT_FOUND` if no agent instance matches.
+	// Fails with `INVALID_ARGUMENT` if neither is given, the name is invalid or
+	// the identifier cannot be one; with `NOT_FOUND` if no agent instance
+	// matches.
 	GetAgentInstance(context.Context, *GetAgentInstanceRequest) (*GetAgentInstanceResponse, error)
 	// ApplyAgentInstance creates the agent instance with this name, or
 	// replaces its spec, and reports which it did.
@@ -501,8 +510,9 @@ type BackendServiceServer interface {
 	// Its executions are kept, with their snapshots: those not yet terminal
 	// still run. The name is free to be applied again (with a new identifier).
 	//
-	// Fails with `INVALID_ARGUMENT` if neither identifier nor name is given or
-	// the name is invalid; with `NOT_FOUND` if no agent instance matches.
+	// Fails with `INVALID_ARGUMENT` if neither identifier nor name is given,
+	// the name is invalid or the identifier cannot be one; with `NOT_FOUND` if
+	// no agent instance matches.
 	DeleteAgentInstance(context.Context, *DeleteAgentInstanceRequest) (*DeleteAgentInstanceResponse, error)
 	// PutSecret stores a secret value under a name, creating the secret or
 	// replacing its value.

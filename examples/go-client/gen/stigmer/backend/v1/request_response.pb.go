@@ -375,7 +375,8 @@ type ListExecutionsRequest struct {
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// If set, only executions of the agent instance with this
 	// `AgentInstance.id`. An identifier that names no agent instance simply
-	// matches nothing.
+	// matches nothing; one that cannot be an identifier (see `Execution.id`)
+	// is `INVALID_ARGUMENT`.
 	AgentInstanceId string `protobuf:"bytes,3,opt,name=agent_instance_id,json=agentInstanceId,proto3" json:"agent_instance_id,omitempty"`
 	// If not empty, only executions in one of these phases. Each value must be
 	// a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`.

@@ -24,6 +24,10 @@ export const file_stigmer_backend_v1_backend_service: GenFile = /*@__PURE__*/
  * - Requests are validated before anything is read or written; the first
  *   invalid field fails the call with `INVALID_ARGUMENT` and a message naming
  *   the field. A failed call writes nothing.
+ * - A field that names a resource by identifier (`execution_id`,
+ *   `AgentInstanceRef.id`, `agent_instance_id`) is invalid when it cannot be
+ *   an identifier: longer than 64 characters or not printable ASCII (see
+ *   `Execution.id`); that is `INVALID_ARGUMENT`, not `NOT_FOUND`.
  * - When several failures apply, the code is the first in this order:
  *   `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
  *   (`CreateExecution` documents where `ALREADY_EXISTS` falls).
@@ -92,8 +96,8 @@ export const BackendService: GenService<{
   /**
    * GetExecution returns one execution in its current state.
    *
-   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-   * `NOT_FOUND` if no execution has that identifier.
+   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+   * identifier; with `NOT_FOUND` if no execution has that identifier.
    *
    * @generated from rpc stigmer.backend.v1.BackendService.GetExecution
    */
@@ -113,8 +117,9 @@ export const BackendService: GenService<{
    * paging may appear or not, but never twice.
    *
    * Fails with `INVALID_ARGUMENT` for a negative `page_size`, an invalid
-   * `page_token` (malformed, or issued for other filters or order) or an
-   * invalid phase in `phases`.
+   * `page_token` (malformed, or issued for other filters or order), an
+   * `agent_instance_id` that cannot be an identifier or an invalid phase in
+   * `phases`.
    *
    * @generated from rpc stigmer.backend.v1.BackendService.ListExecutions
    */
@@ -141,7 +146,8 @@ export const BackendService: GenService<{
    * given). A terminal phase ends the lease and sets `end_time`.
    *
    * Fails with:
-   * - `INVALID_ARGUMENT` if a field is missing or invalid, including `error`
+   * - `INVALID_ARGUMENT` if a field is missing or invalid (an `execution_id`
+   *   that cannot be an identifier), including `error`
    *   missing with `EXECUTION_PHASE_FAILED` or given with another phase, and
    *   `lease_duration` given with a phase other than `EXECUTION_PHASE_RUNNING`;
    * - `NOT_FOUND` if the execution does not exist;
@@ -168,8 +174,8 @@ export const BackendService: GenService<{
    * The runner of a cancelled execution learns of it from `WatchExecution`
    * or from the `FAILED_PRECONDITION` of its next update, and stops.
    *
-   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty or a field is
-   * invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
+   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+   * identifier, or a field is invalid; with `NOT_FOUND` if the execution does not exist; with `ABORTED`
    * if `expected_version` is not 0 and differs from `version`; with
    * `FAILED_PRECONDITION` if the execution is already terminal.
    *
@@ -191,8 +197,9 @@ export const BackendService: GenService<{
    * but not synchronously with the write. The client ends the watch early by
    * cancelling the call.
    *
-   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty; with
-   * `NOT_FOUND` if the execution does not exist (before any message is sent).
+   * Fails with `INVALID_ARGUMENT` if `execution_id` is empty or cannot be an
+   * identifier; with `NOT_FOUND` if the execution does not exist (before any
+   * message is sent).
    *
    * @generated from rpc stigmer.backend.v1.BackendService.WatchExecution
    */
@@ -212,7 +219,7 @@ export const BackendService: GenService<{
    * lease holder. Calling it writes nothing.
    *
    * Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
-   * or invalid; with `NOT_FOUND` if the execution does not exist; with
+   * or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
    * `FAILED_PRECONDITION` if the execution is not `EXECUTION_PHASE_RUNNING`,
    * is held by another `runner_id`, or references a secret that does not
    * exist (the message names the secret, never a value).
@@ -227,8 +234,9 @@ export const BackendService: GenService<{
   /**
    * GetAgentInstance returns one agent instance, by identifier or by name.
    *
-   * Fails with `INVALID_ARGUMENT` if neither is given or the name is
-   * invalid; with `NOT_FOUND` if no agent instance matches.
+   * Fails with `INVALID_ARGUMENT` if neither is given, the name is invalid or
+   * the identifier cannot be one; with `NOT_FOUND` if no agent instance
+   * matches.
    *
    * @generated from rpc stigmer.backend.v1.BackendService.GetAgentInstance
    */
@@ -277,8 +285,9 @@ export const BackendService: GenService<{
    * Its executions are kept, with their snapshots: those not yet terminal
    * still run. The name is free to be applied again (with a new identifier).
    *
-   * Fails with `INVALID_ARGUMENT` if neither identifier nor name is given or
-   * the name is invalid; with `NOT_FOUND` if no agent instance matches.
+   * Fails with `INVALID_ARGUMENT` if neither identifier nor name is given,
+   * the name is invalid or the identifier cannot be one; with `NOT_FOUND` if
+   * no agent instance matches.
    *
    * @generated from rpc stigmer.backend.v1.BackendService.DeleteAgentInstance
    */

@@ -211,7 +211,8 @@ export type ListExecutionsRequest = Message<"stigmer.backend.v1.ListExecutionsRe
   /**
    * If set, only executions of the agent instance with this
    * `AgentInstance.id`. An identifier that names no agent instance simply
-   * matches nothing.
+   * matches nothing; one that cannot be an identifier (see `Execution.id`)
+   * is `INVALID_ARGUMENT`.
    *
    * @generated from field: string agent_instance_id = 3;
    */
