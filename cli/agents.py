@@ -9,7 +9,7 @@ from ._output import emit, output_option, status
 from ._runtime import every_page, with_backend
 from .execute import execute
 
-__all__ = ["agent", "apply"]
+__all__ = ["agent"]
 
 AGENT_COLUMNS = [
     ("NAME", lambda a: a.name),
@@ -18,36 +18,6 @@ AGENT_COLUMNS = [
     ("MODEL", lambda a: f"{a.spec.model.provider}/{a.spec.model.model}" if a.spec.model else None),
     ("UPDATED", lambda a: a.update_time.isoformat(timespec="seconds") if a.update_time else None),
 ]
-
-
-@click.command()
-@click.option(
-    "-f",
-    "--file",
-    "manifests",
-    required=True,
-    callback=lambda ctx, param, path: _read_manifests(path),
-    help="Manifest file (YAML or JSON; - for stdin).",
-)
-@with_backend
-async def apply(backend, manifests: list) -> None:
-    """Create or update the agent instances a manifest declares (ApplyAgentInstance).
-
-    Every document is checked before the first one is applied, so a bad file
-    changes nothing.
-    """
-    from stigmer.gen.stigmer.backend import v1 as pb
-
-    for manifest in manifests:
-        request = pb.ApplyAgentInstanceRequest(name=manifest.name, spec=manifest.spec)
-        response = await backend.apply_agent_instance(request)
-        status(f"agent instance {manifest.name} {response.outcome.name.lower()}")
-
-
-def _read_manifests(path: str) -> list:
-    from ._manifests import read_manifests
-
-    return read_manifests(path)
 
 
 @click.group()

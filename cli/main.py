@@ -15,7 +15,8 @@ __all__ = ["cli"]
 
 # name -> "module:attribute", relative to this package
 COMMANDS: dict[str, str] = {
-    "apply": "agents:apply",
+    "apply": "apply:apply",
+    "diff": "apply:diff",
     "agent": "agents:agent",
     "execution": "executions:execution",
     "secret": "secrets:secret",
