@@ -71,7 +71,7 @@ def value_for(name: str, stdin_free: bool) -> str:
         return checked(os.environ[name], f"--secret {name}: the environment variable {name} is empty")
     stdin = getattr(sys.stdin, "buffer", None)
     if stdin is not None and not stdin.isatty() and not stdin_free:
-        raise click.UsageError(
+        raise click.ClickException(
             f"--secret {name}: ${name} is not set and stdin is already used; set {name} or give --secret {name}=VALUE"
         )
     return read_value(f"Value of {name}")
