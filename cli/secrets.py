@@ -13,7 +13,9 @@ import dataclasses
 
 import click
 
-from ._output import emit, output_option
+from ._completion import secret_names
+from ._confirm import confirm, yes_option
+from ._output import emit, output_option, when
 from ._output import status as say
 from ._runtime import every_page, open_backend, run, with_backend
 from ._secret_input import check_secret_name, read_value
@@ -23,13 +25,9 @@ __all__ = ["secret"]
 _COLUMNS = [
     ("NAME", lambda secret: secret.name),
     ("VERSION", lambda secret: secret.version),
-    ("CREATED", lambda secret: _when(secret.create_time)),
-    ("UPDATED", lambda secret: _when(secret.update_time)),
+    ("CREATED", lambda secret: when(secret.create_time)),
+    ("UPDATED", lambda secret: when(secret.update_time)),
 ]
-
-
-def _when(moment) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
 
 
 def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -91,12 +89,17 @@ async def list_secrets(backend, output: str) -> None:
 
 
 @secret.command()
-@click.argument("name", callback=_secret_name)
+@click.argument("name", callback=_secret_name, shell_complete=secret_names)
+@yes_option
 @with_backend
-async def delete(backend, name: str) -> None:
-    """Delete NAME. Agents that reference it fail to start until it is put again."""
+async def delete(backend, name: str, yes: bool) -> None:
+    """Delete NAME. Agents that reference it fail to start until it is put again.
+
+    Asks first on a terminal, unless --yes.
+    """
     from stigmer.gen.stigmer.backend import v1 as pb
 
+    confirm(f"Delete secret {name}? Its value cannot be recovered", yes)
     await backend.delete_secret(pb.DeleteSecretRequest(name=name))
     say(f"secret {name} deleted")
 
