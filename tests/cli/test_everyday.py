@@ -110,7 +110,7 @@ def _complete(stigmer, words: str) -> list[str]:
     env["COMP_CWORD"] = str(len(words.split(" ")) - 1)
     result = subprocess.run([STIGMER], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr == ""
-    return [line.split(",", 1)[1] for line in result.stdout.splitlines()]
+    return [line.split(",", 1)[1] for line in result.stdout.splitlines() if line]
 
 
 def test_completion_offers_agent_names_execution_ids_and_secret_names(echo, tmp_path):
