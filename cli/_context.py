@@ -9,7 +9,6 @@ a new kind is one registration there, and its settings fit ``url``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,11 +60,14 @@ def config_path() -> Path:
 
 
 def load_context() -> Context:
+    from stigmer.backends.private_files import read_private
+
     path = config_path()
-    if not path.exists():
+    text = read_private(path, "the Stigmer config")  # refuses a file another user controls
+    if text is None:
         return Context()
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         return Context(
             kind=str(data.get("kind", "")),
             url=str(data.get("url", "")),
@@ -73,16 +75,12 @@ def load_context() -> Context:
             ca_file=str(data.get("ca_file", "")),
             plaintext=data.get("plaintext", False) is True,
         )
-    except (OSError, ValueError, AttributeError) as error:
+    except (ValueError, AttributeError) as error:
         raise click.ClickException(f"cannot read {path}: {error}; fix or delete it") from None
 
 
 def save_context(context: Context) -> None:
     """Writes the config atomically (a crash leaves the old or the new file, never half of one)."""
-    path = config_path()
-    tmp = path.with_suffix(".json.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(asdict(context), file, indent=2)
-        file.write("\n")
-    os.replace(tmp, path)
+    from stigmer.backends.private_files import write_private
+
+    write_private(config_path(), json.dumps(asdict(context), indent=2) + "\n")

@@ -51,4 +51,6 @@ def check_ended(final) -> None:
     error = final.status.error
     detail = f"{error.code}: {error.message}" if error else final.status.message
     code = EXIT_CANCELLED if phase == pb.ExecutionPhase.CANCELLED else EXIT_FAILED
-    raise ExecutionEnded(f"execution {final.id} {phase.name}: {detail}", code)
+    from ._output import for_terminal
+
+    raise ExecutionEnded(for_terminal(f"execution {final.id} {phase.name}: {detail}", err=True), code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +34,8 @@ def for_terminal(text: str, *, err: bool = False) -> str:
     Stored text and model output come from others: on a TTY they must not move the cursor, retitle
     the window or reverse what is shown. Piped output is left exact, for scripts.
     """
-    if not text or not click.get_text_stream("stderr" if err else "stdout").isatty():
+    stream = sys.stderr if err else sys.stdout
+    if not text or not stream.isatty():
         return text
     return _TERMINAL_CONTROLS.sub(_escape, text)
 

@@ -8,7 +8,7 @@ import click
 
 from ._completion import agent_names
 from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
-from ._output import emit, output_option, status
+from ._output import emit, for_terminal, output_option, status
 from ._runtime import open_backend, run
 
 __all__ = ["execute"]
@@ -131,7 +131,7 @@ def execute(
             finally:
                 screen.end()
             if output == "table" and not screen.ever and final.status.output:
-                click.echo(final.status.output.text)  # run elsewhere: nothing streamed here
+                click.echo(for_terminal(final.status.output.text))  # run elsewhere: nothing streamed here
             return final
 
     import asyncio
@@ -156,7 +156,7 @@ class _Screen:
 
     def __call__(self, text: str) -> None:
         if self.enabled and text:
-            click.echo(text, nl=False)
+            click.echo(for_terminal(text), nl=False)
             self.shown = self.ever = True
             self._last = text
             sys.stdout.flush()

@@ -28,6 +28,11 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     type=click.Path(),
     help=f"File holding the bearer token clients must send (mode 0600). Or set {TOKEN_ENV}.",
 )
+@click.option(
+    "--tokens-file",
+    type=click.Path(),
+    help="File (mode 0600) of lines 'ROLE NAME TOKEN' (roles admin, person, runner): least privilege, see SECURITY.md.",
+)
 @click.option("--tls-cert", type=click.Path(), help="PEM certificate chain; enables TLS (needs --tls-key).")
 @click.option("--tls-key", type=click.Path(), help="PEM private key (unencrypted) of --tls-cert.")
 @click.option(
@@ -37,15 +42,40 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     show_default=True,
     help="Seconds SIGTERM/SIGINT waits for calls in flight.",
 )
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest request message accepted; a larger one fails with RESOURCE_EXHAUSTED unread.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Open connections at most; a new one closes the longest-idle one.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.1),
+    default=300.0,
+    show_default=True,
+    help="Seconds a connection without calls stays open (one that sends nothing: 10 s, or this if less).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every call (method, peer, duration) to stderr.")
 def server(
     host: str,
     port: int,
     db_path: str | None,
     token_file: str | None,
+    tokens_file: str | None,
     tls_cert: str | None,
     tls_key: str | None,
     grace: float,
+    max_request_bytes: int,
+    max_connections: int,
+    idle_timeout: float,
     verbose: bool,
 ) -> None:
     """Serve a Stigmer backend over gRPC (BackendService, health, reflection).
@@ -75,12 +105,18 @@ def server(
         is_loopback,
         listening_socket,
         read_server_token,
+        read_server_tokens,
         server_ssl_context,
     )
 
     try:
+        credentials = None
+        if tokens_file is not None:
+            if token_file is not None or os.environ.get(TOKEN_ENV) is not None:
+                raise StartupError(f"give either --tokens-file or a single token (--token-file, {TOKEN_ENV}), not both")
+            credentials = read_server_tokens(tokens_file)
         token = read_server_token(token_file, os.environ.get(TOKEN_ENV), TOKEN_ENV)
-        if token is None and not is_loopback(host):
+        if token is None and credentials is None and not is_loopback(host):
             raise StartupError(
                 f"refusing to listen on {host} without authentication: "
                 f"give a token with --token-file or {TOKEN_ENV}, or listen on 127.0.0.1"
@@ -93,6 +129,7 @@ def server(
     async def main() -> None:
         from stigmer.backends.sqlite import SqliteBackend
         from stigmer.server.backend_server import serve_until_signalled
+        from stigmer.server.connections import ConnectionLimits
 
         from ._output import status
 
@@ -108,7 +145,7 @@ def server(
             security = ", ".join(
                 [
                     "TLS" if ssl_context else "no TLS",
-                    "token required" if token else "no authentication",
+                    "roles from the tokens file" if credentials else "token required" if token else "no authentication",
                 ]
             )
             status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
@@ -117,7 +154,19 @@ def server(
 
         async with backend:
             await serve_until_signalled(
-                backend, sock, token=token, ssl_context=ssl_context, grace=grace, on_listening=listening
+                backend,
+                sock,
+                token=token,
+                credentials=credentials,
+                ssl_context=ssl_context,
+                grace=grace,
+                max_request_bytes=max_request_bytes,
+                limits=ConnectionLimits(
+                    max_connections=max_connections,
+                    idle_timeout=idle_timeout,
+                    handshake_timeout=min(10.0, idle_timeout),
+                ),
+                on_listening=listening,
             )
         status("stopped")
 

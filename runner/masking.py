@@ -10,8 +10,14 @@ way out, with ``***``:
 - base64, standard and URL-safe, with and without padding, also when the
   value sits inside a larger encoded string (``Basic base64(user:token)``):
   each of the three byte alignments is covered;
-- URL encoding (``quote``, ``quote_plus``; escapes in upper or lower case);
-- JSON string escaping (ASCII-only and not, with ``\\/`` for ``/`` too);
+- URL encoding (``quote``, ``quote_plus``, and ``%XX`` of every byte; escapes
+  in upper or lower case);
+- hexadecimal of the UTF-8 bytes, in any case (a model quoting the key it was
+  given "in hex");
+- UTF-16 (little and big endian) as its bytes read as text, in hexadecimal
+  and in base64 (PowerShell's ``-EncodedCommand`` form);
+- JSON string escaping (ASCII-only and not, with ``\\/`` for ``/`` too), and
+  ``\\uXXXX`` escapes of every character, in any case;
 - each line of a multi-line value (a PEM key, a JSON credentials file), in
   all of the above, skipping lines too short to be secret on their own.
 
@@ -114,19 +120,39 @@ def _base64_forms(data: bytes) -> set[str]:
     return forms
 
 
+_CASELESS = "\x00caseless:"
+"""Prefix of a form that matches in any letter case (hexadecimal digits); never part of a real form."""
+
+
 def _pattern(form: str) -> str:
     """``form`` as a regular expression; percent-escapes match in either case (``%2F``, ``%2f``)."""
+    if form.startswith(_CASELESS):
+        return f"(?i:{re.escape(form[len(_CASELESS) :])})"
     return re.sub(r"%([0-9A-F]{2})", r"%(?i:\1)", re.escape(form))
 
 
+def _length(form: str) -> int:
+    return len(form) - len(_CASELESS) if form.startswith(_CASELESS) else len(form)
+
+
 def _encodings(fragment: str) -> set[str]:
+    data = fragment.encode()
     forms = {fragment}
-    forms |= _base64_forms(fragment.encode())
+    forms |= _base64_forms(data)
     forms |= {quote(fragment, safe=""), quote(fragment), quote_plus(fragment)}
+    forms.add("".join(f"%{byte:02X}" for byte in data))  # every byte escaped, letters or not
+    forms.add(_CASELESS + data.hex())
     for ascii_only in (True, False):
         escaped = json.dumps(fragment, ensure_ascii=ascii_only)[1:-1]
         forms |= {escaped, escaped.replace("/", "\\/")}
-    return {form for form in forms if form}
+    utf16 = fragment.encode("utf-16-be")
+    units = [utf16[i : i + 2].hex() for i in range(0, len(utf16), 2)]
+    forms.add(_CASELESS + "".join(f"\\u{unit}" for unit in units))  # every character as \uXXXX
+    for wide in (fragment.encode("utf-16-le"), utf16):
+        forms.add(wide.decode("latin-1"))  # UTF-16 bytes read as one byte per character
+        forms.add(_CASELESS + wide.hex())
+        forms |= _base64_forms(wide)
+    return {form for form in forms if _length(form)}
 
 
 class Masker:
@@ -146,7 +172,7 @@ class Masker:
             if plain:
                 for fragment in _fragments(plain):
                     forms |= _encodings(fragment)
-        ordered = sorted(forms, key=lambda form: (-len(form), form))
+        ordered = sorted(forms, key=lambda form: (-_length(form), form))
         self._pattern = re.compile("|".join(map(_pattern, ordered))) if ordered else None
         self._longest = len(ordered[0]) if ordered else 0
 

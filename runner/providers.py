@@ -122,7 +122,14 @@ class ChatCompletionsProvider:
         body = {"model": model.model, "messages": _messages(spec, execution_input), "stream": True}
         headers = {"Accept": "text/event-stream"}
         if model.credentials:
-            headers["Authorization"] = "Bearer " + resolve(model.credentials, secrets)
+            credential = resolve(model.credentials, secrets)
+            if not (credential.isascii() and credential.isprintable()):  # an HTTP header carries nothing else
+                raise ModelCallFailed(
+                    "MODEL_CONFIG",
+                    f"the credential {model.credentials} holds characters other than printable ASCII, "
+                    "which an HTTP header cannot carry; put the key again",
+                )
+            headers["Authorization"] = "Bearer " + credential
         timeout = httpx.Timeout(budget.timeout, connect=min(_CONNECT_TIMEOUT, budget.timeout))
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
             attempt = 0

@@ -15,18 +15,22 @@ import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+from grpclib import GRPCError
 from grpclib.const import Handler
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
-from grpclib.server import Server
 
 from stigmer.backends.base import Backend
 from stigmer.gen.stigmer.backend import v1 as pb
 
+from .authorization import AuthorizedService, Principal
+from .connections import DEFAULT_LIMITS, ConnectionLimits, GuardedServer
 from .gate import CallGate, GatedService
-from .reflection import with_reflection
+from .reflection import served_pools, with_reflection
+from .requests import DEFAULT_MAX_REQUEST_BYTES, CheckedService, RequestReader
 
 __all__ = ["DEFAULT_GRACE", "BackendServer", "serve_until_signalled"]
 
@@ -41,25 +45,70 @@ _BACKEND_INFO = "/stigmer.backend.v1.BackendService/GetBackendInfo"
 class _ServedBackend:
     """The backend's generated handlers, with ``GetBackendInfo`` reporting what the server adds.
 
-    ``CAPABILITY_AUTHENTICATION`` is a property of the endpoint, not of the
-    storage: the server adds it when it requires a token.
+    ``CAPABILITY_AUTHENTICATION`` and ``CAPABILITY_ROLES`` are properties of
+    the endpoint, not of the storage: the server adds them when it requires a
+    token, and when its tokens have roles.
     """
 
-    def __init__(self, backend: Backend, authenticates: bool) -> None:
+    def __init__(self, backend: Backend, authenticates: bool, roles: bool = False) -> None:
         self._backend = backend
         self._authenticates = authenticates
+        self._roles = roles
+        self._private_paths = _private_paths(backend)
 
     def __mapping__(self) -> dict[str, Handler]:
         mapping = dict(self._backend.__mapping__())
         mapping[_BACKEND_INFO] = mapping[_BACKEND_INFO]._replace(func=self._get_backend_info)
+        if self._private_paths:
+            mapping = {
+                method: handler._replace(func=self._without_paths(handler.func)) for method, handler in mapping.items()
+            }
         return mapping
+
+    def _without_paths(self, func: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``func`` with the server's file paths replaced in the messages of the errors it raises.
+
+        A local user is told which file is wrong; a remote caller learns nothing of the server's disk.
+        """
+        paths = self._private_paths
+
+        async def handler(stream: Any) -> None:
+            try:
+                await func(stream)
+            except GRPCError as error:
+                message = error.message or ""
+                shown = message
+                for path, replacement in paths:
+                    shown = shown.replace(path, replacement)
+                if shown == message:
+                    raise
+                raise GRPCError(error.status, shown, error.details) from None
+
+        return handler
 
     async def _get_backend_info(self, stream: Any) -> None:
         request = await stream.recv_message()
         response = await self._backend.get_backend_info(request)
-        if self._authenticates and pb.Capability.AUTHENTICATION not in response.capabilities:
-            response.capabilities = [*response.capabilities, pb.Capability.AUTHENTICATION]
+        added = [pb.Capability.AUTHENTICATION] if self._authenticates else []
+        if self._roles:
+            added.append(pb.Capability.ROLES)
+        missing = [capability for capability in added if capability not in response.capabilities]
+        if missing:
+            response.capabilities = [*response.capabilities, *missing]
         await stream.send_message(response)
+
+
+def _private_paths(backend: Backend) -> list[tuple[str, str]]:
+    """``(path, what to say instead)`` for the backend's files, longest first."""
+    path = getattr(backend, "path", None)
+    if path is None:
+        return []
+    pairs = {}
+    for form in (Path(path), Path(path).absolute()):
+        pairs[str(form)] = "the server's database"
+        if str(form.parent) not in (".", "/"):
+            pairs[str(form.parent)] = "the server's data directory"
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
 class BackendServer:
@@ -68,17 +117,37 @@ class BackendServer:
     :param backend: any ``Backend`` (SQLite, another ``CloudBackend``, ...);
         the caller keeps ownership and closes it after shutdown.
     :param token: bearer token required on every call but health checks; ``None`` for none.
+    :param credentials: instead of ``token``: tokens bound to roles (see ``authorization``).
     :param ssl_context: server TLS context (ALPN ``h2``), or ``None`` for plaintext h2c.
+    :param max_request_bytes: the largest request message read; a larger one
+        fails with ``RESOURCE_EXHAUSTED`` before its body is buffered.
+    :param limits: connection count and timeouts (see ``connections``).
     """
 
-    def __init__(self, backend: Backend, *, token: str | None = None, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        token: str | None = None,
+        credentials: dict[str, Principal] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
+    ):
         self._ssl = ssl_context
-        served = _ServedBackend(backend, authenticates=token is not None)
+        served = _ServedBackend(backend, authenticates=token is not None or bool(credentials), roles=bool(credentials))
         self._status = ServiceStatus()
         self._status.set(True)
         health = Health({OVERALL: [self._status], served: [self._status]})
-        self._gate = CallGate(token)
-        self._server = Server([GatedService(service, self._gate) for service in with_reflection([served, health])])
+        self._gate = CallGate(token, credentials=credentials)
+        reader = RequestReader(served_pools(), max_request_bytes)
+        self._server = GuardedServer(
+            [
+                GatedService(CheckedService(AuthorizedService(s), reader), self._gate)
+                for s in with_reflection([served, health])
+            ],
+            limits=limits,
+        )
         self._address: tuple[str, int] | None = None
 
     @property
@@ -116,8 +185,11 @@ async def serve_until_signalled(
     sock: socket.socket,
     *,
     token: str | None = None,
+    credentials: dict[str, Principal] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     grace: float = DEFAULT_GRACE,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
     on_listening: Callable[[tuple[str, int]], Awaitable[None] | None] | None = None,
 ) -> None:
     """Serves ``backend`` on ``sock`` until SIGINT or SIGTERM, then shuts down gracefully.
@@ -126,7 +198,14 @@ async def serve_until_signalled(
 
     :param on_listening: called with the address once the server accepts connections.
     """
-    server = BackendServer(backend, token=token, ssl_context=ssl_context)
+    server = BackendServer(
+        backend,
+        token=token,
+        credentials=credentials,
+        ssl_context=ssl_context,
+        max_request_bytes=max_request_bytes,
+        limits=limits,
+    )
     await server.start(sock)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -15,8 +15,10 @@ Policy:
   server drains (reporting ``NOT_SERVING``): load balancers and orchestrators
   probe without credentials, and the answer says nothing about the data.
 - Everything else, reflection included, needs ``authorization: Bearer
-  <token>`` when the server has a token: reflection describes the whole API,
-  and ``buf curl`` / ``grpcurl`` send reflection headers without effort.
+  <token>`` when the server has tokens: reflection describes the whole API,
+  and ``buf curl`` / ``grpcurl`` send reflection headers without effort. The
+  token found names the caller (``authorization.caller``), whose role the
+  ``authorization`` module checks.
 - While draining, new calls fail with ``UNAVAILABLE`` (safe for a client to
   retry elsewhere, nothing was done) and server streams end with
   ``UNAVAILABLE`` (a watcher watches again); unary calls already running
@@ -37,6 +39,9 @@ from grpclib import GRPCError
 from grpclib.const import Handler as MethodHandler
 from grpclib.const import Status
 
+from .authorization import Principal, Role, caller
+from .rate_limited_log import RateLimitedWarnings
+
 __all__ = ["HEALTH_PREFIX", "CallGate", "GatedService"]
 
 log = logging.getLogger("stigmer.server")
@@ -50,14 +55,22 @@ class CallGate:
     """Admits, refuses and counts calls; put every served service behind it with ``GatedService``.
 
     :param token: the bearer token every call (but health checks) must carry; ``None`` admits all.
+    :param credentials: instead of ``token``: every accepted token and the principal it names.
     """
 
-    def __init__(self, token: str | None) -> None:
-        self._expected = f"Bearer {token}".encode() if token is not None else None
+    def __init__(self, token: str | None = None, *, credentials: dict[str, Principal] | None = None) -> None:
+        if token is not None:
+            credentials = {token: Principal(Role.ADMIN, "admin")}
+        self._expected = (
+            [(f"Bearer {known}".encode(), principal) for known, principal in credentials.items()]
+            if credentials
+            else None
+        )
         self._draining = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._in_flight = 0
+        self._warnings = RateLimitedWarnings(log)
 
     @property
     def in_flight(self) -> int:
@@ -77,7 +90,7 @@ class CallGate:
             if self._draining.is_set():
                 raise GRPCError(Status.UNAVAILABLE, "the server is shutting down; try again")
             if self._expected is not None:
-                self._authenticate(method, stream)
+                caller.set(self._authenticate(method, stream))  # this call's task only
             debug = log.isEnabledFor(logging.DEBUG)
             if debug:
                 log.debug("call %s from %s", method, _peer(stream))
@@ -98,22 +111,27 @@ class CallGate:
 
         return gated
 
-    def _authenticate(self, method: str, stream: Any) -> None:
+    def _authenticate(self, method: str, stream: Any) -> Principal:
         assert self._expected is not None
         presented = stream.metadata.getall("authorization", [])
         if len(presented) != 1:
             # Two headers could smuggle a second credential past a proxy that checks the first: refuse both.
             problem = "no bearer token" if not presented else "more than one authorization header"
-            log.warning("refused %s from %s: %s", method, _peer(stream), problem)
+            self._warnings.warn(f"refused {method} from {_peer(stream)}: {problem}")
             raise GRPCError(Status.UNAUTHENTICATED, f"{problem}: send one header 'authorization: Bearer <token>'")
         value = presented[0]
         candidate = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
         scheme, _, _ = candidate.partition(b" ")
         # The scheme is case-insensitive (RFC 7235); the comparison of the rest takes constant time.
         candidate = b"Bearer" + candidate[len(scheme) :] if scheme.lower() == b"bearer" else candidate
-        if not hmac.compare_digest(candidate, self._expected):
-            log.warning("refused %s from %s: %s", method, _peer(stream), "invalid bearer token")
+        found = None
+        for expected, principal in self._expected:  # every token compared, in constant time each
+            if hmac.compare_digest(candidate, expected):
+                found = principal
+        if found is None:
+            self._warnings.warn(f"refused {method} from {_peer(stream)}: invalid bearer token")
             raise GRPCError(Status.UNAUTHENTICATED, "invalid bearer token")
+        return found
 
     async def _until_draining(self, call: Coroutine[Any, Any, None]) -> None:
         """Runs a streaming call until it ends, or until shutdown starts (then ``UNAVAILABLE``)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-__all__ = ["PoolChain", "with_reflection"]
+__all__ = ["PoolChain", "served_pools", "with_reflection"]
 
 
 class PoolChain:
@@ -51,12 +51,17 @@ class PoolChain:
         return message.file.pool.FindAllExtensions(message)
 
 
-def with_reflection(services: Collection[Any]) -> list[Any]:
-    """``services`` plus the reflection services (v1 and v1alpha) describing all of them."""
+def served_pools() -> PoolChain:
+    """Our proto files first, then protobuf's default pool (health, reflection)."""
     from google.protobuf import descriptor_pool
-    from grpclib.reflection.service import ServerReflection
 
     from stigmer.gen.google_proto_descriptor_pool import default_google_proto_descriptor_pool
 
-    pools = PoolChain([default_google_proto_descriptor_pool, descriptor_pool.Default()])
-    return ServerReflection.extend(services, pool=pools)
+    return PoolChain([default_google_proto_descriptor_pool, descriptor_pool.Default()])
+
+
+def with_reflection(services: Collection[Any]) -> list[Any]:
+    """``services`` plus the reflection services (v1 and v1alpha) describing all of them."""
+    from grpclib.reflection.service import ServerReflection
+
+    return ServerReflection.extend(services, pool=served_pools())

@@ -16,12 +16,15 @@ from pathlib import Path
 
 from stigmer.backends.wire import is_header_safe
 
+from .authorization import Principal, TokensFileError, parse_tokens_file
+
 __all__ = [
     "MIN_TOKEN_LENGTH",
     "StartupError",
     "is_loopback",
     "listening_socket",
     "read_server_token",
+    "read_server_tokens",
     "server_ssl_context",
 ]
 
@@ -141,6 +144,27 @@ def _check_readable(what: str, path: Path) -> None:
         raise StartupError(f"{what} {path} is not readable (permission denied)") from None
     except OSError as error:
         raise StartupError(f"{what} {path} cannot be read: {(error.strerror or str(error)).lower()}") from None
+
+
+def _read_private_file(what: str, token_file: str) -> str:
+    path = Path(token_file)
+    _check_readable(what, path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise StartupError(f"{what} {path} is accessible by other users (mode {mode:04o}); run: chmod 600 {path}")
+    try:
+        return path.read_text(encoding="ascii")
+    except UnicodeDecodeError:
+        raise StartupError(f"{what} {path}: tokens must be printable ASCII") from None
+
+
+def read_server_tokens(tokens_file: str) -> dict[str, Principal]:
+    """Tokens bound to roles and names, from a 0600 file of lines ``ROLE NAME TOKEN`` (see ``authorization``)."""
+    text = _read_private_file("tokens file", tokens_file)
+    try:
+        return parse_tokens_file(text, f"tokens file {tokens_file}", is_header_safe, MIN_TOKEN_LENGTH)
+    except TokensFileError as error:
+        raise StartupError(str(error)) from None
 
 
 def read_server_token(token_file: str | None, env_value: str | None, env_name: str) -> str | None:

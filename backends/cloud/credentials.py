@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 
 from ..home import stigmer_home
 from ..keychain import KeychainUnavailable, open_keychain
+from ..private_files import read_private, write_private
 
 __all__ = ["delete_token", "load_token", "save_token", "token_file_path"]
 
@@ -70,29 +70,20 @@ def delete_token(endpoint: str) -> list[str]:
 
 
 def _read_file() -> dict | None:
+    text = read_private(token_file_path(), "the token file", secret=True)  # refuses a file others control
+    if text is None:
+        return None
     try:
-        data = json.loads(token_file_path().read_text())
-    except (OSError, ValueError):
+        data = json.loads(text)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
 def _write_file(endpoint: str, token: str) -> None:
-    path = token_file_path()
-    tmp = path.with_name(".token.tmp")
-    # Created 0600 before the token is written: no moment where another user could read it.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as file:
-            json.dump({"endpoint": endpoint, "token": token}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a file left over from a crash
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    # Created 0600 and exclusively before the token is written: no moment where another user could read it,
+    # and no link planted in the home can redirect it.
+    write_private(token_file_path(), json.dumps({"endpoint": endpoint, "token": token}))
 
 
 def _remove_file() -> None:

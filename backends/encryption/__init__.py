@@ -8,8 +8,8 @@ key is refused up front with the place it came from. The key itself lives in
 
     source = MasterKeySource()                   # env, keychain, file; opened lazily
     key, store = source.find() or source.create()
-    sealed = seal(key, "GH_TOKEN", value)        # bound to the name and the key
-    value = unseal(key, "GH_TOKEN", sealed)      # SealedValueError if moved, altered or another key's
+    sealed = seal(key, "GH_TOKEN", value, version=3)    # bound to the name, its version and the key
+    value = unseal(key, "GH_TOKEN", sealed, version=3)  # SealedValueError if moved, altered, old or another key's
 
 A backend that stores sealed secrets leaves the key's lifecycle (binding,
 lookup, rotation, status) to ``MasterKeyPolicy`` and maps its

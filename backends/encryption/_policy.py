@@ -48,8 +48,8 @@ class SealedSecretStorage(Protocol):
     def secret_count(self) -> int:
         """How many secrets are stored."""
 
-    def sealed_values(self) -> list[tuple[str, bytes]]:
-        """Every secret's ``(name, sealed value)``, by name."""
+    def sealed_values(self) -> list[tuple[str, int, bytes]]:
+        """Every secret's ``(name, version, sealed value)``, by name."""
 
     def replace_sealed_values(self, sealed: Sequence[tuple[str, bytes]]) -> None:
         """Stores each ``(name, sealed value)`` over the secret's current value (version unchanged)."""
@@ -175,27 +175,27 @@ class MasterKeyPolicy:
         self._key, self._store = key, store
         return key
 
-    def seal_for_put(self, storage: SealedSecretStorage, name: str, value: str) -> bytes:
-        """``value`` sealed for the secret ``name``, binding a key to the storage on its first secret."""
+    def seal_for_put(self, storage: SealedSecretStorage, name: str, value: str, version: int) -> bytes:
+        """``value`` sealed for version ``version`` of the secret ``name``, binding a key on the first secret."""
         key = self.key(storage, create=True)
         if storage.key_check() is None:
             storage.record_key_check(key.check)
-        return seal(key, name, value)
+        return seal(key, name, value, version=version)
 
     def after_delete(self, storage: SealedSecretStorage) -> None:
         """The last secret takes the key check with it, so a new key may be bound again."""
         if not storage.secret_count():
             storage.clear_key_check()
 
-    def open(self, storage: SealedSecretStorage, sealed: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-        """The values of ``sealed`` (``(name, sealed value)`` pairs read in the same transaction as ``storage``)."""
+    def open(self, storage: SealedSecretStorage, sealed: Sequence[tuple[str, int, bytes]]) -> dict[str, str]:
+        """The values of ``sealed``: ``(name, version, sealed value)`` read in the same transaction as ``storage``."""
         if not sealed:
             return {}
         key = self.key(storage, create=False)
         values = {}
-        for name, value in sealed:
+        for name, version, value in sealed:
             try:
-                values[name] = unseal(key, name, value)
+                values[name] = unseal(key, name, value, version=version)
             except SealedValueError as error:
                 raise GRPCError(Status.INTERNAL, f"{self._where}: {error}") from None
         return values
@@ -239,9 +239,9 @@ class MasterKeyPolicy:
         if new_key.same_key(old):
             raise GRPCError(Status.FAILED_PRECONDITION, "the new master key is the current one")
         resealed = []
-        for name, sealed in rows:
+        for name, version, sealed in rows:
             try:
-                resealed.append((name, reseal(old, new_key, name, sealed)))
+                resealed.append((name, reseal(old, new_key, name, sealed, version=version)))
             except SealedValueError as error:
                 raise GRPCError(Status.INTERNAL, f"{self._where}: {error}; nothing was rotated") from None
         if store.writable:

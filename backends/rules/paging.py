@@ -24,6 +24,7 @@ __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "cut", "decode_token", "encode_
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _TOKEN_VERSION = 1
+_MAX_TOKEN_CHARS = 1024
 
 T = TypeVar("T")
 
@@ -50,10 +51,12 @@ def decode_token(request: betterproto2.Message) -> str | None:
     token = request.page_token
     if not token:
         return None
+    if len(token) > _MAX_TOKEN_CHARS:  # ours are far shorter; a long one is not worth parsing
+        raise errors.invalid_argument("page_token", "malformed page token")
     try:
         payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         version, fingerprint, key = payload["v"], payload["f"], payload["k"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: JSON nested thousands deep
         raise errors.invalid_argument("page_token", "malformed page token") from None
     if version != _TOKEN_VERSION or not isinstance(key, str):
         raise errors.invalid_argument("page_token", "malformed page token")

@@ -12,6 +12,7 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from stigmer.gen.google.protobuf import ListValue, Struct
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from . import errors, secret_refs
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_ERROR_MESSAGE_BYTES",
     "MAX_SECRET_VALUE_BYTES",
     "MAX_STRUCT_BYTES",
+    "MAX_STRUCT_DEPTH",
     "MAX_TOKEN_CHARS",
     "validate_agent_instance_ref",
     "validate_apply_agent_instance",
@@ -46,6 +48,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_CHARS = 64
 MAX_INPUT_MESSAGE_BYTES = 1_048_576
 MAX_STRUCT_BYTES = 1_048_576
+MAX_STRUCT_DEPTH = 32
+"""Objects and lists nested in a ``Struct``, the outer object counting as 1. Protobuf parsers stop
+at 100 levels of messages (each level of JSON costs about three), so a deeper value could be
+stored but never read back by another client."""
+MAX_PHASE_FILTERS = 16
 MAX_STATUS_MESSAGE_BYTES = 4_096
 MAX_OUTPUT_TEXT_BYTES = 1_048_576
 MAX_ERROR_MESSAGE_BYTES = 16_384
@@ -94,8 +101,33 @@ def _references(value: str, field: str) -> None:
         raise errors.invalid_argument(field, str(problem)) from None
 
 
-def _struct(value: object | None, field: str) -> None:
+def _struct_depth(value: Struct) -> int:
+    """How deeply objects and lists nest in ``value``; iterative, so any depth is measured safely."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, Struct):
+            children = node.fields.values()
+        elif isinstance(node, ListValue):
+            children = node.values
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_STRUCT_DEPTH:
+            break
+        for child in children:
+            if child.struct_value is not None:
+                pending.append((child.struct_value, depth + 1))
+            elif child.list_value is not None:
+                pending.append((child.list_value, depth + 1))
+    return deepest
+
+
+def _struct(value: Struct | None, field: str) -> None:
     if value is not None:
+        if _struct_depth(value) > MAX_STRUCT_DEPTH:
+            raise errors.invalid_argument(field, f"must nest objects and lists at most {MAX_STRUCT_DEPTH} deep")
         size = len(bytes(value))
         if size > MAX_STRUCT_BYTES:
             raise errors.invalid_argument(field, f"must be at most {MAX_STRUCT_BYTES} bytes encoded (got {size})")
@@ -156,6 +188,10 @@ def validate_list_executions(request: pb.ListExecutionsRequest) -> None:
         raise errors.invalid_argument("page_size", f"must not be negative (got {request.page_size})")
     if request.agent_instance_id:
         validate_id(request.agent_instance_id, "agent_instance_id")
+    if len(request.phases) > MAX_PHASE_FILTERS:
+        raise errors.invalid_argument(
+            "phases", f"must have at most {MAX_PHASE_FILTERS} entries (got {len(request.phases)})"
+        )
     for i, phase in enumerate(request.phases):
         _phase(phase, f"phases[{i}]")
 

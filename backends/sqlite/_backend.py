@@ -7,13 +7,16 @@ concurrent processes serialise on SQLite's write lock (waiting up to the busy
 timeout, never failing with "database is locked" under normal contention)
 and a compare-and-set is checked against the committed row.
 
-Calls run on the caller's event loop thread: a statement takes microseconds,
-and a thread hop per call would cost more than it saves.
+No call waits for a lock on the caller's event loop: a call is tried there
+with a busy timeout of 0 and, if another process holds the lock, run again on
+the backend's storage thread, which waits (``_thread.StorageThread``), so a
+server keeps answering while one write waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import os
@@ -34,11 +37,13 @@ from .. import rules
 from ..base import Backend
 from ..encryption import KeyRotation, KeyStatus, MasterKey, MasterKeyAdmin, MasterKeySource
 from ..home import stigmer_home
+from ..private_files import check_file
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 from . import _rows
 from ._errors import storage_error
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._secrets import SecretVault
+from ._thread import StorageThread
 from ._watch import ChangeFeed
 
 __all__ = ["SqliteBackend", "default_database_path"]
@@ -69,14 +74,21 @@ def _package_version() -> str:
 
 
 def _storage_boundary(method):
-    """Reports sqlite3 errors as the documented ``GRPCError``, for one coroutine method."""
+    """A coroutine method running the synchronous ``method`` on the storage thread.
+
+    Reports sqlite3 errors as the documented ``GRPCError``.
+    """
 
     @functools.wraps(method)
     async def wrapper(self: SqliteBackend, *args, **kwargs):
         try:
-            return await method(self, *args, **kwargs)
+            return await self._storage.run(functools.partial(method, self, *args, **kwargs))
         except sqlite3.Error as error:
             raise storage_error(error, str(self.path)) from None
+        except (ValueError, TypeError, KeyError):  # a stored row that our own writes cannot have produced
+            raise GRPCError(
+                Status.INTERNAL, f"{self.path} holds a row Stigmer cannot read (the database was altered)"
+            ) from None
 
     return wrapper
 
@@ -116,27 +128,40 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         self._vault = SecretVault(self.path, master_key if master_key is not None else MasterKeySource())
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._storage = StorageThread(
+            f"stigmer-sqlite {self.path.name}",
+            would_block=_is_busy,
+            enter=lambda: self._set_busy_timeout(self._busy_timeout),
+            leave=lambda: self._set_busy_timeout(0),
+        )
         try:
             self._conn = self._connect()
             migrate(self._conn, str(self.path))
+            self._set_busy_timeout(0)  # calls try without waiting first; the storage thread waits
         except sqlite3.Error as error:
             self._close_connection()
+            self._storage.stop()
             raise storage_error(error, str(self.path)) from None
         except OSError as error:  # the file cannot be created: no such directory, no permission
             self._close_connection()
+            self._storage.stop()
             raise GRPCError(Status.INTERNAL, f"cannot open {self.path}: {error.strerror}") from None
         except BaseException:
             self._close_connection()
+            self._storage.stop()
             raise
         self._changes = ChangeFeed(self._connect, poll_interval)
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
-            # Private from the first byte; SQLite gives -wal and -shm the same mode.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # Private from the first byte (SQLite gives -wal and -shm the same mode), and ours: O_EXCL
+            # and O_NOFOLLOW, so a file or link planted meanwhile is found by the checks below instead.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
         if not os.access(self.path, os.W_OK):
             # SQLite would open it read-only and fail only at the first write.
             raise GRPCError(Status.INTERNAL, f"{self.path} is read-only; Stigmer needs to write to it")
+        check_file(self.path, "the database")  # not another user's, not a link
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.row_factory = sqlite3.Row
@@ -152,6 +177,11 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             raise
         return conn
 
+    def _set_busy_timeout(self, seconds: float) -> None:
+        """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
+        if self._conn is not None:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -160,7 +190,8 @@ class SqliteBackend(Backend, MasterKeyAdmin):
     async def aclose(self) -> None:
         if self._conn is not None:
             self._changes.close()
-            self._close_connection()
+            await self._storage.run_on_thread(self._close_connection)  # after any call still running
+            self._storage.stop()
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -180,7 +211,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._changes.notify()
+        self._storage.call_on_loop(self._changes.notify)  # watchers live on the event loop
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -263,7 +294,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         )
 
     @_storage_boundary
-    async def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
+    def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
         validation.validate_create_execution(message)
         now = _now()
         with self._write() as conn:
@@ -284,12 +315,12 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         return pb.CreateExecutionResponse(execution=execution, created=True)
 
     @_storage_boundary
-    async def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
+    def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
         validation.validate_execution_id(message.execution_id)
         return pb.GetExecutionResponse(execution=self._read_execution(message.execution_id, _now()))
 
     @_storage_boundary
-    async def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
+    def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
         validation.validate_list_executions(message)
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
@@ -315,9 +346,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         )
 
     @_storage_boundary
-    async def update_execution_status(
-        self, message: pb.UpdateExecutionStatusRequest
-    ) -> pb.UpdateExecutionStatusResponse:
+    def update_execution_status(self, message: pb.UpdateExecutionStatusRequest) -> pb.UpdateExecutionStatusResponse:
         validation.validate_update_execution_status(message)
         updated = self._change(
             message.execution_id, lambda current, now: executions.update_status(current, message, now)
@@ -325,7 +354,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         return pb.UpdateExecutionStatusResponse(execution=updated)
 
     @_storage_boundary
-    async def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
+    def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
         validation.validate_cancel_execution(message)
         cancelled = self._change(message.execution_id, lambda current, now: executions.cancel(current, message, now))
         return pb.CancelExecutionResponse(execution=cancelled)
@@ -335,7 +364,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         try:
             async with self._changes.subscription() as wake_event:
                 event = wake_event()
-                execution = self._read_execution(message.execution_id, _now())
+                execution = await self._storage.run(self._read_execution, message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
                     if execution.status.phase in executions.TERMINAL_PHASES:
@@ -347,11 +376,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
     async def _next_version(self, seen: pb.Execution, event, wake_event) -> tuple[pb.Execution, object]:
         """The version after ``seen``, waiting for it; and the event to wait on next."""
         while True:
-            row = self._db.execute(
-                f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
-                "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
-                (seen.id, seen.version),
-            ).fetchone()
+            row = await self._storage.run(self._history_after, seen)
             if row is not None:
                 if row["version"] != seen.version + 1:
                     raise GRPCError(
@@ -366,7 +391,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
                 )
             now = _now()
             if executions.lease_expired(seen, now):
-                self._read_execution(seen.id, now)  # writes the expiry; history picks it up
+                await self._storage.run(self._read_execution, seen.id, now)  # writes the expiry; history picks it up
                 continue
             timeout = 1.0
             if seen.status.lease_expire_time is not None:
@@ -376,10 +401,20 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             finally:
                 event = wake_event()
 
+    def _history_after(self, seen: pb.Execution) -> sqlite3.Row | None:
+        return self._db.execute(
+            f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
+            "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
+            (seen.id, seen.version),
+        ).fetchone()
+
     @_storage_boundary
-    async def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
+    def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
         validation.validate_get_execution_context(message)
-        execution = self._read_execution(message.execution_id, _now())
+        # The proto says this call writes nothing: an expired lease is seen as expired, and left
+        # for the next write or list to record.
+        stored = _rows.execution_from_row(self._execution_row(self._db, message.execution_id))
+        execution = executions.expire_lease(stored, _now()) or stored
         execution_context.check_holder(execution, message.runner_id)
         snapshot_json = self._db.execute(
             "SELECT v.agent_instance FROM executions e JOIN agent_instance_versions v "
@@ -411,13 +446,13 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         return row
 
     @_storage_boundary
-    async def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
+    def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         row = self._agent_row(self._db, message.agent_instance)
         return pb.GetAgentInstanceResponse(agent_instance=_rows.agent_instance_from_json(row["agent_instance"]))
 
     @_storage_boundary
-    async def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
+    def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
         validation.validate_apply_agent_instance(message)
         now = _now()
         with self._write() as conn:
@@ -443,7 +478,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         return pb.ApplyAgentInstanceResponse(agent_instance=agent, outcome=outcome)
 
     @_storage_boundary
-    async def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
+    def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         sql, params = _AGENT_SELECT, []
@@ -456,7 +491,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
         return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     @_storage_boundary
-    async def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
+    def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         with self._write() as conn:
             row = self._agent_row(conn, message.agent_instance)
@@ -468,20 +503,20 @@ class SqliteBackend(Backend, MasterKeyAdmin):
     # Values are sealed by SecretVault (see _secrets.py): only ciphertext is ever bound to SQL.
 
     @_storage_boundary
-    async def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
+    def put_secret(self, message: pb.PutSecretRequest) -> pb.PutSecretResponse:
         validation.validate_put_secret(message)
         with self._write() as conn:
             return self._vault.put(conn, message.name, message.value, _now())
 
     @_storage_boundary
-    async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
+    def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
         fetched = self._vault.page(self._db, paging.decode_token(message), size + 1)
         page, token = paging.cut(message, fetched, size, key=lambda secret: secret.name)
         return pb.ListSecretsResponse(secrets=page, next_page_token=token)
 
     @_storage_boundary
-    async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
+    def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
         validation.validate_secret_name(message.name)
         with self._write() as conn:
             self._vault.delete(conn, message.name)
@@ -490,7 +525,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
     # -- the master key (local administration, not RPCs) ---------------------------------------
 
     @_storage_boundary
-    async def master_key_status(self) -> KeyStatus:
+    def master_key_status(self) -> KeyStatus:
         """Where the master key is, whether it opens this database's secrets, how many there are.
 
         Never creates a key, and reports problems in ``KeyStatus.problem``
@@ -500,7 +535,7 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             return self._vault.status(conn)
 
     @_storage_boundary
-    async def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
+    def rotate_master_key(self, new_key: MasterKey | None = None) -> KeyRotation:
         """Re-encrypts every secret under a new master key, in one transaction, and stores the new key.
 
         :param new_key: the key to move to; default a new random key, kept
@@ -517,6 +552,14 @@ class SqliteBackend(Backend, MasterKeyAdmin):
             rotation = self._vault.rotate(conn, new_key)
         self._vault.promote(rotation)
         return rotation
+
+
+def _is_busy(error: BaseException) -> bool:
+    """Another connection holds the lock this statement needs (nothing was changed)."""
+    return isinstance(error, sqlite3.OperationalError) and error.sqlite_errorcode & 0xFF in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:

@@ -49,9 +49,10 @@ class _SecretTables:
     def secret_count(self) -> int:
         return self._conn.execute("SELECT count(*) FROM secrets").fetchone()[0]
 
-    def sealed_values(self) -> list[tuple[str, bytes]]:
-        rows = self._conn.execute("SELECT name, ciphertext FROM secrets ORDER BY name").fetchall()
-        return [(row["name"], bytes(row["ciphertext"])) for row in rows]
+    def sealed_values(self) -> list[tuple[str, int, bytes]]:
+        rows = self._conn.execute("SELECT name, version, ciphertext FROM secrets ORDER BY name").fetchall()
+        # Unconverted: a ciphertext altered into TEXT must reach unseal's "database was altered" check.
+        return [(row["name"], row["version"], row["ciphertext"]) for row in rows]
 
     def replace_sealed_values(self, sealed: Sequence[tuple[str, bytes]]) -> None:
         self._conn.executemany("UPDATE secrets SET ciphertext = ? WHERE name = ?", [(c, n) for n, c in sealed])
@@ -71,8 +72,8 @@ class SecretVault:
 
     def put(self, conn: sqlite3.Connection, name: str, value: str, now: datetime) -> pb.PutSecretResponse:
         """Stores ``value`` sealed under the database's key (binding a key on the first put)."""
-        sealed = self._keys.seal_for_put(_SecretTables(conn), name, value)
         row = conn.execute(f"{_SECRET_SELECT} WHERE name = ?", (name,)).fetchone()
+        sealed = self._keys.seal_for_put(_SecretTables(conn), name, value, 1 if row is None else row["version"] + 1)
         stamp = _rows.micros(now)
         if row is None:
             conn.execute(
@@ -118,9 +119,9 @@ class SecretVault:
         if not names:
             return {}
         rows = conn.execute(
-            f"SELECT name, ciphertext FROM secrets WHERE name IN ({', '.join('?' * len(names))})", names
+            f"SELECT name, version, ciphertext FROM secrets WHERE name IN ({', '.join('?' * len(names))})", names
         ).fetchall()
-        return self._keys.open(_SecretTables(conn), [(row["name"], bytes(row["ciphertext"])) for row in rows])
+        return self._keys.open(_SecretTables(conn), [(row["name"], row["version"], row["ciphertext"]) for row in rows])
 
     # -- rotation and status ----------------------------------------------------------------------
 

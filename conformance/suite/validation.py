@@ -48,6 +48,14 @@ def _big_struct(size):
     return Struct.from_dict({"blob": "x" * size})
 
 
+def _deep_struct(depth):
+    """A struct whose objects nest ``depth`` deep, the struct itself counting as 1."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return Struct.from_dict(value)
+
+
 # (case id, (rpc, request), field the message must name)
 CASES = [
     ("CreateExecution/request_id-missing", _create(request_id=""), "request_id"),
@@ -136,6 +144,9 @@ CASES = [
     ("UpdateExecutionStatus/error.details-key-empty", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={"": "v"})), "details"),
     ("UpdateExecutionStatus/error.details-value-4097-bytes", _update(phase=Phase.FAILED, error=pb.ExecutionError(code="X", details={"k": "v" * 4097})), "details"),
     ("UpdateExecutionStatus/output.data-over-1MiB", _update(output=pb.ExecutionOutput(data=_big_struct(MIB))), "data"),
+    ("CreateExecution/input.data-33-deep", _create(input=pb.ExecutionInput(data=_deep_struct(33))), "data"),
+    ("UpdateExecutionStatus/output.data-33-deep", _update(output=pb.ExecutionOutput(data=_deep_struct(33))), "data"),
+    ("ListExecutions/phases-17-entries", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.RUNNING] * 17)), "phases"),
     ("UpdateExecutionStatus/lease_duration-with-CANCELLED", _update(phase=Phase.CANCELLED, lease_duration=timedelta(seconds=30)), "lease_duration"),
     ("UpdateExecutionStatus/error-with-RUNNING", _update(error=pb.ExecutionError(code="X")), "error"),
     ("GetExecutionContext/runner_id-129-chars", ("get_execution_context", pb.GetExecutionContextRequest(execution_id=EXE, runner_id="r" * 129)), "runner_id"),

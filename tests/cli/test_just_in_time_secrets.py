@@ -100,3 +100,60 @@ def test_a_missing_secret_fails_the_execution_naming_it(stigmer, tmp_path, model
     assert result.exit_code == 3, "FAILED has its own exit code"
     assert "FAILED" in result.stderr and "ABSENT_KEY" in result.stderr
     assert ChatCompletions.seen == [], "no call without its credentials"
+
+
+def test_a_credential_an_http_header_cannot_carry_fails_naming_the_credential(stigmer, tmp_path, model_endpoint):
+    manifest = tmp_path / "agent.yaml"
+    manifest.write_text(
+        "name: wide\nspec:\n"
+        f"  model: {{provider: openai-compatible, model: m, endpoint: '{model_endpoint}',\n"
+        "           credentials: '${.secrets.WIDE_KEY}'}\n"
+    )
+    assert stigmer("secret", "put", "WIDE_KEY", input="sk-密钥-1234\n").exit_code == 0
+    stigmer("apply", "-f", str(manifest))
+    result = stigmer("agent", "execute", "wide", "hi")
+    assert result.exit_code == 1
+    assert "MODEL_CONFIG" in result.stderr and "${.secrets.WIDE_KEY}" in result.stderr
+    assert "not JSON" not in result.stderr and "密钥" not in result.output
+    assert ChatCompletions.seen == []
+
+
+class Unauthorized(BaseHTTPRequestHandler):
+    """A model endpoint that refuses the key, quoting it back in hexadecimal, upper case and \\u escapes."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        escaped = "".join(f"\\u{ord(char):04x}" for char in token)
+        payload = f"invalid key {token.encode().hex()} / {token.encode().hex().upper()} / {escaped}".encode()
+        self.send_response(401)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_key_quoted_back_in_hex_is_masked_in_the_stored_error(stigmer, tmp_path):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        manifest = tmp_path / "agent.yaml"
+        manifest.write_text(
+            "name: refused\nspec:\n"
+            f"  model: {{provider: openai-compatible, model: m, endpoint: 'http://127.0.0.1:{server.server_address[1]}/v1',\n"
+            "           credentials: '${.secrets.MODEL_KEY}'}\n"
+        )
+        assert stigmer("secret", "put", "MODEL_KEY", input=KEY + "\n").exit_code == 0
+        stigmer("apply", "-f", str(manifest))
+        result = stigmer("agent", "execute", "refused", "hi")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1 and "MODEL_HTTP_ERROR" in result.stderr
+    stored = stigmer("execution", "list", "-o", "json").stdout
+    for form in (KEY.encode().hex(), KEY.encode().hex().upper(), "\\\\u0073\\\\u006b"):
+        assert form not in stored and form not in result.output
+    assert "invalid key ***" in stored

@@ -217,13 +217,32 @@ def test_secrets_stay_secret_from_put_to_rotation(
     assert error.status == Status.INTERNAL
     assert error.message == (
         f"{db_path}: secret 'GH_TOKEN' failed its integrity check: "
-        "its stored ciphertext was altered or belongs to another secret"
+        "its stored ciphertext was altered, belongs to another secret, or is an older value of this one"
     )
     store({"GH_TOKEN": original["OPENAI_API_KEY"], "OPENAI_API_KEY": original["GH_TOKEN"]})
     error = run(failure(values_now()))
     assert error.status == Status.INTERNAL and "failed its integrity check" in error.message
     store(original)
     assert run(values_now()) == VALUES
+
+    # -- an older ciphertext of the same secret put back (a restored backup row) --------------------
+    async def put_gh_token(value: str) -> None:
+        async with SqliteBackend() as db:
+            await db.put_secret(pb.PutSecretRequest(name="GH_TOKEN", value=value))
+
+    run(put_gh_token("ghp_rotated_value_0000"))
+    store({"GH_TOKEN": original["GH_TOKEN"]})
+    error = run(failure(values_now()))
+    assert error.status == Status.INTERNAL
+    assert "'GH_TOKEN' failed its integrity check" in error.message and "older value" in error.message
+
+    # -- a ciphertext stored as TEXT by another program ------------------------------------------------
+    with closing(sqlite3.connect(db_path)) as raw, raw:
+        raw.execute("UPDATE secrets SET ciphertext = 'not a blob' WHERE name = 'GH_TOKEN'")
+    error = run(failure(values_now()))
+    assert error.status == Status.INTERNAL
+    assert "'GH_TOKEN' has a stored ciphertext that is not bytes (the database was altered)" in error.message
+    run(put_gh_token(VALUES["GH_TOKEN"]))
 
     # -- a wrong key, a loose key file ---------------------------------------------------------------
     right_key = key_file.read_text()

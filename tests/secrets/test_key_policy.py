@@ -34,8 +34,8 @@ class DictStorage:
     def secret_count(self) -> int:
         return len(self.sealed)
 
-    def sealed_values(self) -> list[tuple[str, bytes]]:
-        return sorted(self.sealed.items())
+    def sealed_values(self) -> list[tuple[str, int, bytes]]:
+        return [(name, 1, sealed) for name, sealed in sorted(self.sealed.items())]
 
     def replace_sealed_values(self, sealed: Sequence[tuple[str, bytes]]) -> None:
         self.sealed.update(sealed)
@@ -49,7 +49,7 @@ def _source(home: Path) -> MasterKeySource:
 def test_put_open_rotate_and_status_over_another_storage(tmp_path: Path) -> None:
     storage: SealedSecretStorage = DictStorage()
     policy = MasterKeyPolicy("dict://test", _source(tmp_path))
-    storage.sealed["A"] = policy.seal_for_put(storage, "A", "value-a")
+    storage.sealed["A"] = policy.seal_for_put(storage, "A", "value-a", 1)
     assert storage.key_check() is not None and b"value-a" not in storage.sealed["A"]
     assert policy.open(storage, storage.sealed_values()) == {"A": "value-a"}
 
@@ -69,9 +69,9 @@ def test_put_open_rotate_and_status_over_another_storage(tmp_path: Path) -> None
 
 def test_a_key_that_does_not_match_the_storage_is_refused_naming_it(tmp_path: Path) -> None:
     storage = DictStorage()
-    storage.sealed["A"] = MasterKeyPolicy("dict://test", _source(tmp_path / "one")).seal_for_put(storage, "A", "v")
+    storage.sealed["A"] = MasterKeyPolicy("dict://test", _source(tmp_path / "one")).seal_for_put(storage, "A", "v", 1)
     other = MasterKeyPolicy("dict://test", _source(tmp_path / "two"))
-    other.seal_for_put(DictStorage(), "B", "w")  # creates a different key in the other home
+    other.seal_for_put(DictStorage(), "B", "w", 1)  # creates a different key in the other home
     with pytest.raises(GRPCError) as caught:
         other.open(storage, storage.sealed_values())
     assert caught.value.status == Status.INTERNAL

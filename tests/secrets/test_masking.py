@@ -32,6 +32,16 @@ def encodings(value: str) -> dict[str, str]:
         "url lower-case escapes": quote(value, safe="").replace("%2F", "%2f").replace("%2B", "%2b"),
         "json": json.dumps(value)[1:-1],
         "json escaped slashes": json.dumps(value)[1:-1].replace("/", "\\/"),
+        "hex": raw.hex(),
+        "hex upper-case": raw.hex().upper(),
+        "percent every byte": "".join(f"%{byte:02X}" for byte in raw),
+        "percent every byte lower-case": "".join(f"%{byte:02x}" for byte in raw),
+        "\\u escape of every character": "".join(f"\\u{ord(char):04x}" for char in value),
+        "\\u escape upper-case": "".join(f"\\u{ord(char):04X}" for char in value),
+        "utf-16-le as text": value.encode("utf-16-le").decode("latin-1"),
+        "utf-16-be as text": value.encode("utf-16-be").decode("latin-1"),
+        "utf-16-le hex": value.encode("utf-16-le").hex(),
+        "utf-16-le base64": base64.b64encode(value.encode("utf-16-le")).decode(),
     }
     return forms
 

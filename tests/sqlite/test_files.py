@@ -64,15 +64,21 @@ async def test_explicit_path_is_used_as_given(db_path, monkeypatch, tmp_path, op
         assert conn.execute("SELECT name FROM agent_instances").fetchall()[0][0] == "helper"
 
 
+def _busy_timeout(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA busy_timeout").fetchone()[0]
+
+
 async def test_pragmas_of_the_connection(db_path):
     async with SqliteBackend(db_path) as backend:
         conn = backend._conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        # Calls on the event loop never wait for a lock; the storage thread waits the busy timeout.
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0
+        assert await backend._storage.run_on_thread(lambda: _busy_timeout(conn)) == 30_000
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     async with SqliteBackend(db_path, busy_timeout=2.5) as backend:
-        assert backend._conn.execute("PRAGMA busy_timeout").fetchone()[0] == 2_500
+        assert await backend._storage.run_on_thread(lambda: _busy_timeout(backend._conn)) == 2_500
     # WAL is a property of the file: any other connection sees it too.
     with raw(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

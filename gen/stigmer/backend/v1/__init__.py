@@ -159,6 +159,17 @@ class Capability(betterproto2.Enum):
     fails with `UNAUTHENTICATED` before it reads or writes anything.
     """
 
+    ROLES = 4
+    """
+    The endpoint binds each credential to a role and refuses with
+    `PERMISSION_DENIED`, before reading or writing anything, what the role
+    may not do: only an admin puts or deletes secrets or applies an agent
+    instance that references one; people (role person) do not call
+    `UpdateExecutionStatus` or `GetExecutionContext`; runners do not create
+    executions, apply agent instances or touch secrets, and act only as the
+    `runner_id` their credential names. See SECURITY.md.
+    """
+
     @classmethod
     def betterproto_value_to_renamed_proto_names(cls) -> dict[int, str]:
         return {
@@ -166,6 +177,7 @@ class Capability(betterproto2.Enum):
             1: "CAPABILITY_SECRETS",
             2: "CAPABILITY_DURABLE_STORAGE",
             3: "CAPABILITY_AUTHENTICATION",
+            4: "CAPABILITY_ROLES",
         }
 
     @classmethod
@@ -175,6 +187,7 @@ class Capability(betterproto2.Enum):
             "CAPABILITY_SECRETS": 1,
             "CAPABILITY_DURABLE_STORAGE": 2,
             "CAPABILITY_AUTHENTICATION": 3,
+            "CAPABILITY_ROLES": 4,
         }
 
 
@@ -803,7 +816,9 @@ class ExecutionInput(betterproto2.Message):
     """
     Optional structured input (any JSON object) for agents that take
     parameters. Unset means no structured input; an empty object is kept as
-    an empty object. At most 1,048,576 bytes in binary encoding.
+    an empty object. At most 1,048,576 bytes in binary encoding, and objects
+    and lists nested at most 32 deep (the object itself counts as 1): a
+    deeper value fails with `INVALID_ARGUMENT` and nothing is written.
     """
 
 
@@ -829,7 +844,8 @@ class ExecutionOutput(betterproto2.Message):
     data: "___google__protobuf__.Struct | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     Optional structured result (any JSON object). At most 1,048,576 bytes in
-    binary encoding.
+    binary encoding, and objects and lists nested at most 32 deep (the object
+    itself counts as 1), as `ExecutionInput.data`.
     """
 
 
@@ -1211,7 +1227,8 @@ class ListExecutionsRequest(betterproto2.Message):
     phases: "list[ExecutionPhase]" = betterproto2.field(4, betterproto2.TYPE_ENUM, repeated=True)
     """
     If not empty, only executions in one of these phases. Each value must be
-    a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`.
+    a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`; at most 16
+    entries (repeating a phase changes nothing).
     """
 
     newest_first: "bool" = betterproto2.field(5, betterproto2.TYPE_BOOL)
@@ -1598,11 +1615,24 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
-    - Error messages never contain a secret value.
+    - Error messages never contain a secret value, and a remote backend's
+      never name paths on the server.
+    - A remote backend reads at most 4 MiB of each request message by default
+      (its operator may choose another limit): a larger request fails with
+      `RESOURCE_EXHAUSTED` before it is read. A request that is not a valid
+      encoding of its message (truncated, invalid UTF-8 in a string, a field
+      with the wrong wire type, messages nested more than 100 deep, a
+      `google.protobuf.Duration` or `google.protobuf.Timestamp` outside the
+      range its definition states) fails with `INVALID_ARGUMENT`.
     - A remote backend fails any call with `UNAUTHENTICATED` when the caller's
       credentials (a bearer token in the `authorization` metadata) are missing
       or invalid, and with `PERMISSION_DENIED` when they do not allow the call;
-      in both cases before reading or writing anything.
+      in both cases before reading or writing anything. An endpoint reporting
+      `CAPABILITY_ROLES` says which calls each role may make there; in
+      particular a runner's `runner_id` (in `UpdateExecutionStatus` and
+      `GetExecutionContext`) that is not the one its credential names is
+      `PERMISSION_DENIED`, and so is an `ApplyAgentInstance` referencing a
+      secret from a caller who may not reference secrets.
     - Any call may fail with `UNAVAILABLE` (transient: the backend or its
       storage cannot be reached or is busy), `DEADLINE_EXCEEDED`,
       `RESOURCE_EXHAUSTED` (storage full; nothing was written) or `INTERNAL`
@@ -1870,7 +1900,9 @@ class BackendServiceStub(betterproto2_grpclib.ServiceStub):
         exactly the secrets the execution's agent instance snapshot references
         (in `env` and `model.credentials`), decrypted at the time of the call,
         only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-        lease holder. Calling it writes nothing.
+        lease holder. Calling it writes nothing: an expired lease makes it fail
+        as for an execution that is no longer running, and is recorded by the
+        next call that writes or lists.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
         or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
@@ -2088,7 +2120,7 @@ STIGMER_BACKEND_V1_AGENT_INSTANCE_PROTO_DESCRIPTOR = default_google_proto_descri
     b'\n\'stigmer/backend/v1/agent_instance.proto\x12\x12stigmer.backend.v1\x1a\x1fgoogle/protobuf/timestamp.proto"\x82\x02\n\rAgentInstance\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n\x04name\x18\x02 \x01(\tR\x04name\x129\n\x04spec\x18\x03 \x01(\x0b2%.stigmer.backend.v1.AgentInstanceSpecR\x04spec\x12\x18\n\x07version\x18\x04 \x01(\x03R\x07version\x12;\n\x0bcreate_time\x18\x05 \x01(\x0b2\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x06 \x01(\x0b2\x1a.google.protobuf.TimestampR\nupdateTime"\xa9\x01\n\x11AgentInstanceSpec\x12"\n\x0cinstructions\x18\x01 \x01(\tR\x0cinstructions\x125\n\x05model\x18\x02 \x01(\x0b2\x1f.stigmer.backend.v1.ModelConfigR\x05model\x129\n\x03env\x18\x03 \x03(\x0b2\'.stigmer.backend.v1.EnvironmentVariableR\x03env"}\n\x0bModelConfig\x12\x1a\n\x08provider\x18\x01 \x01(\tR\x08provider\x12\x14\n\x05model\x18\x02 \x01(\tR\x05model\x12\x1a\n\x08endpoint\x18\x03 \x01(\tR\x08endpoint\x12 \n\x0bcredentials\x18\x04 \x01(\tR\x0bcredentials"?\n\x13EnvironmentVariable\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value"B\n\x10AgentInstanceRef\x12\x10\n\x02id\x18\x01 \x01(\tH\x00R\x02id\x12\x14\n\x04name\x18\x02 \x01(\tH\x00R\x04nameB\x06\n\x04kind*~\n\x0cApplyOutcome\x12\x1b\n\x19APPLY_OUTCOME_UNSPECIFIED\x12\x19\n\x15APPLY_OUTCOME_CREATED\x10\x01\x12\x19\n\x15APPLY_OUTCOME_UPDATED\x10\x02\x12\x1b\n\x17APPLY_OUTCOME_UNCHANGED\x10\x03b\x06proto3'
 )
 STIGMER_BACKEND_V1_BACKEND_INFO_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
-    b"\n%stigmer/backend/v1/backend_info.proto\x12\x12stigmer.backend.v1*}\n\nCapability\x12\x18\n\x16CAPABILITY_UNSPECIFIED\x12\x16\n\x12CAPABILITY_SECRETS\x10\x01\x12\x1e\n\x1aCAPABILITY_DURABLE_STORAGE\x10\x02\x12\x1d\n\x19CAPABILITY_AUTHENTICATION\x10\x03b\x06proto3"
+    b"\n%stigmer/backend/v1/backend_info.proto\x12\x12stigmer.backend.v1*\x93\x01\n\nCapability\x12\x18\n\x16CAPABILITY_UNSPECIFIED\x12\x16\n\x12CAPABILITY_SECRETS\x10\x01\x12\x1e\n\x1aCAPABILITY_DURABLE_STORAGE\x10\x02\x12\x1d\n\x19CAPABILITY_AUTHENTICATION\x10\x03\x12\x14\n\x10CAPABILITY_ROLES\x10\x04b\x06proto3"
 )
 STIGMER_BACKEND_V1_EXECUTION_PROTO_DESCRIPTOR = default_google_proto_descriptor_pool.AddSerializedFile(
     b'\n"stigmer/backend/v1/execution.proto\x12\x12stigmer.backend.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto"\xa1\x03\n\tExecution\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12*\n\x11agent_instance_id\x18\x02 \x01(\tR\x0fagentInstanceId\x12.\n\x13agent_instance_name\x18\x03 \x01(\tR\x11agentInstanceName\x128\n\x05input\x18\x04 \x01(\x0b2".stigmer.backend.v1.ExecutionInputR\x05input\x12;\n\x06status\x18\x05 \x01(\x0b2#.stigmer.backend.v1.ExecutionStatusR\x06status\x12\x18\n\x07version\x18\x06 \x01(\x03R\x07version\x12\x1d\n\nrequest_id\x18\x07 \x01(\tR\trequestId\x12;\n\x0bcreate_time\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b2\x1a.google.protobuf.TimestampR\nupdateTime"W\n\x0eExecutionInput\x12\x18\n\x07message\x18\x01 \x01(\tR\x07message\x12+\n\x04data\x18\x02 \x01(\x0b2\x17.google.protobuf.StructR\x04data"\xb3\x03\n\x0fExecutionStatus\x128\n\x05phase\x18\x01 \x01(\x0e2".stigmer.backend.v1.ExecutionPhaseR\x05phase\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12;\n\x06output\x18\x03 \x01(\x0b2#.stigmer.backend.v1.ExecutionOutputR\x06output\x128\n\x05error\x18\x04 \x01(\x0b2".stigmer.backend.v1.ExecutionErrorR\x05error\x12\x1b\n\trunner_id\x18\x05 \x01(\tR\x08runnerId\x12F\n\x11lease_expire_time\x18\x06 \x01(\x0b2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x129\n\nstart_time\x18\x07 \x01(\x0b2\x1a.google.protobuf.TimestampR\tstartTime\x125\n\x08end_time\x18\x08 \x01(\x0b2\x1a.google.protobuf.TimestampR\x07endTime"R\n\x0fExecutionOutput\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\x12+\n\x04data\x18\x02 \x01(\x0b2\x17.google.protobuf.StructR\x04data"\xc5\x01\n\x0eExecutionError\x12\x12\n\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12I\n\x07details\x18\x03 \x03(\x0b2/.stigmer.backend.v1.ExecutionError.DetailsEntryR\x07details\x1a:\n\x0cDetailsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc3\x01\n\x0eExecutionPhase\x12\x1d\n\x1bEXECUTION_PHASE_UNSPECIFIED\x12\x1b\n\x17EXECUTION_PHASE_PENDING\x10\x01\x12\x1b\n\x17EXECUTION_PHASE_RUNNING\x10\x02\x12\x1d\n\x19EXECUTION_PHASE_SUCCEEDED\x10\x03\x12\x1a\n\x16EXECUTION_PHASE_FAILED\x10\x04\x12\x1d\n\x19EXECUTION_PHASE_CANCELLED\x10\x05b\x06proto3'
@@ -2123,11 +2155,24 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
     - When several failures apply, the code is the first in this order:
       `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
       (`CreateExecution` documents where `ALREADY_EXISTS` falls).
-    - Error messages never contain a secret value.
+    - Error messages never contain a secret value, and a remote backend's
+      never name paths on the server.
+    - A remote backend reads at most 4 MiB of each request message by default
+      (its operator may choose another limit): a larger request fails with
+      `RESOURCE_EXHAUSTED` before it is read. A request that is not a valid
+      encoding of its message (truncated, invalid UTF-8 in a string, a field
+      with the wrong wire type, messages nested more than 100 deep, a
+      `google.protobuf.Duration` or `google.protobuf.Timestamp` outside the
+      range its definition states) fails with `INVALID_ARGUMENT`.
     - A remote backend fails any call with `UNAUTHENTICATED` when the caller's
       credentials (a bearer token in the `authorization` metadata) are missing
       or invalid, and with `PERMISSION_DENIED` when they do not allow the call;
-      in both cases before reading or writing anything.
+      in both cases before reading or writing anything. An endpoint reporting
+      `CAPABILITY_ROLES` says which calls each role may make there; in
+      particular a runner's `runner_id` (in `UpdateExecutionStatus` and
+      `GetExecutionContext`) that is not the one its credential names is
+      `PERMISSION_DENIED`, and so is an `ApplyAgentInstance` referencing a
+      secret from a caller who may not reference secrets.
     - Any call may fail with `UNAVAILABLE` (transient: the backend or its
       storage cannot be reached or is busy), `DEADLINE_EXCEEDED`,
       `RESOURCE_EXHAUSTED` (storage full; nothing was written) or `INTERNAL`
@@ -2287,7 +2332,9 @@ class BackendServiceBase(betterproto2_grpclib.ServiceBase):
         exactly the secrets the execution's agent instance snapshot references
         (in `env` and `model.credentials`), decrypted at the time of the call,
         only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-        lease holder. Calling it writes nothing.
+        lease holder. Calling it writes nothing: an expired lease makes it fail
+        as for an execution that is no longer running, and is recorded by the
+        next call that writes or lists.
 
         Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
         or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with

@@ -125,7 +125,9 @@ type BackendServiceClient interface {
 	// exactly the secrets the execution's agent instance snapshot references
 	// (in `env` and `model.credentials`), decrypted at the time of the call,
 	// only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-	// lease holder. Calling it writes nothing.
+	// lease holder. Calling it writes nothing: an expired lease makes it fail
+	// as for an execution that is no longer running, and is recorded by the
+	// next call that writes or lists.
 	//
 	// Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
 	// or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with
@@ -473,7 +475,9 @@ type BackendServiceServer interface {
 	// exactly the secrets the execution's agent instance snapshot references
 	// (in `env` and `model.credentials`), decrypted at the time of the call,
 	// only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-	// lease holder. Calling it writes nothing.
+	// lease holder. Calling it writes nothing: an expired lease makes it fail
+	// as for an execution that is no longer running, and is recorded by the
+	// next call that writes or lists.
 	//
 	// Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
 	// or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with

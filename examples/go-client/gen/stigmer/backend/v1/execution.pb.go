@@ -268,7 +268,9 @@ type ExecutionInput struct {
 	Message string `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
 	// Optional structured input (any JSON object) for agents that take
 	// parameters. Unset means no structured input; an empty object is kept as
-	// an empty object. At most 1,048,576 bytes in binary encoding.
+	// an empty object. At most 1,048,576 bytes in binary encoding, and objects
+	// and lists nested at most 32 deep (the object itself counts as 1): a
+	// deeper value fails with `INVALID_ARGUMENT` and nothing is written.
 	Data *structpb.Struct `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 }
 
@@ -452,7 +454,8 @@ type ExecutionOutput struct {
 	// The agent's answer as text, UTF-8. At most 1,048,576 bytes.
 	Text string `protobuf:"bytes,1,opt,name=text,proto3" json:"text,omitempty"`
 	// Optional structured result (any JSON object). At most 1,048,576 bytes in
-	// binary encoding.
+	// binary encoding, and objects and lists nested at most 32 deep (the object
+	// itself counts as 1), as `ExecutionInput.data`.
 	Data *structpb.Struct `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
 }
 

@@ -379,7 +379,8 @@ type ListExecutionsRequest struct {
 	// is `INVALID_ARGUMENT`.
 	AgentInstanceId string `protobuf:"bytes,3,opt,name=agent_instance_id,json=agentInstanceId,proto3" json:"agent_instance_id,omitempty"`
 	// If not empty, only executions in one of these phases. Each value must be
-	// a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`.
+	// a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`; at most 16
+	// entries (repeating a phase changes nothing).
 	Phases []ExecutionPhase `protobuf:"varint,4,rep,packed,name=phases,proto3,enum=stigmer.backend.v1.ExecutionPhase" json:"phases,omitempty"`
 	// Order of the results: false (the default) is oldest first, true is
 	// newest first, both by `Execution.id`.

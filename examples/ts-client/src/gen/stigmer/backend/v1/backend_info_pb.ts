@@ -9,7 +9,7 @@ import { enumDesc, fileDesc } from "@bufbuild/protobuf/codegenv2";
  * Describes the file stigmer/backend/v1/backend_info.proto.
  */
 export const file_stigmer_backend_v1_backend_info: GenFile = /*@__PURE__*/
-  fileDesc("CiVzdGlnbWVyL2JhY2tlbmQvdjEvYmFja2VuZF9pbmZvLnByb3RvEhJzdGlnbWVyLmJhY2tlbmQudjEqfwoKQ2FwYWJpbGl0eRIaChZDQVBBQklMSVRZX1VOU1BFQ0lGSUVEEAASFgoSQ0FQQUJJTElUWV9TRUNSRVRTEAESHgoaQ0FQQUJJTElUWV9EVVJBQkxFX1NUT1JBR0UQAhIdChlDQVBBQklMSVRZX0FVVEhFTlRJQ0FUSU9OEANiBnByb3RvMw");
+  fileDesc("CiVzdGlnbWVyL2JhY2tlbmQvdjEvYmFja2VuZF9pbmZvLnByb3RvEhJzdGlnbWVyLmJhY2tlbmQudjEqlQEKCkNhcGFiaWxpdHkSGgoWQ0FQQUJJTElUWV9VTlNQRUNJRklFRBAAEhYKEkNBUEFCSUxJVFlfU0VDUkVUUxABEh4KGkNBUEFCSUxJVFlfRFVSQUJMRV9TVE9SQUdFEAISHQoZQ0FQQUJJTElUWV9BVVRIRU5USUNBVElPThADEhQKEENBUEFCSUxJVFlfUk9MRVMQBGIGcHJvdG8z");
 
 /**
  * Capability is an optional feature a backend may support. Everything in this
@@ -49,6 +49,19 @@ export enum Capability {
    * @generated from enum value: CAPABILITY_AUTHENTICATION = 3;
    */
   AUTHENTICATION = 3,
+
+  /**
+   * The endpoint binds each credential to a role and refuses with
+   * `PERMISSION_DENIED`, before reading or writing anything, what the role
+   * may not do: only an admin puts or deletes secrets or applies an agent
+   * instance that references one; people (role person) do not call
+   * `UpdateExecutionStatus` or `GetExecutionContext`; runners do not create
+   * executions, apply agent instances or touch secrets, and act only as the
+   * `runner_id` their credential names. See SECURITY.md.
+   *
+   * @generated from enum value: CAPABILITY_ROLES = 4;
+   */
+  ROLES = 4,
 }
 
 /**

@@ -31,11 +31,24 @@ export const file_stigmer_backend_v1_backend_service: GenFile = /*@__PURE__*/
  * - When several failures apply, the code is the first in this order:
  *   `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`, `FAILED_PRECONDITION`
  *   (`CreateExecution` documents where `ALREADY_EXISTS` falls).
- * - Error messages never contain a secret value.
+ * - Error messages never contain a secret value, and a remote backend's
+ *   never name paths on the server.
+ * - A remote backend reads at most 4 MiB of each request message by default
+ *   (its operator may choose another limit): a larger request fails with
+ *   `RESOURCE_EXHAUSTED` before it is read. A request that is not a valid
+ *   encoding of its message (truncated, invalid UTF-8 in a string, a field
+ *   with the wrong wire type, messages nested more than 100 deep, a
+ *   `google.protobuf.Duration` or `google.protobuf.Timestamp` outside the
+ *   range its definition states) fails with `INVALID_ARGUMENT`.
  * - A remote backend fails any call with `UNAUTHENTICATED` when the caller's
  *   credentials (a bearer token in the `authorization` metadata) are missing
  *   or invalid, and with `PERMISSION_DENIED` when they do not allow the call;
- *   in both cases before reading or writing anything.
+ *   in both cases before reading or writing anything. An endpoint reporting
+ *   `CAPABILITY_ROLES` says which calls each role may make there; in
+ *   particular a runner's `runner_id` (in `UpdateExecutionStatus` and
+ *   `GetExecutionContext`) that is not the one its credential names is
+ *   `PERMISSION_DENIED`, and so is an `ApplyAgentInstance` referencing a
+ *   secret from a caller who may not reference secrets.
  * - Any call may fail with `UNAVAILABLE` (transient: the backend or its
  *   storage cannot be reached or is busy), `DEADLINE_EXCEEDED`,
  *   `RESOURCE_EXHAUSTED` (storage full; nothing was written) or `INTERNAL`
@@ -216,7 +229,9 @@ export const BackendService: GenService<{
    * exactly the secrets the execution's agent instance snapshot references
    * (in `env` and `model.credentials`), decrypted at the time of the call,
    * only while the execution is `EXECUTION_PHASE_RUNNING` and only to the
-   * lease holder. Calling it writes nothing.
+   * lease holder. Calling it writes nothing: an expired lease makes it fail
+   * as for an execution that is no longer running, and is recorded by the
+   * next call that writes or lists.
    *
    * Fails with `INVALID_ARGUMENT` if `execution_id` or `runner_id` is empty
    * or invalid (an `execution_id` that cannot be an identifier); with `NOT_FOUND` if the execution does not exist; with

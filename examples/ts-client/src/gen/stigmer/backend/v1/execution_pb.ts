@@ -130,7 +130,9 @@ export type ExecutionInput = Message<"stigmer.backend.v1.ExecutionInput"> & {
   /**
    * Optional structured input (any JSON object) for agents that take
    * parameters. Unset means no structured input; an empty object is kept as
-   * an empty object. At most 1,048,576 bytes in binary encoding.
+   * an empty object. At most 1,048,576 bytes in binary encoding, and objects
+   * and lists nested at most 32 deep (the object itself counts as 1): a
+   * deeper value fails with `INVALID_ARGUMENT` and nothing is written.
    *
    * @generated from field: google.protobuf.Struct data = 2;
    */
@@ -242,7 +244,8 @@ export type ExecutionOutput = Message<"stigmer.backend.v1.ExecutionOutput"> & {
 
   /**
    * Optional structured result (any JSON object). At most 1,048,576 bytes in
-   * binary encoding.
+   * binary encoding, and objects and lists nested at most 32 deep (the object
+   * itself counts as 1), as `ExecutionInput.data`.
    *
    * @generated from field: google.protobuf.Struct data = 2;
    */

@@ -220,7 +220,8 @@ export type ListExecutionsRequest = Message<"stigmer.backend.v1.ListExecutionsRe
 
   /**
    * If not empty, only executions in one of these phases. Each value must be
-   * a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`.
+   * a defined phase other than `EXECUTION_PHASE_UNSPECIFIED`; at most 16
+   * entries (repeating a phase changes nothing).
    *
    * @generated from field: repeated stigmer.backend.v1.ExecutionPhase phases = 4;
    */

@@ -1,0 +1,90 @@
+"""A write waiting for another process's SQLite lock must not freeze `stigmer server`.
+
+The README says the CLI and the server share the file; while the CLI (here:
+another process holding ``BEGIN IMMEDIATE``) has the write lock, a write sent
+to the server waits for it, and everything that does not need the file is
+still answered at once: health checks, ``GetBackendInfo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+from grpclib.client import Channel
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+
+from stigmer.backends.cloud import CloudBackend
+from stigmer.backends.cloud.endpoint import parse_endpoint
+from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer.server.launch import ServerProcess
+from tests.remote_fixtures import SPEC
+
+_HOLD_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+_CREATE = "/stigmer.backend.v1.BackendService/CreateExecution"
+
+
+async def _until_logged(server: ServerProcess, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in server.stderr_text():
+        assert time.monotonic() < deadline, f"the server never logged {text!r}"
+        await asyncio.sleep(0.01)
+
+
+async def test_health_and_backend_info_answer_while_a_write_waits_for_another_process(db_path, token_file, server_env):
+    args = ["--db", str(db_path), "--token-file", str(token_file), "-v"]
+    token = token_file.read_text().strip()
+    with ServerProcess.start(args, env=server_env) as server:
+        async with CloudBackend(server.endpoint, token=token) as backend:
+            await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
+            holder = subprocess.Popen(
+                [sys.executable, "-c", _HOLD_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            try:
+                assert holder.stdout.readline() == b"locked\n"
+                write = asyncio.ensure_future(
+                    backend.create_execution(
+                        pb.CreateExecutionRequest(
+                            request_id="r-1",
+                            agent_instance=pb.AgentInstanceRef(name="helper"),
+                            input=pb.ExecutionInput(message="hi"),
+                        )
+                    )
+                )
+                await _until_logged(server, f"call {_CREATE}")  # the handler runs, into the lock
+                host, port = parse_endpoint(server.endpoint)
+                channel = Channel(host, port)
+                try:
+                    health = HealthStub(channel)
+                    latencies = []
+                    for _ in range(5):
+                        started = time.perf_counter()
+                        reply = await health.Check(HealthCheckRequest(), timeout=5)
+                        latencies.append(time.perf_counter() - started)
+                        assert reply.status == HealthCheckResponse.SERVING
+                finally:
+                    channel.close()
+                info = await backend.get_backend_info(pb.GetBackendInfoRequest())
+                assert info.backend_kind == "sqlite"
+                assert not write.done(), "the write should still be waiting for the lock"
+                assert sorted(latencies)[2] < 0.05, latencies
+                print(
+                    f"\n[lock stall] Health while a write waits for another process's lock: "
+                    f"median {sorted(latencies)[2] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+                )
+            finally:
+                holder.stdin.close()
+                holder.wait(timeout=30)
+            created = await write
+            assert created.created
