@@ -11,7 +11,7 @@ from grpclib.const import Status
 
 from stigmer.backends.cloud import CloudBackend
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 
 async def test_a_huge_phase_filter_list_is_invalid_argument_without_server_paths(served, db_path, token):

@@ -19,7 +19,7 @@ from grpclib.const import Status
 from stigmer.backends.cloud import CloudBackend
 from stigmer.gen.google.protobuf import Struct
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 from .raw_calls import HEALTH_CHECK, SERVICE, raw_call, raw_channel
 

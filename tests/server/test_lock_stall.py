@@ -18,10 +18,10 @@ from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.cloud.endpoint import parse_endpoint
+from stigmer.backends.wire import parse_endpoint
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-from tests.remote_fixtures import SPEC
+from tests.builders import SPEC
 
 _HOLD_LOCK = """
 import sqlite3, sys

@@ -16,7 +16,8 @@ from grpclib.const import Status
 from stigmer.backends.cloud import CloudBackend
 from stigmer.gen.google.protobuf import Struct
 from stigmer.gen.stigmer.backend import v1 as pb
-from tests.remote_fixtures import SPEC, count_rows
+from tests.builders import SPEC
+from tests.remote_fixtures import count_rows
 
 from .raw_calls import HEALTH_CHECK, SERVICE, raw_call, raw_channel
 

@@ -19,7 +19,8 @@ from grpclib.const import Status
 from stigmer.backends.cloud import CloudBackend
 from stigmer.gen.stigmer.backend import v1 as pb
 from stigmer.server.launch import ServerProcess
-from tests.remote_fixtures import SPEC, count_rows, write_token_file
+from tests.builders import SPEC
+from tests.remote_fixtures import count_rows, write_token_file
 
 TOKENS = {name: secrets.token_hex(20) for name in ("admin", "alice", "runner-1", "runner-2")}
 KEYED = pb.AgentInstanceSpec(
