@@ -55,7 +55,7 @@ def run(
         import pytest
     except ImportError:
         raise click.ClickException(
-            "the conformance suite needs pytest and hypothesis: pip install 'pytest>=8' 'hypothesis>=6.100' (see CONFORMANCE.md)"
+            "the conformance suite needs pytest and hypothesis: pip install 'pytest>=8' 'hypothesis>=6.100'"
         ) from None
 
     from stigmer.conformance import SUITE_DIR
