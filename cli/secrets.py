@@ -1,8 +1,10 @@
 """``stigmer secret``: store, list and delete secrets; inspect and rotate the master key.
 
-A value goes in only through ``put``, read from stdin or a hidden prompt,
-never from the command line (where it would land in shell history and the
-process list), and never comes out: ``list`` shows metadata only. Agents
+A value goes in through ``put``, read from stdin or a hidden prompt, never
+from the command line (where it would land in shell history and the process
+list), or through ``stigmer apply --secret`` (``cli/apply.py``), which takes
+an argv value only with a warning; it never comes out: ``list`` shows
+metadata only. Agents
 reference secrets as ``${.secrets.NAME}``; runners get the values for the
 execution they hold and nothing else.
 """
