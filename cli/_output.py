@@ -42,7 +42,7 @@ def for_terminal(text: str, *, err: bool = False) -> str:
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 def when(moment: datetime | None) -> str | None:
