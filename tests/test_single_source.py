@@ -42,6 +42,9 @@ UNRELATED = {
     ("server/gate.py", 1000): "milliseconds in a second",
     ("backends/encryption/_stores.py", 4096): "the largest file that may be a key file",
     ("server/launch.py", 4096): "bytes read at a time from the server's output",
+    ("backends/sqlite/_backend.py", 1000): "milliseconds in a second (PRAGMA busy_timeout)",
+    ("server/connections.py", 256): "the default connection cap",
+    ("cli/server.py", 256): "the default of --max-connections",
 }
 
 
