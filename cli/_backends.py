@@ -25,6 +25,7 @@ __all__ = ["STORAGE_BACKENDS", "backend_for", "open_storage", "storage_kind"]
 
 STORAGE_BACKENDS: dict[str, str] = {
     "sqlite": "stigmer.backends.sqlite:SqliteBackend",
+    "postgresql": "stigmer.backends.postgres:PostgresBackend",
 }
 """Kind (also the URL scheme that selects it) -> ``module:Class``, called as ``Class(url)`` or ``Class()``."""
 
@@ -35,18 +36,24 @@ def storage_kind(url: str) -> str:
     return scheme.lower() if separator else "sqlite"
 
 
-def open_storage(kind: str, url: str | None = None) -> Backend:
+def open_storage(kind: str, url: str | None = None, **options: object) -> Backend:
     """A storage backend of ``kind`` at ``url`` (``None``: the kind's default place).
 
-    An unregistered kind is ``GRPCError(FAILED_PRECONDITION)``, reported by the CLI in one line.
+    :param options: passed on to the kind's class (``pool_size=`` for a database server, ...).
+
+    An unregistered kind, or one whose optional packages are not installed,
+    is ``GRPCError(FAILED_PRECONDITION)``, reported by the CLI in one line.
     """
     target = STORAGE_BACKENDS.get(kind)
     if target is None:
         known = ", ".join(sorted([*STORAGE_BACKENDS, REMOTE]))
         raise GRPCError(Status.FAILED_PRECONDITION, f"unknown backend kind {kind!r} (known: {known})")
     module, _, name = target.partition(":")
-    factory = getattr(importlib.import_module(module), name)
-    return factory(url) if url else factory()
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except ImportError as error:  # an adapter's own message names the extra to install
+        raise GRPCError(Status.FAILED_PRECONDITION, f"cannot load the {kind} backend ({error})") from None
+    return factory(url, **options) if url else factory(**options)
 
 
 def backend_for(context: Context) -> Backend:

@@ -13,7 +13,7 @@ def conformance() -> None:
 
 
 @conformance.command(context_settings={"ignore_unknown_options": True})
-@click.option("--target", help="sqlite | module:factory | host:port (default: sqlite).")
+@click.option("--target", help="sqlite | postgresql://… | module:factory | host:port (default: sqlite).")
 @click.option("--server-command", help="Command that starts a backend server and prints host:port; restartable.")
 @click.option("--adapter", type=click.Choice(["stub", "cloud"]), default="stub", show_default=True,
               help="Reach gRPC targets with the generated stub or Stigmer's cloud adapter.")  # fmt: skip

@@ -110,7 +110,7 @@ async def delete(backend, name: str, yes: bool) -> None:
 @output_option
 @with_backend
 async def status(backend, output: str) -> None:
-    """Where the master key lives and whether it opens the local database's secrets.
+    """Where the master key lives and whether it opens the database's secrets.
 
     Exits 1 when the secrets cannot be opened (no key, or a key that does
     not match). Never creates a key.

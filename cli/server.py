@@ -1,4 +1,9 @@
-"""``stigmer server``: serve the local SQLite backend over gRPC for runners and CLIs elsewhere."""
+"""``stigmer server``: serve a backend over gRPC for runners and CLIs elsewhere.
+
+The local SQLite file by default; ``--backend URL`` serves any storage
+backend registered in ``_backends`` instead (``postgresql://…``: a PostgreSQL
+database, which any number of replicas may share).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import click
 
 DEFAULT_PORT = 7780
 TOKEN_ENV = "STIGMER_SERVER_TOKEN"
+BACKEND_ENV = "STIGMER_SERVER_BACKEND"
 
 
 @click.command()
@@ -22,6 +28,20 @@ TOKEN_ENV = "STIGMER_SERVER_TOKEN"
     "db_path",
     type=click.Path(dir_okay=False),
     help="SQLite database to serve  [default: $STIGMER_HOME/local.db]",
+)
+@click.option(
+    "--backend",
+    "backend_url",
+    envvar=BACKEND_ENV,
+    metavar="URL",
+    help=f"Serve this database instead of SQLite, e.g. postgresql://user@host/db (replicas may share it). "
+    f"Or set {BACKEND_ENV}; give the password by PGPASSWORD or ~/.pgpass, not here.",
+)
+@click.option(
+    "--pool-size",
+    type=click.IntRange(min=1),
+    help="Most connections a --backend database server backend holds open (plus one while executions are "
+    "watched)  [default: 10]",
 )
 @click.option(
     "--token-file",
@@ -68,6 +88,8 @@ def server(
     host: str,
     port: int,
     db_path: str | None,
+    backend_url: str | None,
+    pool_size: int | None,
     token_file: str | None,
     tokens_file: str | None,
     tls_cert: str | None,
@@ -91,8 +113,20 @@ def server(
     import logging
     import os
 
+    from ._backends import open_storage, storage_kind
+    from ._context import LOCAL
     from ._runtime import run
 
+    kind, url = LOCAL, db_path
+    if backend_url is not None:
+        if db_path is not None:
+            raise click.UsageError("--db and --backend go separately: give one or the other")
+        kind, url = storage_kind(backend_url), backend_url
+        if kind == LOCAL:
+            raise click.UsageError("--backend takes a database URL (postgresql://…); give a SQLite file with --db")
+    options = {} if pool_size is None else {"pool_size": pool_size}
+    if options and kind == LOCAL:
+        raise click.UsageError("--pool-size is for a database server given with --backend")
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -127,17 +161,18 @@ def server(
         raise click.ClickException(str(error)) from None
 
     async def main() -> None:
-        from stigmer.backends.sqlite import SqliteBackend
         from stigmer.server.backend_server import serve_until_signalled
         from stigmer.server.connections import ConnectionLimits
 
         from ._output import status
 
         try:
-            backend = SqliteBackend(db_path)
+            backend = await open_storage(kind, url, **options).__aenter__()
         except BaseException:
             sock.close()
             raise
+        # Where it serves, as the backend names it: a URL without its password, or the file.
+        served = str(getattr(backend, "where", None) or getattr(backend, "path", kind))
 
         def listening(address: tuple[str, int]) -> None:
             where = format_endpoint(*address)
@@ -148,7 +183,7 @@ def server(
                     "roles from the tokens file" if credentials else "token required" if token else "no authentication",
                 ]
             )
-            status(f"serving {backend.path} on {where} ({security}); SIGINT or SIGTERM stops")
+            status(f"serving {served} on {where} ({security}); SIGINT or SIGTERM stops")
             if ssl_context is None and not is_loopback(address[0]):
                 status("warning: no TLS on a non-loopback address: the token and all data travel in clear")
 

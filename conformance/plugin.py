@@ -51,7 +51,7 @@ RUN = pytest.StashKey["ConformanceRun"]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stigmer", "Stigmer backend conformance")
-    group.addoption("--stigmer-target", help="sqlite | module:factory | host:port")
+    group.addoption("--stigmer-target", help="sqlite | postgresql://... | module:factory | host:port")
     group.addoption("--stigmer-server-command", help="command that starts a backend server and prints host:port")
     group.addoption(
         "--stigmer-backend-fixture",

@@ -3,6 +3,7 @@
 ``--stigmer-target`` takes one of:
 
 - ``sqlite`` — Stigmer's SQLite backend on a fresh temporary database (restartable);
+- ``postgresql://…`` — Stigmer's PostgreSQL backend on that (empty) database (restartable);
 - ``module:factory`` — an in-process Python backend: ``factory()`` returns a
   ``BackendServiceBase`` subclass instance (``stigmer.backends.memory:MemoryBackend``);
 - ``host:port`` — any gRPC endpoint, reached with the generated stub (or with
@@ -88,6 +89,8 @@ async def open_target(options: Options) -> Target:
         raise TargetError("no target: give --stigmer-target or --stigmer-server-command")
     if options.target == "sqlite":
         return await _open_sqlite()
+    if options.target.startswith(("postgresql://", "postgres://")):
+        return await _open_postgres(options.target)
     if _ADDRESS.fullmatch(options.target):
         target = Target(description=options.target, backend=None)
         target.backend = _connect(options.target, options, target)
@@ -109,6 +112,37 @@ async def _open_sqlite() -> Target:
         return SqliteBackend(path, master_key=MasterKeySource(directory.name, environ={}, keychain=None))
 
     target = Target(description=f"sqlite ({path})", backend=await start(), restartable=True)
+
+    async def restart() -> Any:
+        await target.backend.aclose()
+        return await start()
+
+    async def close() -> None:
+        await target.backend.aclose()
+        directory.cleanup()
+
+    target._restart, target._close = restart, [close]
+    return target
+
+
+async def _open_postgres(conninfo: str) -> Target:
+    from stigmer.backends.encryption import MasterKeySource
+    from stigmer.backends.postgres import PostgresBackend
+
+    directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
+
+    async def start() -> Any:
+        key = MasterKeySource(directory.name, environ={}, keychain=None)  # throwaway, as for sqlite
+        return await PostgresBackend(conninfo, master_key=key).open()
+
+    from grpclib import GRPCError
+
+    try:
+        backend = await start()
+    except GRPCError as error:
+        directory.cleanup()
+        raise TargetError(error.message) from None
+    target = Target(description=f"postgresql ({backend.where})", backend=backend, restartable=True)
 
     async def restart() -> Any:
         await target.backend.aclose()

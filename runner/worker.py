@@ -65,8 +65,6 @@ class Worker:
         self.lease = lease
         self.grace = grace
         self.min_idle, self.max_idle = min_idle, max_idle
-        self.lists = 0
-        """How many times the backend was listed for work (for tests and monitoring)."""
         self._say = on_status or (lambda text: None)
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -120,7 +118,6 @@ class Worker:
 
     async def _pending(self, wanted: int) -> list[pb.Execution]:
         """The oldest PENDING executions of this worker's agents (listed per agent: others' never hide them)."""
-        self.lists += 1
         request = pb.ListExecutionsRequest(phases=[Phase.PENDING], page_size=min(max(wanted, 1), 100))
         if not self.agents:
             return (await self.backend.list_executions(request)).executions

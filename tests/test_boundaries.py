@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stigmer"
-SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "private_files"}
+SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "private_files"}
 """The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
 CALLERS = {"cli", "server", "runner", "conformance"}
 

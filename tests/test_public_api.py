@@ -29,6 +29,7 @@ PUBLIC = {
     ],
     "stigmer.backends.base": ["Backend"],
     "stigmer.backends.sqlite": ["SqliteBackend", "default_database_path"],
+    "stigmer.backends.postgres": ["PostgresBackend"],
     "stigmer.backends.memory": ["MemoryBackend"],
     "stigmer.backends.cloud": ["CloudBackend", "DEFAULT_TIMEOUT", "RPC_NAMES", "RetryPolicy", "client_ssl_context"],
     "stigmer.backends.keychain": ["Keychain", "KeychainUnavailable", "open_keychain"],
@@ -61,8 +62,9 @@ def test_every_python_backend_is_the_generated_service():
     from stigmer.backends.base import Backend
     from stigmer.backends.cloud import CloudBackend
     from stigmer.backends.memory import MemoryBackend
+    from stigmer.backends.postgres import PostgresBackend
     from stigmer.backends.sqlite import SqliteBackend
     from stigmer.gen.stigmer.backend import v1 as pb
 
-    for backend in (SqliteBackend, MemoryBackend, CloudBackend):
+    for backend in (SqliteBackend, MemoryBackend, CloudBackend, PostgresBackend):
         assert issubclass(backend, Backend) and issubclass(backend, pb.BackendServiceBase)

@@ -42,9 +42,11 @@ UNRELATED = {
     ("server/gate.py", 1000): "milliseconds in a second",
     ("backends/encryption/_stores.py", 4096): "the largest file that may be a key file",
     ("server/launch.py", 4096): "bytes read at a time from the server's output",
-    ("backends/sqlite/_backend.py", 1000): "milliseconds in a second (PRAGMA busy_timeout)",
-    ("server/connections.py", 256): "the default connection cap",
-    ("cli/server.py", 256): "the default of --max-connections",
+    ("server/connections.py", 256): "the default cap on open connections",
+    ("cli/server.py", 256): "that default again, in --help, which must not import the server",
+    ("cli/_output.py", 256): "the end of the range a \\xNN escape can show",
+    ("backends/codec/convert.py", 1000): "nanoseconds in a microsecond",
+    ("backends/sqlite/_backend.py", 1000): "milliseconds in a second",
 }
 
 

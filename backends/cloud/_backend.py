@@ -27,6 +27,7 @@ from grpclib.metadata import Deadline
 from stigmer.gen.stigmer.backend import v1 as pb
 
 from ..base import Backend
+from ..codec import ContractCodec
 from ..wire import authorization, client_ssl_context, format_endpoint, is_header_safe, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
 from .transport_errors import transport_error
@@ -141,7 +142,8 @@ class CloudBackend(Backend):
             raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.endpoint} is closed")
         if self._stub_instance is None:
             # Made on first use, inside the running loop that grpclib binds the channel to.
-            self._channel = Channel(self._host, self._port, ssl=self._ssl)
+            # upb writes and parses the bytes (``codec``); callers still get betterproto2 messages.
+            self._channel = Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
             self._stub_instance = pb.BackendServiceStub(self._channel)
         return self._stub_instance
 

@@ -32,9 +32,9 @@ def test_a_sqlite_context_with_a_url_uses_that_file(stigmer, tmp_path):
 
 
 def test_an_unknown_kind_is_one_line(stigmer):
-    _use(stigmer, kind="postgresql", url="postgresql://db.example/stigmer")
+    _use(stigmer, kind="mysql", url="mysql://db.example/stigmer")
     line = one_line_error(stigmer("agent", "list"))
-    assert line == "Error: FAILED_PRECONDITION: unknown backend kind 'postgresql' (known: cloud, sqlite)"
+    assert line == "Error: FAILED_PRECONDITION: unknown backend kind 'mysql' (known: cloud, postgresql, sqlite)"
 
 
 def test_a_new_storage_kind_is_one_registration(stigmer, tmp_path, monkeypatch):

@@ -18,6 +18,8 @@ from typing import ClassVar
 
 import pytest
 
+from stigmer.cli._outcome import EXIT_FAILED
+
 KEY = "sk-test-9f8e7d6c5b4a39281706"
 
 
@@ -112,7 +114,7 @@ def test_a_credential_an_http_header_cannot_carry_fails_naming_the_credential(st
     assert stigmer("secret", "put", "WIDE_KEY", input="sk-密钥-1234\n").exit_code == 0
     stigmer("apply", "-f", str(manifest))
     result = stigmer("agent", "execute", "wide", "hi")
-    assert result.exit_code == 3  # FAILED (see cli/_outcome.py)
+    assert result.exit_code == EXIT_FAILED
     assert "MODEL_CONFIG" in result.stderr and "${.secrets.WIDE_KEY}" in result.stderr
     assert "not JSON" not in result.stderr and "密钥" not in result.output
     assert ChatCompletions.seen == []
@@ -152,7 +154,7 @@ def test_a_key_quoted_back_in_hex_is_masked_in_the_stored_error(stigmer, tmp_pat
     finally:
         server.shutdown()
         server.server_close()
-    assert result.exit_code == 3 and "MODEL_UNAUTHORIZED" in result.stderr  # FAILED (see cli/_outcome.py)
+    assert result.exit_code == EXIT_FAILED and "MODEL_UNAUTHORIZED" in result.stderr
     stored = stigmer("execution", "list", "-o", "json").stdout
     for form in (KEY.encode().hex(), KEY.encode().hex().upper(), "\\\\u0073\\\\u006b"):
         assert form not in stored and form not in result.output

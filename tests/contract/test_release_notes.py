@@ -80,8 +80,7 @@ def test_an_added_field_counts_as_a_change_and_a_comment_does_not(buf, tmp_path)
     shutil.copy(REPO / "buf.yaml", tmp_path / "buf.yaml")
     secret_proto = tmp_path / "proto/stigmer/backend/v1/secret.proto"
     original = secret_proto.read_text()
-
-    unchanged = built_contract(buf, REPO, tmp_path)  # today's contract (the baseline may be older)
+    unchanged = built_contract(buf, tmp_path, tmp_path)
 
     secret_proto.write_text(original.replace("message Secret {", "// Reworded.\nmessage Secret {", 1))
     assert built_contract(buf, tmp_path, tmp_path) == unchanged

@@ -61,8 +61,10 @@ def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, mo
 
         async def drain() -> list[pb.Execution]:
             async with CloudBackend(server.endpoint, token=token) as backend:
-                ids = await create(backend, "busy", 200)
                 runners = [home.start("runner", "start", "--runner-id", name) for name in ("runner-a", "runner-b")]
+                for runner in runners:  # both are serving (and listing, at most 2 s apart) before the work arrives
+                    await asyncio.to_thread(runner.wait_for, "started")
+                ids = await create(backend, "busy", 200)
                 finals = [await final_state(backend, execution_id, timeout=300) for execution_id in ids]
                 for runner in runners:
                     runner.signal(signal.SIGTERM)

@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import json
+import statistics
 import subprocess
 import sys
 
 from tests.conftest import REPO
 
+SCRIPT = REPO / "benchmarks/remote_path.py"
+
 
 def test_the_remote_path_benchmark_runs_and_reports_every_figure():
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/remote_path.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [sys.executable, str(SCRIPT), "--quick", "--json"], capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s+>= 0\.80", result.stdout, re.MULTILINE)
-    assert [row[0] for row in rows] == ["1", "16"], result.stdout
-    for _, remote, bare, ratio in rows:
-        remote_rate, bare_rate = (float(value.replace(",", "")) for value in (remote, bare))
-        assert remote_rate > 0 and bare_rate > 0
-        assert abs(float(ratio) - remote_rate / bare_rate) < 0.01
-    assert re.search(r"stigmer server \d+\.\d MiB", result.stdout)
+    figures = json.loads(result.stdout)
+
+    # Each ratio is the spread of the per-round ratios of the subject to a baseline measured in the same round.
+    def check(row: dict, subject: str, baseline: str) -> None:
+        mine, theirs = row[subject]["rounds"], row[baseline]["rounds"]
+        assert len(mine) == len(theirs) == figures["rounds"] and all(value > 0 for value in mine + theirs)
+        per_round = [a / b for a, b in zip(mine, theirs, strict=True)]
+        ratio = row["ratios"][baseline]
+        assert ratio["median"] == statistics.median(per_round)
+        assert (ratio["min"], ratio["max"]) == (min(per_round), max(per_round))
+
+    for figure in ("p50_ms", "cpu_ms"):
+        check(figures["list50"][figure], "remote", "in_process")
+    for scenario in ("lifecycle", "get"):
+        assert set(figures[scenario]) == {"1", "16"}
+        for row in figures[scenario].values():
+            for figure in ("per_s", "cpu_ms"):
+                check(row[figure], "remote", "bare")
+    assert figures["sizes"]["list"] > 50 * figures["sizes"]["get"] // 2  # a page of 50 executions, not one
+
+    spec = importlib.util.spec_from_file_location("remote_path", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.report(figures)
+    for line in ("list-50 p50 latency remote/in-process", "lifecycle  1 remote/bare rate", "lifecycle 16 remote/bare"):
+        assert line in text
+    assert "stigmer server" in text and "MiB" in text

@@ -1,0 +1,44 @@
+"""``ContractCodec``: grpclib's protobuf codec with Google's runtime (upb) doing the bytes.
+
+The generated stubs and handlers keep passing betterproto2 messages; this
+codec converts them to and from upb messages (``convert``) and lets upb
+encode and parse, which costs a fraction of betterproto2's pure-Python
+wire format. The bytes are the protobuf wire format either way, so a
+client or server using any other codec (grpcio, buf curl, Go) is unaffected.
+
+Messages that are not betterproto2's (grpclib's own health and reflection
+services use Google's classes) go through grpclib's ``ProtoCodec`` as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import betterproto2
+from grpclib.encoding.proto import ProtoCodec
+
+from .convert import from_google, google_class, to_google
+
+__all__ = ["ContractCodec"]
+
+
+class ContractCodec(ProtoCodec):
+    """Encodes and decodes betterproto2 messages with upb; other messages as ``ProtoCodec`` does."""
+
+    def encode(self, message: Any, message_type: type) -> bytes:
+        if not isinstance(message, betterproto2.Message):
+            return super().encode(message, message_type)
+        if not isinstance(message, message_type):
+            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
+        return to_google(message).SerializeToString(deterministic=True)
+
+    def decode(self, data: bytes, message_type: type) -> Any:
+        if not issubclass(message_type, betterproto2.Message):
+            return super().decode(data, message_type)
+        parsed = google_class(message_type).FromString(data)
+        size = parsed.ByteSize()
+        parsed.DiscardUnknownFields()
+        if parsed.ByteSize() != size:
+            # Unknown fields (a newer peer's): betterproto2's parser keeps them on each message.
+            return message_type.parse(data)
+        return from_google(parsed, message_type)

@@ -1,0 +1,59 @@
+"""CloudBackend and ``stigmer server`` both let upb write and read the bytes (``stigmer.backends.codec``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stigmer.backends.cloud import CloudBackend
+from stigmer.backends.codec import ContractCodec
+from stigmer.backends.sqlite import SqliteBackend
+from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer.server.backend_server import BackendServer
+from stigmer.server.startup import listening_socket
+
+
+@pytest.fixture
+def codec_calls(monkeypatch):
+    """Every ``ContractCodec`` encode and decode in this process, as (direction, message type name)."""
+    calls: list[tuple[str, str]] = []
+    encode, decode = ContractCodec.encode, ContractCodec.decode
+
+    def spying_encode(self, message, message_type):
+        calls.append(("encode", message_type.__name__))
+        return encode(self, message, message_type)
+
+    def spying_decode(self, data, message_type):
+        calls.append(("decode", message_type.__name__))
+        return decode(self, data, message_type)
+
+    monkeypatch.setattr(ContractCodec, "encode", spying_encode)
+    monkeypatch.setattr(ContractCodec, "decode", spying_decode)
+    return calls
+
+
+async def test_both_ends_of_a_call_go_through_the_contract_codec(tmp_path, codec_calls):
+    async with SqliteBackend(tmp_path / "wire.db") as local:
+        server = BackendServer(local, token="t0ken")
+        await server.start(listening_socket("127.0.0.1", 0))
+        try:
+            async with CloudBackend(f"127.0.0.1:{server.address[1]}", token="t0ken") as backend:
+                applied = await backend.apply_agent_instance(
+                    pb.ApplyAgentInstanceRequest(
+                        name="helper",
+                        spec=pb.AgentInstanceSpec(
+                            instructions="be brief", model=pb.ModelConfig(provider="ollama", model="llama3")
+                        ),
+                    )
+                )
+        finally:
+            await server.shutdown(0)
+
+    assert applied.agent_instance.name == "helper"
+    assert applied.agent_instance.create_time is not None
+    # The client encodes the request and decodes the response; the server does the opposite.
+    assert sorted(codec_calls) == [
+        ("decode", "ApplyAgentInstanceRequest"),
+        ("decode", "ApplyAgentInstanceResponse"),
+        ("encode", "ApplyAgentInstanceRequest"),
+        ("encode", "ApplyAgentInstanceResponse"),
+    ]
