@@ -27,7 +27,11 @@ from tests.remote_fixtures import isolated_env
 README = REPO / "README.md"
 MARK = "<!-- readme-test"
 READY = re.compile(r"listening on|runner \S+ started")
-UNTESTED_HERE = {"Clients in Go and TypeScript": "tests/clients/ builds and runs both against a real server"}
+UNTESTED_HERE = {
+    "Clients in Go and TypeScript": "tests/clients/ builds and runs both against a real server",
+    "Many replicas on PostgreSQL": "a template for the operator's database host; tests/postgres/ runs "
+    "`stigmer server --backend postgresql://` replicas and the suite against a real PostgreSQL",
+}
 
 
 def blocks() -> list[tuple[str, list[str]]]:
