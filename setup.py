@@ -20,5 +20,7 @@ setup(
         f"stigmer.{folder}{'.' + sub if sub else ''}" for folder in FOLDERS for sub in ["", *find_packages(folder)]
     ]
     + PROTO,
-    package_data={"stigmer.gen": ["py.typed"]} | {name: ["*.proto"] for name in PROTO},
+    # TRACEABILITY.md: the conformance report names the contract sentence each failing test checks.
+    package_data={"stigmer.gen": ["py.typed"], "stigmer.conformance": ["TRACEABILITY.md"]}
+    | {name: ["*.proto"] for name in PROTO},
 )

@@ -1,4 +1,6 @@
-"""Agent instance manifests: YAML or JSON documents read by ``stigmer apply -f``.
+"""Agent instance manifests: YAML or JSON documents read by ``stigmer apply -f`` and ``stigmer diff -f``.
+
+Two forms of one document are accepted. The short one::
 
     name: helper
     spec:                       # an AgentInstanceSpec, in its proto JSON form
@@ -7,35 +9,81 @@
       env:
         - {name: GH_TOKEN, value: "${.secrets.GH_TOKEN}"}
 
-A file may hold several documents (``---``). ``spec`` is parsed strictly by
-Google's protobuf JSON parser against the contract's descriptor, so a
-misspelled field or a wrong type is an error naming it, not a silent default.
+and the Kubernetes-style one, for people and tools that write those::
+
+    apiVersion: agentic.stigmer.ai/v1
+    kind: AgentInstance
+    metadata: {name: helper}
+    spec: ...
+
+``-f`` takes files, directories (their ``*.yaml``, ``*.yml`` and ``*.json``,
+sorted by name) and ``-`` for stdin; a file may hold several documents
+(``---``). ``spec`` is parsed strictly by Google's protobuf JSON parser
+against the contract's descriptor, so a misspelled field or a wrong type is an
+error naming it, not a silent default. Every document is read and checked
+before the caller writes anything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-__all__ = ["Manifest", "read_manifests"]
+__all__ = ["API_VERSIONS", "KINDS", "MANIFEST_SUFFIXES", "Manifest", "read_manifests"]
+
+API_VERSIONS = ("agentic.stigmer.ai/v1",)
+KINDS = ("AgentInstance",)
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+_SHORT_KEYS = {"kind", "name", "spec"}
+_RESOURCE_KEYS = {"apiVersion", "kind", "metadata", "spec"}
 
 
 @dataclass(frozen=True)
 class Manifest:
-    source: str
+    source: str  # "FILE, document N", for messages
     name: str
     spec: object  # pb.AgentInstanceSpec
 
 
-def read_manifests(path: str) -> list[Manifest]:
-    """Every document of ``path`` (``-`` for stdin), validated; raises ``ClickException`` at the first problem."""
-    import yaml
-    from google.protobuf import json_format, message_factory
+def read_manifests(paths: Iterable[str]) -> list[Manifest]:
+    """Every document of ``paths`` (files, directories, ``-`` for stdin), validated.
 
-    from stigmer.backends.rules import validation
-    from stigmer.gen.stigmer.backend import v1 as pb
+    Raises ``ClickException`` naming the file (and document, line or key) of the first problem.
+    """
+    manifests: list[Manifest] = []
+    for path in _expand(paths):
+        manifests += _read_file(path)
+    seen: dict[str, str] = {}
+    for manifest in manifests:
+        if manifest.name in seen:
+            raise click.ClickException(
+                f"agent instance {manifest.name!r} is declared in more than one document: "
+                f"{seen[manifest.name]} and {manifest.source}"
+            )
+        seen[manifest.name] = manifest.source
+    return manifests
+
+
+def _expand(paths: Iterable[str]) -> list[str]:
+    files: list[str] = []
+    for path in paths:
+        if path != "-" and Path(path).is_dir():
+            found = sorted(p for p in Path(path).iterdir() if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+            if not found:
+                raise click.ClickException(f"{path}: a directory without *.yaml, *.yml or *.json files")
+            files += [str(p) for p in found]
+        else:
+            files.append(path)
+    if files.count("-") > 1:
+        raise click.UsageError("-f - (stdin) can be given once")
+    return files
+
+
+def _read_file(path: str) -> list[Manifest]:
+    import yaml
 
     text = click.get_text_stream("stdin").read() if path == "-" else _read(path)
     try:
@@ -50,36 +98,68 @@ def read_manifests(path: str) -> list[Manifest]:
         raise click.ClickException(f"{path}: nested too deeply to be a manifest") from None
     if not documents:
         raise click.ClickException(f"{path}: no documents")
-    google_spec = message_factory.GetMessageClass(pb.AgentInstanceSpec.DESCRIPTOR)
-    manifests = []
-    for number, document in enumerate(documents, start=1):
-        where = f"{path}, document {number}"
-        if not isinstance(document, dict) or set(document) - {"kind", "name", "spec"}:
-            raise click.ClickException(f"{where}: expected the keys name and spec (and optionally kind: AgentInstance)")
-        if document.get("kind", "AgentInstance") != "AgentInstance":
-            raise click.ClickException(f"{where}: kind {document['kind']!r} is not AgentInstance")
-        name = document.get("name")
-        if not isinstance(name, str):
-            raise click.ClickException(f"{where}: name is required and must be a string")
-        try:
-            parsed = json_format.ParseDict(document.get("spec") or {}, google_spec())
-        except json_format.ParseError as error:
-            raise click.ClickException(f"{where}: spec: {' '.join(str(error).split())}") from None
-        except RecursionError:
-            raise click.ClickException(f"{where}: spec is nested too deeply") from None
-        spec = pb.AgentInstanceSpec.parse(parsed.SerializeToString())
-        from grpclib import GRPCError
+    return [_manifest(f"{path}, document {n}", document) for n, document in enumerate(documents, start=1)]
 
-        try:
-            validation.validate_apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=spec))
-        except GRPCError as error:
-            raise click.ClickException(f"{where}: {error.message}") from None
-        manifests.append(Manifest(source=where, name=name, spec=spec))
-    names = [m.name for m in manifests]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise click.ClickException(f"{path}: agent instance {duplicates[0]!r} appears in more than one document")
-    return manifests
+
+def _manifest(where: str, document: object) -> Manifest:
+    from google.protobuf import json_format, message_factory
+    from grpclib import GRPCError
+
+    from stigmer.backends.rules import validation
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    name, spec = _name_and_spec(where, document)
+    google_spec = message_factory.GetMessageClass(pb.AgentInstanceSpec.DESCRIPTOR)
+    try:
+        parsed = json_format.ParseDict(spec or {}, google_spec())
+    except json_format.ParseError as error:
+        raise click.ClickException(f"{where}: spec: {' '.join(str(error).split())}") from None
+    except RecursionError:
+        raise click.ClickException(f"{where}: spec is nested too deeply") from None
+    message = pb.AgentInstanceSpec.parse(parsed.SerializeToString())
+    try:
+        validation.validate_apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=message))
+    except GRPCError as error:
+        raise click.ClickException(f"{where}: {error.message}") from None
+    return Manifest(source=where, name=name, spec=message)
+
+
+def _name_and_spec(where: str, document: object) -> tuple[str, object]:
+    """The agent instance's name and raw spec, from either form of a document."""
+    if not isinstance(document, dict):
+        raise click.ClickException(f"{where}: expected a mapping with name and spec")
+    kind = document.get("kind", "AgentInstance")
+    if kind not in KINDS:
+        raise click.ClickException(f"{where}: unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if "apiVersion" in document or "metadata" in document:
+        if document.get("apiVersion") not in API_VERSIONS:
+            raise click.ClickException(
+                f"{where}: unknown apiVersion {document.get('apiVersion')!r}; known: {', '.join(API_VERSIONS)}"
+            )
+        if "kind" not in document:
+            raise click.ClickException(f"{where}: kind is required with apiVersion (known kinds: {', '.join(KINDS)})")
+        _only(where, document, _RESOURCE_KEYS, "")
+        metadata = document.get("metadata")
+        if not isinstance(metadata, dict):
+            raise click.ClickException(f"{where}: metadata must be a mapping with name")
+        _only(where, metadata, {"name"}, "metadata.")
+        name = metadata.get("name")
+        field = "metadata.name"
+    else:
+        _only(where, document, _SHORT_KEYS, "")
+        name = document.get("name")
+        field = "name"
+    if not isinstance(name, str):
+        raise click.ClickException(f"{where}: {field} is required and must be a string")
+    return name, document.get("spec")
+
+
+def _only(where: str, mapping: dict, allowed: set[str], prefix: str) -> None:
+    unknown = sorted(str(key) for key in set(mapping) - allowed)
+    if unknown:
+        raise click.ClickException(
+            f"{where}: unknown key {prefix}{unknown[0]}; expected {', '.join(prefix + k for k in sorted(allowed))}"
+        )
 
 
 class _DuplicateKey(Exception):

@@ -6,17 +6,21 @@ exactly the contract's field names. Data goes to stdout; status to stderr.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-__all__ = ["OUTPUT_FORMATS", "emit", "for_terminal", "output_option", "status"]
+__all__ = ["OUTPUT_FORMATS", "TIME_FORMAT", "emit", "for_terminal", "output_option", "status", "users_enums", "when"]
 
 OUTPUT_FORMATS = ("table", "json", "yaml")
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+"""How every table and description shows a moment (JSON and YAML keep the proto's RFC 3339)."""
 
 # What a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts escape
 # sequences, BEL rings, CR rewrites the line), DEL, C1 controls, and the bidirectional overrides and
@@ -38,7 +42,32 @@ def for_terminal(text: str, *, err: bool = False) -> str:
 
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def when(moment: datetime | None) -> str | None:
+    """``moment`` in ``TIME_FORMAT`` (in UTC), or None when unset."""
+    return moment.astimezone(UTC).strftime(TIME_FORMAT) if moment is not None else None
+
+
+def users_enums(text: str) -> str:
+    """``text`` with the contract's enum values as people write them: ``SUCCEEDED``, not ``EXECUTION_PHASE_SUCCEEDED``.
+
+    For tables and error lines; JSON and YAML keep the canonical names. The prefixes come from the
+    generated enums (``ExecutionPhase`` -> ``EXECUTION_PHASE_``), so a new enum needs nothing here.
+    """
+    return _enum_prefixes().sub("", text)
+
+
+@functools.cache
+def _enum_prefixes() -> re.Pattern[str]:
+    import enum
+
+    from stigmer.gen.stigmer.backend import v1 as pb
+
+    names = [name for name, value in vars(pb).items() if isinstance(value, type) and issubclass(value, enum.Enum)]
+    prefixes = sorted(re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper() for name in names)
+    return re.compile(rf"(?<![A-Za-z0-9_])(?:{'|'.join(prefixes)})_(?=[A-Z])")
 
 
 def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,7 +109,7 @@ def emit(
         widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
         for line in table:
             text = "  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip()
-            click.echo(for_terminal(text))
+            click.echo(for_terminal(users_enums(text)))
 
 
 def _plain(data: Any) -> Any:

@@ -34,7 +34,9 @@ def run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except GRPCError as error:
-        detail = " ".join((error.message or "no details").split())  # one line, whatever the backend sent
+        from ._output import users_enums
+
+        detail = users_enums(" ".join((error.message or "no details").split()))  # one line, whatever was sent
         raise click.ClickException(f"{error.status.name}: {detail}") from None
     except TimeoutError:
         raise click.ClickException("DEADLINE_EXCEEDED: the backend did not answer in time") from None

@@ -5,49 +5,21 @@ from __future__ import annotations
 import click
 
 from ._agent_refs import agent_ref as _ref
-from ._output import emit, output_option, status
+from ._completion import agent_names
+from ._confirm import confirm, yes_option
+from ._output import emit, output_option, status, when
 from ._runtime import every_page, with_backend
 from .execute import execute
 
-__all__ = ["agent", "apply"]
+__all__ = ["agent"]
 
 AGENT_COLUMNS = [
     ("NAME", lambda a: a.name),
     ("ID", lambda a: a.id),
     ("VERSION", lambda a: a.version),
     ("MODEL", lambda a: f"{a.spec.model.provider}/{a.spec.model.model}" if a.spec.model else None),
-    ("UPDATED", lambda a: a.update_time.isoformat(timespec="seconds") if a.update_time else None),
+    ("UPDATED", lambda a: when(a.update_time)),
 ]
-
-
-@click.command()
-@click.option(
-    "-f",
-    "--file",
-    "manifests",
-    required=True,
-    callback=lambda ctx, param, path: _read_manifests(path),
-    help="Manifest file (YAML or JSON; - for stdin).",
-)
-@with_backend
-async def apply(backend, manifests: list) -> None:
-    """Create or update the agent instances a manifest declares (ApplyAgentInstance).
-
-    Every document is checked before the first one is applied, so a bad file
-    changes nothing.
-    """
-    from stigmer.gen.stigmer.backend import v1 as pb
-
-    for manifest in manifests:
-        request = pb.ApplyAgentInstanceRequest(name=manifest.name, spec=manifest.spec)
-        response = await backend.apply_agent_instance(request)
-        status(f"agent instance {manifest.name} {response.outcome.name.lower()}")
-
-
-def _read_manifests(path: str) -> list:
-    from ._manifests import read_manifests
-
-    return read_manifests(path)
 
 
 @click.group()
@@ -70,7 +42,7 @@ async def list_agents(backend, output: str) -> None:
 
 
 @agent.command("get")
-@click.argument("name")
+@click.argument("name", shell_complete=agent_names)
 @output_option
 @with_backend
 async def get_agent(backend, name: str, output: str) -> None:
@@ -82,11 +54,16 @@ async def get_agent(backend, name: str, output: str) -> None:
 
 
 @agent.command("delete")
-@click.argument("name")
+@click.argument("name", shell_complete=agent_names)
+@yes_option
 @with_backend
-async def delete_agent(backend, name: str) -> None:
-    """Delete an agent instance; its executions are kept (DeleteAgentInstance)."""
+async def delete_agent(backend, name: str, yes: bool) -> None:
+    """Delete an agent instance; its executions are kept (DeleteAgentInstance).
+
+    Asks first on a terminal, unless --yes.
+    """
     from stigmer.gen.stigmer.backend import v1 as pb
 
+    confirm(f"Delete agent instance {name}?", yes)
     await backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(name)))
     status(f"agent instance {name} deleted")

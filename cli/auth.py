@@ -34,7 +34,7 @@ def _read_token() -> str:
 
 
 @click.command()
-@click.option("--endpoint", required=True, help="HOST:PORT of the server ([::1]:PORT for IPv6).")
+@click.option("--endpoint", help="HOST:PORT of the server ([::1]:PORT for IPv6).  [required]")
 @click.option(
     "--ca",
     "ca_file",
@@ -42,7 +42,7 @@ def _read_token() -> str:
     help="PEM file of the CA that signed the server's certificate  [default: the system's trust store]",
 )
 @click.option("--plaintext", is_flag=True, help="No TLS: only for a server on this machine or a trusted network.")
-def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
+def login(endpoint: str | None, ca_file: str | None, plaintext: bool) -> None:
     """Use the backend at ENDPOINT from now on (TLS unless --plaintext).
 
     The bearer token is read from stdin if it is piped, otherwise asked for
@@ -53,6 +53,11 @@ def login(endpoint: str, ca_file: str | None, plaintext: bool) -> None:
     """
     from stigmer.backends.wire import format_endpoint, is_header_safe, parse_endpoint
 
+    if not endpoint:
+        raise click.UsageError(
+            "login needs the backend's address: --endpoint HOST:PORT (for a `stigmer server` on this machine "
+            "without TLS: --endpoint 127.0.0.1:7780 --plaintext < token); `stigmer logout` returns to the local backend"
+        )
     try:
         endpoint = format_endpoint(*parse_endpoint(endpoint))
     except ValueError as error:

@@ -42,7 +42,11 @@ def run(
 ) -> None:
     """Run the suite and exit 0 only if the backend conforms.
 
-    Extra arguments after the options go to pytest (for example -x or -v).
+    The target must first answer GetBackendInfo (else one line says why, exit
+    4). Then: a line per failure (its stable id, expected against actual, the
+    contract sentence it checks), a table per area, and the verdict, last.
+    Extra arguments after the options go to pytest: -v shows every test and
+    each failure's traceback, -x stops at the first failure.
     """
     import os
 
@@ -51,7 +55,7 @@ def run(
         import pytest
     except ImportError:
         raise click.ClickException(
-            "the conformance suite needs pytest and hypothesis: pip install 'stigmer-backend[conformance]'"
+            "the conformance suite needs pytest and hypothesis: pip install 'pytest>=8' 'hypothesis>=6.100'"
         ) from None
 
     from stigmer.conformance import SUITE_DIR
@@ -59,8 +63,12 @@ def run(
     if target and server_command:
         raise click.UsageError("give --target or --server-command, not both")
     args = [str(SUITE_DIR), "-c", os.devnull, "--rootdir", str(SUITE_DIR), "-p", "no:cacheprovider",
-            "-o", "python_files=*.py", "-o", "console_output_style=classic", "-q",
+            "-o", "python_files=*.py", "-o", "console_output_style=classic",
             "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:asyncio"]  # fmt: skip
+    if _detailed(pytest_args):
+        args.append("-q")  # pytest's own report too: each test, each traceback
+    else:
+        args += ["-qq", "--tb=no", "-rN", "-p", "no:warnings", "--stigmer-quiet"]
     args += ["--stigmer-server-command", server_command] if server_command else ["--stigmer-target", target or "sqlite"]
     args += ["--stigmer-adapter", adapter]
     for flag, value in (("--stigmer-ca", ca_file), ("--stigmer-token-file", token_file),
@@ -72,3 +80,7 @@ def run(
         args.append("--stigmer-tls")
     code = pytest.main([*args, *pytest_args])
     raise SystemExit(int(code))
+
+
+def _detailed(pytest_args: tuple[str, ...]) -> bool:
+    return any(arg in ("-v", "-vv", "--verbose") or arg.startswith("--tb") for arg in pytest_args)

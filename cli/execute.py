@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ._completion import agent_names
 from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionEnded, check_ended
 from ._output import emit, for_terminal, output_option, status
 from ._runtime import open_backend, run
@@ -15,7 +16,7 @@ __all__ = ["execute"]
 
 
 @click.command("execute", epilog=EXIT_CODES_HELP)
-@click.argument("name")
+@click.argument("name", shell_complete=agent_names)
 @click.argument("message")
 @click.option("--data", help="Structured input: a JSON object.")
 @click.option(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ._agent_refs import agent_ref
-from ._output import emit, for_terminal, output_option, status
+from ._completion import agent_names, execution_ids
+from ._output import emit, for_terminal, output_option, status, when
 from ._runtime import every_page, open_backend, run, with_backend
 from ._tier2 import active_stack, cancel_workflow
 
@@ -14,16 +15,12 @@ __all__ = ["execution"]
 PHASES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 
-def _time(value):
-    return value.isoformat(timespec="seconds") if value else None
-
-
 EXECUTION_COLUMNS = [
     ("ID", lambda e: e.id),
     ("AGENT", lambda e: e.agent_instance_name),
     ("PHASE", lambda e: e.status.phase.name),
     ("VERSION", lambda e: e.version),
-    ("CREATED", lambda e: _time(e.create_time)),
+    ("CREATED", lambda e: when(e.create_time)),
     ("MESSAGE", lambda e: e.status.message or None),
 ]
 
@@ -34,7 +31,9 @@ def execution() -> None:
 
 
 @execution.command("list")
-@click.option("--agent", "agent_name", help="Only executions of this agent instance (name or id).")
+@click.option(
+    "--agent", "agent_name", shell_complete=agent_names, help="Only executions of this agent instance (name or id)."
+)
 @click.option("--phase", "phases", multiple=True, type=click.Choice(PHASES), help="Only these phases (repeatable).")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True, help="At most this many.")
 @click.option("--oldest-first", is_flag=True, help="Oldest first (default: newest first).")
@@ -60,7 +59,7 @@ async def list_executions(
 
 
 @execution.command("get")
-@click.argument("execution_id")
+@click.argument("execution_id", shell_complete=execution_ids)
 @output_option
 @with_backend
 async def get_execution(backend, execution_id: str, output: str) -> None:
@@ -83,10 +82,10 @@ def _describe(e) -> None:
         ("version", e.version),
         ("message", s.message),
         ("runner", s.runner_id),
-        ("created", _time(e.create_time)),
-        ("started", _time(s.start_time)),
-        ("ended", _time(s.end_time)),
-        ("lease until", _time(s.lease_expire_time)),
+        ("created", when(e.create_time)),
+        ("started", when(s.start_time)),
+        ("ended", when(s.end_time)),
+        ("lease until", when(s.lease_expire_time)),
         ("input", e.input.message),
         ("output", s.output.text if s.output else None),
         ("error", f"{s.error.code}: {s.error.message}" if s.error else None),
@@ -97,7 +96,7 @@ def _describe(e) -> None:
 
 
 @execution.command("watch", epilog="Exit code: 0 once the execution has ended, whatever its phase.")
-@click.argument("execution_id")
+@click.argument("execution_id", shell_complete=execution_ids)
 @output_option
 def watch_execution(execution_id: str, output: str) -> None:
     """Follow an execution until it ends (WatchExecution): each phase change, then its output or error.
@@ -135,7 +134,7 @@ def watch_execution(execution_id: str, output: str) -> None:
 
 
 @execution.command("cancel")
-@click.argument("execution_id")
+@click.argument("execution_id", shell_complete=execution_ids)
 @click.option("--reason", default="cancelled from the command line", show_default=True, help="Stored as the message.")
 @with_backend
 async def cancel_execution(backend, execution_id: str, reason: str) -> None:

@@ -15,7 +15,8 @@ __all__ = ["cli"]
 
 # name -> "module:attribute", relative to this package
 COMMANDS: dict[str, str] = {
-    "apply": "agents:apply",
+    "apply": "apply:apply",
+    "diff": "apply:diff",
     "agent": "agents:agent",
     "execution": "executions:execution",
     "secret": "secrets:secret",
@@ -38,6 +39,19 @@ class LazyGroup(click.Group):
             module, attribute = COMMANDS[name].split(":")
             return getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
         return super().get_command(ctx, name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests only among commands it has loaded; these load lazily, so suggest from the names.
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

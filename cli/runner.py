@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._completion import agent_names
 from ._output import status
 from ._runtime import with_backend
 
@@ -18,7 +19,13 @@ def runner() -> None:
 @runner.command("start")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="Executions run at once.")
 @click.option("--runner-id", help="This runner's id, stored in what it claims (default: HOSTNAME-PID).")
-@click.option("--agent", "agents", multiple=True, help="Only executions of this agent instance (repeatable).")
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    shell_complete=agent_names,
+    help="Only executions of this agent instance (repeatable).",
+)
 @click.option(
     "--lease",
     type=click.FloatRange(1, 3600),

@@ -1,8 +1,10 @@
 """``stigmer secret``: store, list and delete secrets; inspect and rotate the master key.
 
-A value goes in only through ``put``, read from stdin or a hidden prompt,
-never from the command line (where it would land in shell history and the
-process list), and never comes out: ``list`` shows metadata only. Agents
+A value goes in through ``put``, read from stdin or a hidden prompt, never
+from the command line (where it would land in shell history and the process
+list), or through ``stigmer apply --secret`` (``cli/apply.py``), which takes
+an argv value only with a warning; it never comes out: ``list`` shows
+metadata only. Agents
 reference secrets as ``${.secrets.NAME}``; runners get the values for the
 execution they hold and nothing else.
 """
@@ -10,61 +12,28 @@ execution they hold and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import click
 
-from ._output import emit, output_option
+from ._completion import secret_names
+from ._confirm import confirm, yes_option
+from ._output import emit, output_option, when
 from ._output import status as say
 from ._runtime import every_page, open_backend, run, with_backend
+from ._secret_input import check_secret_name, read_value
 
 __all__ = ["secret"]
 
 _COLUMNS = [
     ("NAME", lambda secret: secret.name),
     ("VERSION", lambda secret: secret.version),
-    ("CREATED", lambda secret: _when(secret.create_time)),
-    ("UPDATED", lambda secret: _when(secret.update_time)),
+    ("CREATED", lambda secret: when(secret.create_time)),
+    ("UPDATED", lambda secret: when(secret.update_time)),
 ]
 
 
-def _when(moment) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
-
-
 def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from stigmer.backends.rules.secret_refs import MAX_SECRET_NAME_CHARS, SECRET_NAME
-
-    if not SECRET_NAME.fullmatch(value):
-        raise click.BadParameter(
-            f"{value!r} is not a secret name: letters, digits and underscores, not starting with a digit, "
-            f"at most {MAX_SECRET_NAME_CHARS} characters"
-        )
-    return value
-
-
-def _read_value() -> str:
-    """The value: all of stdin when it is not a terminal, else a hidden prompt asked twice."""
-    from stigmer.backends.rules.validation import MAX_SECRET_VALUE_BYTES
-
-    stdin = getattr(sys.stdin, "buffer", None)
-    if stdin is None:
-        raise click.UsageError("there is no standard input to read the value from")
-    if stdin.isatty():
-        value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
-    else:
-        data = stdin.read(MAX_SECRET_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
-        try:
-            value = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise click.UsageError("the value on stdin is not UTF-8 text") from None
-        # `echo value | stigmer secret put NAME` must store "value", as $(...) would.
-        value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
-    if not value:
-        raise click.UsageError("the value is empty: pipe it on stdin, or run in a terminal to be prompted for it")
-    if len(value.encode()) > MAX_SECRET_VALUE_BYTES:
-        raise click.UsageError(f"the value is longer than {MAX_SECRET_VALUE_BYTES} bytes")
-    return value
+    return check_secret_name(value)
 
 
 def _key_admin(backend, command: str):
@@ -97,7 +66,7 @@ def put(name: str, output: str) -> None:
     dropped), otherwise prompted for without echo, twice. It is never taken
     from the command line.
     """
-    value = _read_value()
+    value = read_value()
 
     async def main():
         from stigmer.gen.stigmer.backend import v1 as pb
@@ -122,12 +91,17 @@ async def list_secrets(backend, output: str) -> None:
 
 
 @secret.command()
-@click.argument("name", callback=_secret_name)
+@click.argument("name", callback=_secret_name, shell_complete=secret_names)
+@yes_option
 @with_backend
-async def delete(backend, name: str) -> None:
-    """Delete NAME. Agents that reference it fail to start until it is put again."""
+async def delete(backend, name: str, yes: bool) -> None:
+    """Delete NAME. Agents that reference it fail to start until it is put again.
+
+    Asks first on a terminal, unless --yes.
+    """
     from stigmer.gen.stigmer.backend import v1 as pb
 
+    confirm(f"Delete secret {name}? Its value cannot be recovered", yes)
     await backend.delete_secret(pb.DeleteSecretRequest(name=name))
     say(f"secret {name} deleted")
 

@@ -18,7 +18,12 @@ another project's test run. When active:
 - marks tests matched by the known-failures file (one fnmatch pattern per
   line, ``#`` comments) as expected failures, strictly: a listed test that
   passes fails the run, so the list cannot rot;
-- writes a JSON summary (``--stigmer-json-report``) and prints a verdict line.
+- checks first that the target answers ``GetBackendInfo`` (a target that is
+  unreachable, speaks TLS or plaintext unlike the options, or refuses the
+  token is one ``ERROR:`` line, before any test runs);
+- writes a JSON summary (``--stigmer-json-report``) and prints the report of
+  ``report``: a line per failure (stable id, expected against actual, the
+  contract sentence it checks), a table per area, and the verdict, last.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 __all__ = ["RUN", "SUITE_DIR", "ConformanceRun", "conformance_id"]
+
+if TYPE_CHECKING:
+    from .report import Failure
 
 SUITE_DIR = Path(__file__).parent / "suite"
 _ID = pytest.StashKey[str]()
@@ -56,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--stigmer-token-file", help="file holding the bearer token (else $STIGMER_CONFORMANCE_TOKEN)")
     group.addoption("--stigmer-known-failures", help="file of conformance-id patterns that may fail")
     group.addoption("--stigmer-json-report", help="write a JSON summary here")
+    group.addoption(
+        "--stigmer-quiet", action="store_true", help="no progress characters: only the report, for people to read"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -110,6 +121,8 @@ class ConformanceRun:
         self.info: Any = None
         self._infos: dict[int, tuple[Any, Any]] = {}  # id(backend) -> (backend, its GetBackendInfoResponse)
         self.outcomes: dict[str, str] = {}
+        self.failures: dict[str, Failure] = {}
+        self.preflight_failed = False
         self.patterns = _read_patterns(config.getoption("stigmer_known_failures"))
 
     # -- the target ---------------------------------------------------------------------------
@@ -136,6 +149,37 @@ class ConformanceRun:
             if self.info is None:
                 self.info = info
         return known[1]
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """The preflight: the target must answer GetBackendInfo before hundreds of tests ask it anything."""
+        if session.config.option.collectonly or not session.items:
+            return
+        if not (self.options.target or self.options.server_command):
+            return
+        from .report import preflight_problem
+
+        described = self.options.target or self.options.server_command or ""
+        try:
+            self.open()
+        except Exception as error:  # whatever went wrong, one line says it; nothing else runs
+            self.preflight_failed = True
+            from .targets import TargetError
+
+            if isinstance(error, TargetError):
+                raise pytest.UsageError(str(error)) from None
+            tls = bool(self.options.tls or self.options.ca_file)
+            raise pytest.UsageError(
+                preflight_problem(described, error, tls=tls, token=bool(self.options.token))
+            ) from None
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            from . import SUITE_VERSION
+
+            info = self.info
+            reporter.write_line(
+                f"stigmer conformance {SUITE_VERSION}: {len(session.items)} tests against {self.target.description} "
+                f"(contract {info.contract_version}, {info.backend_kind} {info.backend_version})".replace("  ", " ")
+            )
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.target is not None:
@@ -166,10 +210,20 @@ class ConformanceRun:
                 report.outcome = "failed"
                 report.longrepr = f"required behaviour was skipped ({reason}); only optional features may be skipped"
         if report.when == "call" or report.outcome != "passed":
-            self.outcomes[item.stash.get(_ID, item.nodeid)] = _outcome(report)
+            test_id = item.stash.get(_ID, item.nodeid)
+            self.outcomes[test_id] = _outcome(report)
+            if report.failed and test_id not in self.failures:
+                self.failures[test_id] = _failure(test_id, report, call)
         return report
 
     # -- reporting ----------------------------------------------------------------------------
+
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
+        if not config.getoption("stigmer_quiet"):
+            return None
+        if report.when == "call" or report.outcome != "passed":
+            return report.outcome, "", ""  # counted as usual, but no progress letter: the report says it all
+        return "", "", ""
 
     def summary(self) -> dict[str, Any]:
         from . import SUITE_VERSION
@@ -189,6 +243,11 @@ class ConformanceRun:
             "totals": dict(totals),
             "categories": {area: dict(counts) for area, counts in sorted(per_area.items())},
             "failed": sorted(i for i, o in self.outcomes.items() if o == "failed"),
+            "failures": [
+                {"id": f.test_id, "reason": f.reason, "clause": f.clause}
+                for f in sorted(self.failures.values(), key=lambda f: f.test_id)
+                if self.outcomes.get(f.test_id) == "failed"
+            ],
             "conformant": totals["failed"] == 0 and bool(self.outcomes),
         }
 
@@ -202,15 +261,45 @@ class ConformanceRun:
             return str(value)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.preflight_failed:
+            return
+        from .report import area_table, failure_lines
+
+        summary = self.summary()
+        failed = [f for f in self.failures.values() if self.outcomes.get(f.test_id) == "failed"]
+        terminalreporter.write_line("")
+        for line in [*failure_lines(failed), *([""] if failed else []), *area_table(summary["categories"])]:
+            terminalreporter.write_line(line)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """The verdict, after everything pytest prints (its own counts line included), so it is the last line."""
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if self.preflight_failed or reporter is None or config.option.collectonly:
+            return
         summary = self.summary()
         totals = summary["totals"]
         counts = ", ".join(f"{totals[k]} {k}" for k in ("passed", "failed", "skipped", "known-failure") if k in totals)
         verdict = "CONFORMANT" if summary["conformant"] else "NOT CONFORMANT"
-        terminalreporter.write_line(
+        reporter.write_line(
             f"stigmer conformance {summary['suite_version']} against {summary['target']} "
             f"(contract {summary['contract_version']}, {summary['backend_kind']}): "
             f"{counts or 'nothing ran'} — {verdict}"
         )
+
+
+def _failure(test_id: str, report: pytest.TestReport, call: pytest.CallInfo[None]) -> Failure:
+    from .report import Failure, clause_for, failure_reason, one_line
+
+    if "XPASS" in str(report.longrepr):
+        reason = "listed in --known-failures, but it passed (remove it from the list)"
+    elif isinstance(report.longrepr, str):  # set above: a required test was skipped
+        reason = one_line(report.longrepr)
+    elif call.excinfo is not None:
+        reason = failure_reason(call.excinfo)
+    else:
+        reason = one_line(str(report.longrepr))
+    return Failure(test_id, reason, clause_for(test_id))
 
 
 def _outcome(report: pytest.TestReport) -> str:

@@ -37,6 +37,7 @@ from .resolver import resolve
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "SUPPORTED_PROVIDERS",
     "TIMEOUT_VARIABLE",
     "CallBudget",
     "ModelCallFailed",
@@ -276,6 +277,9 @@ _PROVIDERS: dict[str, Provider] = {
     "ollama": ChatCompletionsProvider(),
     "openai-compatible": ChatCompletionsProvider(),
 }
+
+SUPPORTED_PROVIDERS = frozenset(_PROVIDERS)
+"""The ``spec.model.provider`` values this runner can call; ``stigmer apply`` warns about any other."""
 
 
 def provider_for(name: str) -> Provider:

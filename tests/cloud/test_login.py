@@ -164,7 +164,7 @@ def test_login_over_tls_with_the_ca(cli, tmp_path, db_path, token_file, token, s
         (["--endpoint", "nohost"], "port is missing"),
         (["--endpoint", "https://example.com:443"], "no scheme or path"),
         (["--endpoint", "127.0.0.1:1", "--plaintext", "--ca", __file__], "cannot be combined"),
-        ([], "Missing option '--endpoint'"),
+        ([], "login needs the backend's address: --endpoint HOST:PORT"),
     ],
 )
 def test_bad_login_invocations_are_usage_errors(cli, home, args, message):

@@ -25,6 +25,9 @@ def test_the_wheel_ships_every_proto_file(tmp_path):
             shipped = "stigmer/proto/" + proto.relative_to(REPO / "proto").as_posix()
             assert archive.read(shipped) == proto.read_bytes(), shipped
         assert "stigmer/proto/__init__.py" in archive.namelist()
+        # The conformance report names the contract sentence a failing test checks, from the matrix.
+        matrix = REPO / "conformance/TRACEABILITY.md"
+        assert archive.read("stigmer/conformance/TRACEABILITY.md") == matrix.read_bytes()
 
 
 def test_the_installed_package_points_at_the_proto_files():
