@@ -26,6 +26,7 @@ before the caller writes anything.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def _expand(paths: Iterable[str]) -> list[str]:
 def _read_file(path: str) -> list[Manifest]:
     import yaml
 
-    text = click.get_text_stream("stdin").read() if path == "-" else _read(path)
+    text = sys.stdin.read() if path == "-" else _read(path)
     try:
         documents = [d for d in yaml.load_all(text, Loader=_strict_loader()) if d is not None]
     except _DuplicateKey as error:

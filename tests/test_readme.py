@@ -31,6 +31,8 @@ UNTESTED_HERE = {
     "Clients in Go and TypeScript": "tests/clients/ builds and runs both against a real server",
     "Many replicas on PostgreSQL": "a template for the operator's database host; tests/postgres/ runs "
     "`stigmer server --backend postgresql://` replicas and the suite against a real PostgreSQL",
+    "Tier 2: executions as Temporal workflows (`stigmer local`)": "a synopsis with options in brackets; "
+    "tests/fullstack/ runs `stigmer local start | status | logs | stop` and executions on a real Temporal server",
 }
 
 
