@@ -70,7 +70,7 @@ async def run_execution(
     except asyncio.CancelledError:
         await _stop(work, held)
         reason = cancel_reason() if callable(cancel_reason) else cancel_reason
-        await asyncio.shield(_cancel(backend, execution.id, reason))
+        await asyncio.shield(_cancel(backend, execution.id, runner_id, reason))
         raise
     if not work.done():  # cancelled elsewhere, or the lease lost: stop working on it now
         await _stop(work, held)
@@ -113,10 +113,18 @@ async def _until_released(backend: pb.BackendServiceBase, execution_id: str, run
             return
 
 
-async def _cancel(backend: pb.BackendServiceBase, execution_id: str, reason: str) -> None:
-    request = pb.CancelExecutionRequest(execution_id=execution_id, reason=fit_status_message(reason))
-    with contextlib.suppress(GRPCError):  # already ended (reported, or its lease expired): nothing to undo
-        await backend.cancel_execution(request)
+async def _cancel(backend: pb.BackendServiceBase, execution_id: str, runner_id: str, reason: str) -> None:
+    """Ends the held execution CANCELLED, reported as its lease holder.
+
+    Not ``CancelExecution``: on a server with roles a runner's credential may only report the
+    executions it holds (SECURITY.md), and the holder's own report is what the state machine
+    expects of a runner that stops. A refusal means it already ended: nothing to undo.
+    """
+    request = pb.UpdateExecutionStatusRequest(
+        execution_id=execution_id, phase=Phase.CANCELLED, runner_id=runner_id, message=fit_status_message(reason)
+    )
+    with contextlib.suppress(GRPCError):
+        await backend.update_execution_status(request)
 
 
 async def _stop(*tasks: asyncio.Future) -> None:

@@ -202,3 +202,40 @@ def test_the_conformance_module_for_roles_passes_against_the_server(roles_server
     summary = result.stdout.strip().splitlines()
     assert any("5 passed" in line for line in summary), result.stdout[-2000:]
     assert " skipped" not in result.stdout.splitlines()[-1]
+
+
+async def test_a_runner_that_stops_cancels_what_it_holds_with_its_own_credential(roles_server):
+    """A runner may not call CancelExecution; stopping mid-run must still leave CANCELLED, not RUNNING."""
+    import asyncio
+
+    from stigmer.runner.executor import run_execution
+    from tests.runner.fake_model import start_fake_model, stop_fake_model
+
+    model = start_fake_model()
+    try:
+        slow = pb.AgentInstanceSpec(
+            model=pb.ModelConfig(provider="openai-compatible", model="slow", endpoint=model.endpoint)
+        )
+        async with _client(roles_server, "admin") as admin:
+            await admin.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="slow", spec=slow))
+            created = await admin.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id="r-slow",
+                    agent_instance=pb.AgentInstanceRef(name="slow"),
+                    input=pb.ExecutionInput(message="hi"),
+                )
+            )
+        async with _client(roles_server, "runner-1") as runner1:
+            await _denied(runner1.cancel_execution(pb.CancelExecutionRequest(execution_id=created.execution.id)))
+            running = asyncio.ensure_future(
+                run_execution(runner1, created.execution, runner_id="runner-1", cancel_reason="runner-1 stopped")
+            )
+            assert await asyncio.to_thread(model.streaming.wait, 60), "the model call never started"
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            final = (await runner1.get_execution(pb.GetExecutionRequest(execution_id=created.execution.id))).execution
+        assert (final.status.phase, final.status.message) == (pb.ExecutionPhase.CANCELLED, "runner-1 stopped")
+        assert await asyncio.to_thread(model.disconnected.wait, 60), "the model call was not aborted"
+    finally:
+        stop_fake_model(model)
