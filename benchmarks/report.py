@@ -37,6 +37,8 @@ from pathlib import Path
 import list_pages
 import processes
 import watchers
+from runner_rss import BASELINE
+from runner_rss import drain_rounds as runner_rss_rounds
 from sqlite_throughput import throughput_rounds
 
 HERE = Path(__file__).resolve().parent
@@ -162,7 +164,12 @@ def pages(work: Path, quick: bool, rounds: int) -> list[Row]:
 
 
 def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
-    rates = processes.scaling(work, (1, 2, 4), 200 if quick else 600, rounds)
+    """More rounds than the other sections: on a shared machine one round's ratio swings by 2x.
+
+    Backend and raw alternate which goes first each round (``processes.scaling``).
+    """
+    rounds = 2 * rounds + 1
+    rates = processes.scaling(work, (1, 2, 4), 300 if quick else 1000, rounds)
     rows = []
     for n in (2, 4):
         raw_ratios = [a / b for a, b in zip(rates["raw", n], rates["raw", 1], strict=True)]
@@ -170,7 +177,7 @@ def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
         rows.append(
             measured(
                 "processes on one file",
-                f"raw sqlite3, {n} processes",
+                f"raw sqlite3, {n} processes ({rounds} rounds)",
                 "lifecycles/s",
                 rates["raw", n],
                 "raw sqlite3, 1 process",
@@ -180,7 +187,7 @@ def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
         rows.append(
             measured(
                 "processes on one file",
-                f"backend, {n} processes",
+                f"backend, {n} processes ({rounds} rounds)",
                 "lifecycles/s",
                 rates["backend", n],
                 "backend, 1 process",
@@ -285,18 +292,10 @@ def cli_startup(work: Path, rounds: int) -> list[Row]:
     ]
 
 
-def runner_peak_rss() -> float | None:
-    """Peak RSS of ``stigmer runner start`` under load: the hook for when the command exists.
-
-    ``stigmer runner start`` is being added (issue 9). Until it exists there is nothing to
-    measure; once it does, start it against the benchmark's server, let it run the executions of
-    one round, and read its ``VmHWM`` as ``watchers.peak_rss_mib`` does for the server.
-    """
-    stigmer = Path(sys.executable).with_name("stigmer")
-    probe = subprocess.run([str(stigmer), "runner", "start", "--help"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return None
-    return None  # the command exists: wire the measurement here (see the docstring)
+def runner_rss(work: Path, quick: bool, rounds: int) -> Row:
+    """Peak RSS of ``stigmer runner start`` draining executions (4 at once) vs a bare interpreter (``runner_rss``)."""
+    runner, baseline = runner_rss_rounds(work, 100 if quick else 400, rounds)
+    return measured("memory", "stigmer runner peak RSS", "MiB", runner, BASELINE, baseline)
 
 
 def bare_python_rss() -> float:
@@ -307,7 +306,7 @@ def bare_python_rss() -> float:
     return usage.ru_maxrss / 1024
 
 
-def memory(extra: dict) -> list[Row]:
+def memory(work: Path, quick: bool, rounds: int, extra: dict) -> list[Row]:
     """Peak RSS of the server (after the watcher load, else after remote_path's) and of the runner."""
     remote_rss = extra.get("rss", {})
     if remote_rss.get("bare"):
@@ -321,12 +320,7 @@ def memory(extra: dict) -> list[Row]:
             Row("memory", "stigmer server peak RSS", "MiB", server, baseline_name, baseline, server / baseline,
                 None, None, "", None, 1)
         )  # fmt: skip
-    runner = runner_peak_rss()
-    rows.append(
-        Row("memory", "stigmer runner peak RSS", "MiB", runner, baseline_name, baseline,
-            None if runner is None else runner / baseline, None, None,
-            "" if runner is not None else "not measured: no `stigmer runner start` yet", None, 1)
-    )  # fmt: skip
+    rows.append(runner_rss(work, quick, rounds))
     return rows
 
 
@@ -415,8 +409,7 @@ def main() -> None:
             extra["server_peak_rss_mib_after_500_watchers"] = watched[1]
         rows += section("latency", lambda d: latency(d, args.quick, rounds)) or []
         rows += section("cli", lambda d: cli_startup(d, rounds)) or []
-        if "rss" in only:
-            rows += memory(extra)
+        rows += section("rss", lambda d: memory(d, args.quick, rounds, extra)) or []
     table = render(rows)
     print("\n" + table)
     command = "benchmarks/run" + "".join(f" {a}" for a in sys.argv[1:])
