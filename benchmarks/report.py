@@ -37,7 +37,7 @@ from pathlib import Path
 import list_pages
 import processes
 import watchers
-from runner_rss import BASELINE
+from runner_rss import BASELINE, interpreter_rss_mib
 from runner_rss import drain_rounds as runner_rss_rounds
 from sqlite_throughput import throughput_rounds
 
@@ -108,7 +108,12 @@ def lifecycle(work: Path, quick: bool, rounds: int) -> list[Row]:
     ]
 
 
-_REMOTE_ROW = re.compile(r"^\s*(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s", re.MULTILINE)
+_REMOTE_GET = re.compile(
+    r"^\s*(\d+) in flight, calls/s: remote ([\d,]+) \[[^\]]*\]\s+bare ([\d,]+) \[[^\]]*\]"
+    r".*?remote/bare rate ([\d.]+) \[([\d.]+)\.\.([\d.]+)\]",
+    re.MULTILINE,
+)
+_REMOTE_RSS = re.compile(r"stigmer server ([\d.]+) MiB, bare ([\d.]+) MiB")
 
 
 def remote(quick: bool) -> tuple[list[Row], dict]:
@@ -116,8 +121,8 @@ def remote(quick: bool) -> tuple[list[Row], dict]:
     command = [sys.executable, str(HERE / "remote_path.py"), *(["--quick"] if quick else [])]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     rows = []
-    for in_flight, remote_rate, bare_rate, ratio in _REMOTE_ROW.findall(result.stdout):
-        if in_flight not in ("1", "16") or any(r.figure.endswith(f" {in_flight} in flight") for r in rows):
+    for in_flight, remote_rate, bare_rate, ratio, low, high in _REMOTE_GET.findall(result.stdout):
+        if in_flight not in ("1", "16"):
             continue
         value, baseline = (float(x.replace(",", "")) for x in (remote_rate, bare_rate))
         rows.append(
@@ -129,17 +134,15 @@ def remote(quick: bool) -> tuple[list[Row], dict]:
                 "bare grpclib, same messages",
                 baseline,
                 float(ratio),
-                None,  # remote_path.py prints the spread, if at all, in its own words: see its output
-                None,
+                float(low),
+                float(high),
                 ">= 0.80",
                 float(ratio) >= 0.8,
-                0,
+                0,  # remote_path.py's own rounds: see its output
             )
         )
-    rss = {}
-    for name, pattern in (("server", r"stigmer server ([\d.]+) MiB"), ("bare", r"bare grpclib server ([\d.]+) MiB")):
-        found = re.search(pattern, result.stdout)
-        rss[name] = float(found.group(1)) if found else None
+    found = _REMOTE_RSS.search(result.stdout)
+    rss = {"server": float(found.group(1)), "bare": float(found.group(2))} if found else {}
     return rows, {"remote_path_output": result.stdout + result.stderr[-2000:], "rss": rss}
 
 
@@ -300,10 +303,7 @@ def runner_rss(work: Path, quick: bool, rounds: int) -> Row:
 
 def bare_python_rss() -> float:
     """Peak RSS (MiB) of an interpreter that imports grpclib's server, for scale."""
-    command = [sys.executable, "-c", "import grpclib.server"]
-    process = subprocess.Popen(command)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+    return interpreter_rss_mib("grpclib.server")
 
 
 def memory(work: Path, quick: bool, rounds: int, extra: dict) -> list[Row]:

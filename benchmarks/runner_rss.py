@@ -5,9 +5,11 @@
 Each round: a fresh ``STIGMER_HOME`` (local SQLite) holds an agent whose model is a loopback
 OpenAI-compatible server (streams ``"done"`` after 100 ms, so ``--concurrency`` executions are in
 flight at once) and ``count`` PENDING executions; ``stigmer runner start`` drains them, is stopped
-with SIGTERM, and its peak RSS is read from ``wait4`` (the kernel's high-water mark over the whole
-life of the process). The baseline, run in the same round: ``python -c "import httpx, grpclib.client"``
-(the runner's HTTP client and the contract's RPC library, nothing of ours). Not a test.
+with SIGTERM; its peak RSS is its ``VmHWM`` once every execution is done. The baseline, run in the
+same round: ``python -c "import httpx, grpclib.client"`` (the runner's HTTP client and the contract's
+RPC library, nothing of ours), which reports its own ``VmHWM``. Not ``wait4``'s ``ru_maxrss``: Linux
+folds in the size of the process that forked the child (the benchmark, hundreds of MiB after the
+million-row tables), so every child looked as big as its parent.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -29,7 +32,7 @@ from pathlib import Path
 from stigmer.backends.sqlite import SqliteBackend
 from stigmer.gen.stigmer.backend import v1 as pb
 
-__all__ = ["BASELINE", "drain_rounds"]
+__all__ = ["BASELINE", "drain_rounds", "interpreter_rss_mib", "vm_hwm_mib"]
 
 BASELINE = 'python -c "import httpx, grpclib.client"'
 STIGMER = str(Path(sys.executable).with_name("stigmer"))
@@ -53,10 +56,19 @@ class _Model(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _peak_rss_mib(command: list[str], env: dict[str, str] | None = None) -> float:
-    process = subprocess.Popen(command, env=env)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+def vm_hwm_mib(pid: int | str) -> float:
+    """The process's peak resident set (``VmHWM``), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def interpreter_rss_mib(imports: str) -> float:
+    """Peak RSS (MiB) of ``python -c "import ..."``, as that interpreter reports it just before exiting."""
+    command = [sys.executable, "-c", f"import {imports}; print(open('/proc/self/status').read())"]
+    status = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
 
 
 async def _queue(db: Path, endpoint: str, count: int) -> list[str]:
@@ -102,16 +114,16 @@ def drain(directory: Path, endpoint: str, count: int, concurrency: int) -> float
         )
         try:
             phases = asyncio.run(_phases(db, ids, timeout=600))
+            peak = vm_hwm_mib(runner.pid)
         finally:
             runner.send_signal(signal.SIGTERM)
-            _, status, usage = os.wait4(runner.pid, 0)
-            runner.returncode = os.waitstatus_to_exitcode(status)
+            runner.wait()
     output = log.read_text(errors="replace")
     if runner.returncode != 0 or "Traceback" in output:
         raise RuntimeError(f"stigmer runner start exited {runner.returncode}: {output[-2000:]}")
     if phases != [pb.ExecutionPhase.SUCCEEDED] * count:
         raise RuntimeError(f"not every execution succeeded: {sorted(set(phases))}")
-    return usage.ru_maxrss / 1024
+    return peak
 
 
 def drain_rounds(directory: Path, count: int, rounds: int, concurrency: int = 4) -> tuple[list[float], list[float]]:
@@ -123,7 +135,7 @@ def drain_rounds(directory: Path, count: int, rounds: int, concurrency: int = 4)
     runner, baseline = [], []
     try:
         for r in range(rounds):
-            baseline.append(_peak_rss_mib([sys.executable, "-c", "import httpx, grpclib.client"]))
+            baseline.append(interpreter_rss_mib("httpx, grpclib.client"))
             round_dir = directory / f"runner-{r}"
             round_dir.mkdir()
             started = time.perf_counter()
