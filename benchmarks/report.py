@@ -37,6 +37,8 @@ from pathlib import Path
 import list_pages
 import processes
 import watchers
+from runner_rss import BASELINE, interpreter_rss_mib
+from runner_rss import drain_rounds as runner_rss_rounds
 from sqlite_throughput import throughput_rounds
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +108,12 @@ def lifecycle(work: Path, quick: bool, rounds: int) -> list[Row]:
     ]
 
 
-_REMOTE_ROW = re.compile(r"^\s*(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s", re.MULTILINE)
+_REMOTE_GET = re.compile(
+    r"^\s*(\d+) in flight, calls/s: remote ([\d,]+) \[[^\]]*\]\s+bare ([\d,]+) \[[^\]]*\]"
+    r".*?remote/bare rate ([\d.]+) \[([\d.]+)\.\.([\d.]+)\]",
+    re.MULTILINE,
+)
+_REMOTE_RSS = re.compile(r"stigmer server ([\d.]+) MiB, bare ([\d.]+) MiB")
 
 
 def remote(quick: bool) -> tuple[list[Row], dict]:
@@ -114,8 +121,8 @@ def remote(quick: bool) -> tuple[list[Row], dict]:
     command = [sys.executable, str(HERE / "remote_path.py"), *(["--quick"] if quick else [])]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     rows = []
-    for in_flight, remote_rate, bare_rate, ratio in _REMOTE_ROW.findall(result.stdout):
-        if in_flight not in ("1", "16") or any(r.figure.endswith(f" {in_flight} in flight") for r in rows):
+    for in_flight, remote_rate, bare_rate, ratio, low, high in _REMOTE_GET.findall(result.stdout):
+        if in_flight not in ("1", "16"):
             continue
         value, baseline = (float(x.replace(",", "")) for x in (remote_rate, bare_rate))
         rows.append(
@@ -127,17 +134,15 @@ def remote(quick: bool) -> tuple[list[Row], dict]:
                 "bare grpclib, same messages",
                 baseline,
                 float(ratio),
-                None,  # remote_path.py prints the spread, if at all, in its own words: see its output
-                None,
+                float(low),
+                float(high),
                 ">= 0.80",
                 float(ratio) >= 0.8,
-                0,
+                0,  # remote_path.py's own rounds: see its output
             )
         )
-    rss = {}
-    for name, pattern in (("server", r"stigmer server ([\d.]+) MiB"), ("bare", r"bare grpclib server ([\d.]+) MiB")):
-        found = re.search(pattern, result.stdout)
-        rss[name] = float(found.group(1)) if found else None
+    found = _REMOTE_RSS.search(result.stdout)
+    rss = {"server": float(found.group(1)), "bare": float(found.group(2))} if found else {}
     return rows, {"remote_path_output": result.stdout + result.stderr[-2000:], "rss": rss}
 
 
@@ -162,7 +167,12 @@ def pages(work: Path, quick: bool, rounds: int) -> list[Row]:
 
 
 def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
-    rates = processes.scaling(work, (1, 2, 4), 200 if quick else 600, rounds)
+    """More rounds than the other sections: on a shared machine one round's ratio swings by 2x.
+
+    Backend and raw alternate which goes first each round (``processes.scaling``).
+    """
+    rounds = 2 * rounds + 1
+    rates = processes.scaling(work, (1, 2, 4), 300 if quick else 1000, rounds)
     rows = []
     for n in (2, 4):
         raw_ratios = [a / b for a, b in zip(rates["raw", n], rates["raw", 1], strict=True)]
@@ -170,7 +180,7 @@ def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
         rows.append(
             measured(
                 "processes on one file",
-                f"raw sqlite3, {n} processes",
+                f"raw sqlite3, {n} processes ({rounds} rounds)",
                 "lifecycles/s",
                 rates["raw", n],
                 "raw sqlite3, 1 process",
@@ -180,7 +190,7 @@ def scaling(work: Path, quick: bool, rounds: int) -> list[Row]:
         rows.append(
             measured(
                 "processes on one file",
-                f"backend, {n} processes",
+                f"backend, {n} processes ({rounds} rounds)",
                 "lifecycles/s",
                 rates["backend", n],
                 "backend, 1 process",
@@ -285,29 +295,18 @@ def cli_startup(work: Path, rounds: int) -> list[Row]:
     ]
 
 
-def runner_peak_rss() -> float | None:
-    """Peak RSS of ``stigmer runner start`` under load: the hook for when the command exists.
-
-    ``stigmer runner start`` is being added (issue 9). Until it exists there is nothing to
-    measure; once it does, start it against the benchmark's server, let it run the executions of
-    one round, and read its ``VmHWM`` as ``watchers.peak_rss_mib`` does for the server.
-    """
-    stigmer = Path(sys.executable).with_name("stigmer")
-    probe = subprocess.run([str(stigmer), "runner", "start", "--help"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return None
-    return None  # the command exists: wire the measurement here (see the docstring)
+def runner_rss(work: Path, quick: bool, rounds: int) -> Row:
+    """Peak RSS of ``stigmer runner start`` draining executions (4 at once) vs a bare interpreter (``runner_rss``)."""
+    runner, baseline = runner_rss_rounds(work, 100 if quick else 400, rounds)
+    return measured("memory", "stigmer runner peak RSS", "MiB", runner, BASELINE, baseline)
 
 
 def bare_python_rss() -> float:
     """Peak RSS (MiB) of an interpreter that imports grpclib's server, for scale."""
-    command = [sys.executable, "-c", "import grpclib.server"]
-    process = subprocess.Popen(command)
-    _, _, usage = os.wait4(process.pid, 0)
-    return usage.ru_maxrss / 1024
+    return interpreter_rss_mib("grpclib.server")
 
 
-def memory(extra: dict) -> list[Row]:
+def memory(work: Path, quick: bool, rounds: int, extra: dict) -> list[Row]:
     """Peak RSS of the server (after the watcher load, else after remote_path's) and of the runner."""
     remote_rss = extra.get("rss", {})
     if remote_rss.get("bare"):
@@ -321,12 +320,7 @@ def memory(extra: dict) -> list[Row]:
             Row("memory", "stigmer server peak RSS", "MiB", server, baseline_name, baseline, server / baseline,
                 None, None, "", None, 1)
         )  # fmt: skip
-    runner = runner_peak_rss()
-    rows.append(
-        Row("memory", "stigmer runner peak RSS", "MiB", runner, baseline_name, baseline,
-            None if runner is None else runner / baseline, None, None,
-            "" if runner is not None else "not measured: no `stigmer runner start` yet", None, 1)
-    )  # fmt: skip
+    rows.append(runner_rss(work, quick, rounds))
     return rows
 
 
@@ -415,8 +409,7 @@ def main() -> None:
             extra["server_peak_rss_mib_after_500_watchers"] = watched[1]
         rows += section("latency", lambda d: latency(d, args.quick, rounds)) or []
         rows += section("cli", lambda d: cli_startup(d, rounds)) or []
-        if "rss" in only:
-            rows += memory(extra)
+        rows += section("rss", lambda d: memory(d, args.quick, rounds, extra)) or []
     table = render(rows)
     print("\n" + table)
     command = "benchmarks/run" + "".join(f" {a}" for a in sys.argv[1:])
