@@ -8,7 +8,6 @@ into the user's command line.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -43,6 +42,9 @@ def secret_names(ctx: click.Context, param: click.Parameter, incomplete: str) ->
 
 
 def _complete(incomplete: str, rpc: Any, request: Any, field: str, attribute: str) -> list[CompletionItem]:
+    # Imported here: every command module imports this one for its callbacks, and `stigmer --help` loads them all.
+    import asyncio
+
     from ._runtime import every_page, open_backend
 
     async def names() -> list[str]:
