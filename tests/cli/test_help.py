@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -49,14 +50,50 @@ def test_every_registered_command_resolves():
     assert {name for name in COMMANDS if cli.get_command(ctx, name) is not None} == set(COMMANDS)
 
 
-def test_top_level_help_imports_nothing_heavy():
+def _modules_loaded_by(arguments: list[str], env: dict[str, str] | None = None) -> set[str]:
+    """The modules in ``sys.modules`` after ``stigmer *arguments`` ran in a fresh interpreter."""
     code = (
-        "import sys\nfrom click.testing import CliRunner\nfrom stigmer.cli.main import cli\n"
-        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+        "import sys\nfrom stigmer.cli.main import cli\n"
+        f"cli.main({arguments!r}, prog_name='stigmer', standalone_mode=False)\n"
+        "print('\\n'.join(sys.modules))"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "", f"stigmer --help imported {loaded}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return set(result.stdout.splitlines())
+
+
+def _among(loaded: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(p for p in packages if any(m == p or m.startswith(p + ".") for m in loaded))
+
+
+def test_top_level_help_imports_nothing_heavy():
+    # asyncio (with ssl, socket, subprocess) alone was a third of `stigmer --help`'s start-up.
+    loaded = _modules_loaded_by(["--help"])
+    assert _among(loaded, (*HEAVY, "asyncio", "ssl")) == [], "stigmer --help imported them"
+
+
+def test_a_local_list_loads_only_the_local_backend(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
+    env["STIGMER_HOME"] = str(home)
+    loaded = _modules_loaded_by(["execution", "list"], env)
+    assert "stigmer.backends.sqlite" in loaded  # it did list, from the local SQLite file
+    remote_or_server = (
+        "stigmer.backends.cloud",
+        "stigmer.backends.codec",
+        "stigmer.backends.postgres",
+        "stigmer.server",
+        "stigmer.runner",
+        "grpclib.client",
+        "cryptography",
+        "keyring",
+        "yaml",
+    )
+    assert _among(loaded, remote_or_server) == [], "stigmer execution list (local) imported them"
+    other_commands = {f"stigmer.cli.{target.split(':')[0]}" for target in COMMANDS.values()} - {
+        "stigmer.cli.executions"
+    }
+    assert sorted(other_commands & loaded) == [], "stigmer execution list imported other commands' modules"
 
 
 def test_the_console_script_runs():
