@@ -111,21 +111,12 @@ async def _open_sqlite() -> Target:
         # A throwaway key in the throwaway directory: never the user's keychain or ~/.stigmer.
         return SqliteBackend(path, master_key=MasterKeySource(directory.name, environ={}, keychain=None))
 
-    target = Target(description=f"sqlite ({path})", backend=await start(), restartable=True)
-
-    async def restart() -> Any:
-        await target.backend.aclose()
-        return await start()
-
-    async def close() -> None:
-        await target.backend.aclose()
-        directory.cleanup()
-
-    target._restart, target._close = restart, [close]
-    return target
+    return _restartable(f"sqlite ({path})", await start(), start, directory)
 
 
 async def _open_postgres(conninfo: str) -> Target:
+    from grpclib import GRPCError
+
     from stigmer.backends.encryption import MasterKeySource
     from stigmer.backends.postgres import PostgresBackend
 
@@ -135,14 +126,17 @@ async def _open_postgres(conninfo: str) -> Target:
         key = MasterKeySource(directory.name, environ={}, keychain=None)  # throwaway, as for sqlite
         return await PostgresBackend(conninfo, master_key=key).open()
 
-    from grpclib import GRPCError
-
     try:
         backend = await start()
     except GRPCError as error:
         directory.cleanup()
         raise TargetError(error.message) from None
-    target = Target(description=f"postgresql ({backend.where})", backend=backend, restartable=True)
+    return _restartable(f"postgresql ({backend.where})", backend, start, directory)
+
+
+def _restartable(description: str, backend: Any, start: Any, directory: tempfile.TemporaryDirectory) -> Target:
+    """A target whose ``start()`` reopens the same storage, kept in ``directory`` until it is closed."""
+    target = Target(description=description, backend=backend, restartable=True)
 
     async def restart() -> Any:
         await target.backend.aclose()
