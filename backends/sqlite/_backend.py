@@ -231,7 +231,7 @@ class SqliteBackend(Backend):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self._storage.call_on_loop(self._changes.notify)  # watchers live on the event loop
+        self._changes.notify()  # thread-safe: the storage thread commits too
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:

@@ -77,8 +77,11 @@ class ChangeFeed:
             on_loop = False
         if on_loop:
             self._committed.set()
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(self._committed.set)
+        except RuntimeError:  # the watchers' loop is closed: nobody is left to wake
+            pass
 
     @contextlib.asynccontextmanager
     async def watching(self, execution_id: str) -> AsyncIterator[Watcher]:

@@ -54,7 +54,6 @@ class StorageThread:
         self._leave = leave
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queued = 0  # jobs handed to the thread and not yet settled; only touched on event loops
-        self._local = threading.local()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -87,17 +86,6 @@ class StorageThread:
         self._jobs.put((loop, future, fn, args))
         return await future
 
-    def call_on_loop(self, callback: Callable[[], None]) -> None:
-        """``callback()`` on the event loop of the job running now, or at once when not on the storage thread."""
-        loop = getattr(self._local, "loop", None)
-        if loop is None:  # thread-local: only set on the storage thread, during a job
-            callback()
-            return
-        try:
-            loop.call_soon_threadsafe(callback)
-        except RuntimeError:  # the caller's loop is closed: nobody is left to notify
-            pass
-
     def stop(self) -> None:
         """Lets queued jobs finish, then ends the thread (without waiting for it)."""
         self._jobs.put(_STOP)
@@ -108,7 +96,6 @@ class StorageThread:
             if job is _STOP:
                 return
             loop, future, fn, args = job
-            self._local.loop = loop
             result = error = None
             try:
                 self._enter()
@@ -118,8 +105,6 @@ class StorageThread:
                     self._leave()
             except BaseException as raised:  # handed to the awaiting caller, who re-raises it
                 error = raised
-            finally:
-                self._local.loop = None
             try:
                 loop.call_soon_threadsafe(self._settle, future, result, error)
             except RuntimeError:  # the caller's loop closed while the job ran
