@@ -8,10 +8,12 @@ grpclib, sqlite-utils, cryptography, keyring or the generated code.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import click
 
-__all__ = ["cli"]
+__all__ = ["cli", "main"]
 
 # name -> "module:attribute", relative to this package
 COMMANDS: dict[str, str] = {
@@ -58,3 +60,30 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="stigmer-backend", prog_name="stigmer")
 def cli() -> None:
     """Stigmer: run AI agents locally (SQLite) or against a remote backend (gRPC)."""
+
+
+def main() -> None:
+    """The ``stigmer`` script: ``cli``, ended without interpreter teardown once Temporal's native client has run.
+
+    The Temporal SDK's Rust threads outlive the event loop; when CPython finalizes under them the
+    process aborts (SIGABRT, "PyGILState_Release", temporalio/sdk-python#300) after the command's
+    work is done, in about 1 of 20 Tier 2 commands on a loaded machine. Leaving by ``os._exit``
+    after flushing skips that teardown; every command's own cleanup (``finally``, ``async with``)
+    has already run by then.
+    """
+    try:
+        cli(prog_name="stigmer")
+    except SystemExit as end:
+        if "temporalio.bridge.temporal_sdk_bridge" not in sys.modules:
+            raise
+        code = end.code
+        if not isinstance(code, int):
+            if code is not None:
+                print(code, file=sys.stderr)
+            code = 0 if code is None else 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be shown
+                pass
+        os._exit(code)
