@@ -2,7 +2,7 @@
 
 The folders tell the architecture (``gen/``, ``backends/``, ``cli/``,
 ``conformance/``, ``server/``, ``runner/``, ``fullstack/``); on import each is a subpackage:
-``stigmer.gen``, ``stigmer.backends``, and so on. pyproject.toml cannot express a
+``stigmer_backend.gen``, ``stigmer_backend.backends``, and so on. pyproject.toml cannot express a
 renaming package search, hence this file; everything else lives there.
 """
 
@@ -10,17 +10,20 @@ from setuptools import find_namespace_packages, find_packages, setup
 
 FOLDERS = ("gen", "backends", "cli", "conformance", "server", "runner", "fullstack")
 
-# The contract's .proto files ship as data in ``stigmer.proto`` (folders as
+# The contract's .proto files ship as data in ``stigmer_backend.proto`` (folders as
 # namespace packages), so generators in any language can use the installed revision.
-PROTO = ["stigmer.proto", *(f"stigmer.proto.{sub}" for sub in find_namespace_packages("proto"))]
+PROTO = ["stigmer_backend.proto", *(f"stigmer_backend.proto.{sub}" for sub in find_namespace_packages("proto"))]
 
 setup(
-    package_dir={f"stigmer.{folder}": folder for folder in FOLDERS} | {"stigmer.proto": "proto"},
+    package_dir={f"stigmer_backend.{folder}": folder for folder in FOLDERS} | {"stigmer_backend.proto": "proto"},
     packages=[
-        f"stigmer.{folder}{'.' + sub if sub else ''}" for folder in FOLDERS for sub in ["", *find_packages(folder)]
+        f"stigmer_backend.{folder}{'.' + sub if sub else ''}"
+        for folder in FOLDERS
+        for sub in ["", *find_packages(folder)]
     ]
     + PROTO,
     # TRACEABILITY.md: the conformance report names the contract sentence each failing test checks.
-    package_data={"stigmer.gen": ["py.typed"], "stigmer.conformance": ["TRACEABILITY.md"]}
+    package_data={f"stigmer_backend.{folder}": ["py.typed"] for folder in FOLDERS}
+    | {"stigmer_backend.conformance": ["py.typed", "TRACEABILITY.md"]}
     | {name: ["*.proto"] for name in PROTO},
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["Backend"]
 

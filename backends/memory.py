@@ -1,7 +1,7 @@
 """A backend in memory: for callers' tests and the conformance suite's meta-tests.
 
 It passes the conformance suite like any other backend, because every
-decision is made by ``stigmer.backends.rules``; this file only keeps dicts.
+decision is made by ``stigmer_backend.backends.rules``; this file only keeps dicts.
 Nothing survives the process (no ``CAPABILITY_DURABLE_STORAGE``), and secret
 values are held in plain memory, so never use it for real secrets.
 """
@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import rules
 from .base import Backend

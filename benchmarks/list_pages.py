@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlite_throughput import AGENT
 
-from stigmer.backends.rules import paging
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.backends.sqlite._rows import EXECUTION_COLUMNS
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules import paging
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite._rows import EXECUTION_COLUMNS
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["FILTERS", "page_times"]
 

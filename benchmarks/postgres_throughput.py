@@ -41,10 +41,10 @@ sys.path.insert(0, str(REPO))  # the throwaway PostgreSQL server of the tests
 import psycopg  # noqa: E402
 from grpclib.client import Channel  # noqa: E402
 
-from stigmer.backends.postgres import PostgresBackend  # noqa: E402
-from stigmer.backends.rules import ids  # noqa: E402
-from stigmer.gen.stigmer.backend import v1 as pb  # noqa: E402
-from stigmer.server.launch import ServerProcess  # noqa: E402
+from stigmer_backend.backends.postgres import PostgresBackend  # noqa: E402
+from stigmer_backend.backends.rules import ids  # noqa: E402
+from stigmer_backend.gen.stigmer.backend import v1 as pb  # noqa: E402
+from stigmer_backend.server.launch import ServerProcess  # noqa: E402
 from tests.postgres.cluster import Cluster  # noqa: E402
 
 SPEC = pb.AgentInstanceSpec(instructions="be brief", model=pb.ModelConfig(provider="ollama", model="llama3"))

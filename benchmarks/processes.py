@@ -36,7 +36,7 @@ from pathlib import Path
 
 from sqlite_throughput import AGENT, RawWriter, backend_round
 
-from stigmer.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
 
 __all__ = ["scaling"]
 
@@ -100,7 +100,7 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
             print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
 
     if kind == "backend-sqlite-wait":
-        from stigmer.backends.sqlite import _backend
+        from stigmer_backend.backends.sqlite import _backend
 
         _backend._begin_immediate = _sqlite_busy_handler_begin
         kind = "backend"

@@ -22,7 +22,7 @@ machine moves both sides of a round together, not the ratio.
   16 in flight. Goal: remote >= 0.7 of bare.
 - **get**: one ``GetExecution`` (a response of ~200 bytes), the same two ways, as calls per second.
 
-The bare calls use the codec the server and CloudBackend use (``stigmer.backends.codec``), so the
+The bare calls use the codec the server and CloudBackend use (``stigmer_backend.backends.codec``), so the
 ratios measure what the server and adapter add, not a codec difference; the lifecycle is also run
 bare with grpclib's default codec (betterproto2 writing the bytes) to show what the codec saves.
 
@@ -47,10 +47,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.codec import ContractCodec
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import LISTENING_PREFIX, ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.codec import ContractCodec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import LISTENING_PREFIX, ServerProcess
 
 CONCURRENCY = 16
 LIST_GOAL = 5.0
@@ -137,7 +137,7 @@ async def bare_server(responses_file: str, default_codec: bool) -> None:
 
     from grpclib.server import Server
 
-    from stigmer.server.startup import listening_socket
+    from stigmer_backend.server.startup import listening_socket
 
     responses = {name: bytes.fromhex(value) for name, value in json.loads(Path(responses_file).read_text()).items()}
     server = Server([ConstantBackend(responses)], codec=None if default_codec else ContractCodec())
@@ -281,7 +281,7 @@ async def _fill(remote: CloudBackend, count: int) -> list[Any]:
 
 async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
     """Runs every measurement; a dict of figures (rates per second, latencies in ms, ratios as spreads)."""
-    from stigmer.backends.sqlite import SqliteBackend
+    from stigmer_backend.backends.sqlite import SqliteBackend
 
     rounds = rounds or (3 if quick else 9)
     list_calls, get_calls, lifecycles = (40, 300, 96) if quick else (100, 800, 240)
@@ -464,9 +464,9 @@ async def _profiled_lifecycles(count: int) -> Any:
     """``count`` lifecycles with client and server in this process, under cProfile."""
     import cProfile
 
-    from stigmer.backends.sqlite import SqliteBackend
-    from stigmer.server.backend_server import BackendServer
-    from stigmer.server.startup import listening_socket
+    from stigmer_backend.backends.sqlite import SqliteBackend
+    from stigmer_backend.server.backend_server import BackendServer
+    from stigmer_backend.server.startup import listening_socket
 
     token = secrets.token_hex(24)
     with tempfile.TemporaryDirectory() as scratch:
@@ -489,7 +489,7 @@ async def _profiled_lifecycles(count: int) -> Any:
 
 
 _AREAS = (
-    ("codec (stigmer.backends.codec, upb)", ("/backends/codec/", "google/protobuf", "google._upb")),
+    ("codec (stigmer_backend.backends.codec, upb)", ("/backends/codec/", "google/protobuf", "google._upb")),
     ("SQLite backend and contract rules", ("/backends/sqlite/", "/backends/rules/", "sqlite3", "sqlite_utils")),
     ("betterproto2 (message init, defaults)", ("betterproto2", "/gen/")),
     ("CloudBackend adapter", ("/backends/cloud/",)),

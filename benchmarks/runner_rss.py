@@ -29,8 +29,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["BASELINE", "drain_rounds", "interpreter_rss_mib", "vm_hwm_mib"]
 

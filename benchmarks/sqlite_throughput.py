@@ -37,11 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from stigmer.backends.rules import ids, paging
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.backends.sqlite._rows import EXECUTION_COLUMNS
-from stigmer.backends.sqlite._schema import STATUS_COLUMN_NAMES
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules import ids, paging
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite._rows import EXECUTION_COLUMNS
+from stigmer_backend.backends.sqlite._schema import STATUS_COLUMN_NAMES
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 AGENT = pb.ApplyAgentInstanceRequest(
     name="bench", spec=pb.AgentInstanceSpec(model=pb.ModelConfig(provider="ollama", model="llama3"))

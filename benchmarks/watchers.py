@@ -20,11 +20,11 @@ from pathlib import Path
 
 from sqlite_throughput import AGENT
 
-from stigmer.backends.base import Backend
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.base import Backend
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 
 __all__ = ["Served", "peak_rss_mib", "watch_latency", "writes_with_watchers"]
 

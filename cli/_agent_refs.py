@@ -7,8 +7,8 @@ __all__ = ["agent_ref"]
 
 def agent_ref(name_or_id: str):
     """The ``AgentInstanceRef`` for ``name_or_id``; names cannot start with the id prefix (it has an underscore)."""
-    from stigmer.backends.rules.ids import AGENT_INSTANCE_PREFIX
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.backends.rules.ids import AGENT_INSTANCE_PREFIX
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     if name_or_id.startswith(AGENT_INSTANCE_PREFIX):
         return pb.AgentInstanceRef(id=name_or_id)

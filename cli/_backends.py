@@ -18,14 +18,14 @@ from grpclib.const import Status
 from ._context import REMOTE, Context
 
 if TYPE_CHECKING:
-    from stigmer.backends.base import Backend
-    from stigmer.backends.cloud import CloudBackend
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.backends.cloud import CloudBackend
 
 __all__ = ["STORAGE_BACKENDS", "backend_for", "open_storage", "storage_kind"]
 
 STORAGE_BACKENDS: dict[str, str] = {
-    "sqlite": "stigmer.backends.sqlite:SqliteBackend",
-    "postgresql": "stigmer.backends.postgres:PostgresBackend",
+    "sqlite": "stigmer_backend.backends.sqlite:SqliteBackend",
+    "postgresql": "stigmer_backend.backends.postgres:PostgresBackend",
 }
 """Kind (also the URL scheme that selects it) -> ``module:Class``, called as ``Class(url)`` or ``Class()``."""
 
@@ -71,8 +71,8 @@ def from_saved_login(context: Context, **options: object) -> CloudBackend:
     A saved login that cannot be used (a hand-edited endpoint, say) is
     ``GRPCError(FAILED_PRECONDITION)``, so the CLI reports it in one line.
     """
-    from stigmer.backends.cloud import CloudBackend
-    from stigmer.backends.cloud.credentials import load_token
+    from stigmer_backend.backends.cloud import CloudBackend
+    from stigmer_backend.backends.cloud.credentials import load_token
 
     try:
         return CloudBackend(

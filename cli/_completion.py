@@ -21,7 +21,7 @@ _MOST = 200  # a completion menu longer than this helps nobody
 
 
 def agent_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     return _complete(
         incomplete, lambda b: b.list_agent_instances, pb.ListAgentInstancesRequest(), "agent_instances", "name"
@@ -29,14 +29,14 @@ def agent_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> 
 
 
 def execution_ids(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     request = pb.ListExecutionsRequest(newest_first=True)
     return _complete(incomplete, lambda b: b.list_executions, request, "executions", "id")
 
 
 def secret_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     return _complete(incomplete, lambda b: b.list_secrets, pb.ListSecretsRequest(), "secrets", "name")
 

@@ -1,7 +1,7 @@
 """Which backend the CLI talks to: a backend kind and its settings.
 
 Kept in ``$STIGMER_HOME/config.json`` (no secrets in it: a remote token lives
-in the OS keychain or a 0600 file, see ``stigmer.backends.cloud``). No file
+in the OS keychain or a 0600 file, see ``stigmer_backend.backends.cloud``). No file
 means the local SQLite database. ``_backends`` turns a context into a backend;
 a new kind is one registration there, and its settings fit ``url``.
 """
@@ -54,13 +54,13 @@ class Context:
 
 
 def config_path() -> Path:
-    from stigmer.backends.home import stigmer_home
+    from stigmer_backend.backends.home import stigmer_home
 
     return stigmer_home() / "config.json"
 
 
 def load_context() -> Context:
-    from stigmer.backends.private_files import read_private
+    from stigmer_backend.backends.private_files import read_private
 
     path = config_path()
     text = read_private(path, "the Stigmer config")  # refuses a file another user controls
@@ -81,6 +81,6 @@ def load_context() -> Context:
 
 def save_context(context: Context) -> None:
     """Writes the config atomically (a crash leaves the old or the new file, never half of one)."""
-    from stigmer.backends.private_files import write_private
+    from stigmer_backend.backends.private_files import write_private
 
     write_private(config_path(), json.dumps(asdict(context), indent=2) + "\n")

@@ -106,8 +106,8 @@ def _manifest(where: str, document: object) -> Manifest:
     from google.protobuf import json_format, message_factory
     from grpclib import GRPCError
 
-    from stigmer.backends.rules import validation
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.backends.rules import validation
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     name, spec = _name_and_spec(where, document)
     google_spec = message_factory.GetMessageClass(pb.AgentInstanceSpec.DESCRIPTOR)

@@ -43,7 +43,7 @@ class ExecutionEnded(click.ClickException):
 
 def check_ended(final) -> None:
     """Raises ``ExecutionEnded`` unless ``final`` (an ``Execution``) SUCCEEDED."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     phase = final.status.phase
     if phase == pb.ExecutionPhase.SUCCEEDED:

@@ -63,7 +63,7 @@ def users_enums(text: str) -> str:
 def _enum_prefixes() -> re.Pattern[str]:
     import enum
 
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     names = [name for name, value in vars(pb).items() if isinstance(value, type) and issubclass(value, enum.Enum)]
     prefixes = sorted(re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper() for name in names)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from stigmer.backends.base import Backend
+    from stigmer_backend.backends.base import Backend
 
 __all__ = ["every_page", "open_backend", "run", "with_backend"]
 
@@ -79,7 +79,7 @@ async def every_page(
     """The items of every page of a ``List*`` RPC, following ``next_page_token``, up to ``limit``."""
     import dataclasses
 
-    from stigmer.backends.rules.paging import MAX_PAGE_SIZE
+    from stigmer_backend.backends.rules.paging import MAX_PAGE_SIZE
 
     items: list = []
     while True:

@@ -21,7 +21,7 @@ ARGV_WARNING = (
 
 def check_secret_name(value: str, param_hint: str | None = None) -> str:
     """``value`` if it is a valid secret name, else a ``BadParameter`` saying what one is."""
-    from stigmer.backends.rules.secret_refs import MAX_SECRET_NAME_CHARS, SECRET_NAME
+    from stigmer_backend.backends.rules.secret_refs import MAX_SECRET_NAME_CHARS, SECRET_NAME
 
     if not SECRET_NAME.fullmatch(value):
         raise click.BadParameter(
@@ -40,7 +40,7 @@ def read_value(prompt: str = "Value") -> str:
     if stdin.isatty():
         value = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
     else:
-        from stigmer.backends.rules.validation import MAX_SECRET_VALUE_BYTES
+        from stigmer_backend.backends.rules.validation import MAX_SECRET_VALUE_BYTES
 
         data = stdin.read(MAX_SECRET_VALUE_BYTES + 3)  # room for a newline; larger is refused below anyway
         try:
@@ -53,7 +53,7 @@ def read_value(prompt: str = "Value") -> str:
 
 
 def checked(value: str, empty: str) -> str:
-    from stigmer.backends.rules.validation import MAX_SECRET_VALUE_BYTES
+    from stigmer_backend.backends.rules.validation import MAX_SECRET_VALUE_BYTES
 
     if not value:
         raise click.UsageError(empty)

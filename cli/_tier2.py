@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ._context import LOCAL, load_context
 
 if TYPE_CHECKING:
-    from stigmer.fullstack.stack import Stack
+    from stigmer_backend.fullstack.stack import Stack
 
 __all__ = ["active_stack", "cancel_workflow", "served_storage"]
 
@@ -29,7 +29,7 @@ def active_stack() -> Stack | None:
     storage = served_storage()
     if storage is None:
         return None
-    from stigmer.fullstack.stack import StackError, running_stack
+    from stigmer_backend.fullstack.stack import StackError, running_stack
 
     try:
         stack = running_stack()
@@ -40,6 +40,6 @@ def active_stack() -> Stack | None:
 
 async def cancel_workflow(stack: Stack, execution_id: str) -> bool:
     """Cancels the execution's workflow, if one runs (the backend is cancelled first, by the caller)."""
-    from stigmer.fullstack.client import cancel_workflow as cancel
+    from stigmer_backend.fullstack.client import cancel_workflow as cancel
 
     return await cancel(stack, execution_id)

@@ -35,7 +35,7 @@ agent.add_command(execute)  # in a module of its own: it is the largest command
 @with_backend
 async def list_agents(backend, output: str) -> None:
     """List agent instances by name (ListAgentInstances)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     agents = await every_page(backend.list_agent_instances, pb.ListAgentInstancesRequest(), "agent_instances")
     emit(output, {"agentInstances": agents}, AGENT_COLUMNS, rows=agents)
@@ -47,7 +47,7 @@ async def list_agents(backend, output: str) -> None:
 @with_backend
 async def get_agent(backend, name: str, output: str) -> None:
     """Show one agent instance, by name or id (GetAgentInstance)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     found = await backend.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=_ref(name)))
     emit(output, found.agent_instance, AGENT_COLUMNS)
@@ -62,7 +62,7 @@ async def delete_agent(backend, name: str, yes: bool) -> None:
 
     Asks first on a terminal, unless --yes.
     """
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     confirm(f"Delete agent instance {name}?", yes)
     await backend.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(name)))

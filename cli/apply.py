@@ -83,7 +83,7 @@ def _secret_values(secrets: tuple[str, ...], stdin_free: bool) -> dict[str, str]
 
 def _warn_about_providers(manifests: list[Manifest]) -> None:
     """A provider Stigmer's runner cannot call fails every execution (MODEL_PROVIDER_UNSUPPORTED): say so now."""
-    from stigmer.runner.providers import SUPPORTED_PROVIDERS
+    from stigmer_backend.runner.providers import SUPPORTED_PROVIDERS
 
     for manifest in manifests:
         provider = manifest.spec.model.provider if manifest.spec.model else ""
@@ -96,7 +96,7 @@ def _warn_about_providers(manifests: list[Manifest]) -> None:
 
 
 async def _apply(manifests: list[Manifest], values: dict[str, str]) -> None:
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     from ._runtime import open_backend
 
@@ -112,7 +112,7 @@ async def _apply(manifests: list[Manifest], values: dict[str, str]) -> None:
 
 
 async def _dry_run(manifests: list[Manifest], names: list[str]) -> None:
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     from ._runtime import every_page, open_backend
 
@@ -140,7 +140,7 @@ async def _current(backend, name: str):
     from grpclib import GRPCError
     from grpclib.const import Status
 
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     try:
         response = await backend.get_agent_instance(

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from stigmer.backends.rules import CONTRACT_VERSION
+from stigmer_backend.backends.rules import CONTRACT_VERSION
 
 from ._output import emit, output_option, status
 
@@ -51,7 +51,7 @@ def login(endpoint: str | None, ca_file: str | None, plaintext: bool) -> None:
     is kept in the OS keychain, or in $STIGMER_HOME/token (0600) where there
     is none; never in config.json.
     """
-    from stigmer.backends.wire import format_endpoint, is_header_safe, parse_endpoint
+    from stigmer_backend.backends.wire import format_endpoint, is_header_safe, parse_endpoint
 
     if not endpoint:
         raise click.UsageError(
@@ -71,9 +71,9 @@ def login(endpoint: str | None, ca_file: str | None, plaintext: bool) -> None:
     from ._runtime import run
 
     async def main() -> None:
-        from stigmer.backends.cloud import CloudBackend, RetryPolicy
-        from stigmer.backends.cloud.credentials import delete_token, save_token
-        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.backends.cloud import CloudBackend, RetryPolicy
+        from stigmer_backend.backends.cloud.credentials import delete_token, save_token
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         from ._context import Context, load_context, save_context
 
@@ -120,7 +120,7 @@ def _absolute(path: str | None) -> str:
 @click.command()
 def logout() -> None:
     """Forget the remote endpoint and its token; back to the local SQLite backend."""
-    from stigmer.backends.cloud.credentials import delete_token
+    from stigmer_backend.backends.cloud.credentials import delete_token
 
     from ._context import Context, load_context, save_context
 
@@ -145,7 +145,7 @@ def context(output: str) -> None:
     async def main() -> None:
         from grpclib import GRPCError
 
-        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         if active.is_remote:
             transport = "plaintext" if active.plaintext else f"TLS, CA {active.ca_file}" if active.ca_file else "TLS"
@@ -153,7 +153,7 @@ def context(output: str) -> None:
         elif active.url:
             where = active.url
         else:
-            from stigmer.backends.sqlite import default_database_path
+            from stigmer_backend.backends.sqlite import default_database_path
 
             where = str(default_database_path())
         failure = None

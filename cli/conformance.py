@@ -58,7 +58,7 @@ def run(
             "the conformance suite needs pytest and hypothesis: pip install 'pytest>=8' 'hypothesis>=6.100'"
         ) from None
 
-    from stigmer.conformance import SUITE_DIR
+    from stigmer_backend.conformance import SUITE_DIR
 
     if target and server_command:
         raise click.UsageError("give --target or --server-command, not both")

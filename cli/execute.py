@@ -60,9 +60,9 @@ def execute(
         from grpclib import GRPCError
         from grpclib.const import Status
 
-        from stigmer.gen.google.protobuf import Struct
-        from stigmer.gen.stigmer.backend import v1 as pb
-        from stigmer.runner.executor import run_execution
+        from stigmer_backend.gen.google.protobuf import Struct
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.runner.executor import run_execution
 
         from ._agent_refs import agent_ref
 
@@ -183,8 +183,8 @@ class _Screen:
 
 async def _start_workflow(backend, stack, execution_id: str, lease: int) -> None:
     """Starts the execution's Temporal workflow; if Temporal refuses, the execution is cancelled, not left PENDING."""
-    from stigmer.fullstack.client import start_workflow
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.fullstack.client import start_workflow
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     try:
         await start_workflow(stack, execution_id, lease)
@@ -198,7 +198,7 @@ async def _start_workflow(backend, stack, execution_id: str, lease: int) -> None
 
 async def _followed(backend, execution_id: str):
     """The execution once it ends, followed with WatchExecution."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
         final = response.execution

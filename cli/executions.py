@@ -43,7 +43,7 @@ async def list_executions(
     backend, agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
 ) -> None:
     """List executions, newest first (ListExecutions)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     agent_id = ""
     if agent_name:
@@ -64,7 +64,7 @@ async def list_executions(
 @with_backend
 async def get_execution(backend, execution_id: str, output: str) -> None:
     """Show one execution (GetExecution)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     found = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
     if output == "table":
@@ -106,7 +106,7 @@ def watch_execution(execution_id: str, output: str) -> None:
     """
 
     async def main() -> None:
-        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         shown = None
         async with open_backend() as backend:
@@ -139,7 +139,7 @@ def watch_execution(execution_id: str, output: str) -> None:
 @with_backend
 async def cancel_execution(backend, execution_id: str, reason: str) -> None:
     """Cancel a pending or running execution (CancelExecution)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
     cancelled = (await backend.cancel_execution(request)).execution

@@ -11,7 +11,7 @@ __all__ = ["local"]
 
 def _requirements() -> None:
     """Exits with one line naming the extra to install if Tier 2's dependencies are missing."""
-    from stigmer.fullstack.requirements import MissingExtra, require_sdk, temporal_binary
+    from stigmer_backend.fullstack.requirements import MissingExtra, require_sdk, temporal_binary
 
     try:
         require_sdk()
@@ -52,7 +52,7 @@ def start(workers: int, concurrency: int, grace: float) -> None:
     are in $STIGMER_HOME/local/. A second start says it is already running.
     """
     _requirements()
-    from stigmer.fullstack.stack import StackError, start_stack
+    from stigmer_backend.fullstack.stack import StackError, start_stack
 
     from ._tier2 import served_storage
 
@@ -80,7 +80,7 @@ def stop() -> None:
     Workers stop taking work; running executions get the --grace given to start,
     then are cancelled with a reason.
     """
-    from stigmer.fullstack.stack import StackError, stop_stack
+    from stigmer_backend.fullstack.stack import StackError, stop_stack
 
     try:
         ran = stop_stack(on_status=status)
@@ -96,7 +96,7 @@ def stack_status() -> None:
     Exit code 0 when every part is healthy, 1 otherwise.
     """
     _requirements()
-    from stigmer.fullstack.stack import StackError, load_stack, temporal_health
+    from stigmer_backend.fullstack.stack import StackError, load_stack, temporal_health
 
     try:
         stack = load_stack()
@@ -131,7 +131,7 @@ def _backend_health(endpoint: str) -> str:
     from grpclib.health.v1.health_grpc import HealthStub
     from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-    from stigmer.backends.wire import parse_endpoint
+    from stigmer_backend.backends.wire import parse_endpoint
 
     async def check() -> str:
         host, port = parse_endpoint(endpoint)
@@ -155,7 +155,7 @@ def logs(part: str | None, lines: int) -> None:
     from collections import deque
     from pathlib import Path
 
-    from stigmer.fullstack.stack import stack_dir
+    from stigmer_backend.fullstack.stack import stack_dir
 
     found = sorted(stack_dir().glob("*.log"))
     if part is not None:
@@ -197,8 +197,8 @@ def worker(
     _requirements()
 
     async def main() -> None:
-        from stigmer.backends.cloud import CloudBackend
-        from stigmer.fullstack.worker import serve
+        from stigmer_backend.backends.cloud import CloudBackend
+        from stigmer_backend.fullstack.worker import serve
 
         token = Path(token_file).read_text().strip()
         async with CloudBackend(endpoint, token=token) as backend:

@@ -60,7 +60,7 @@ async def start(
     import signal
     from datetime import timedelta
 
-    from stigmer.runner.worker import Worker
+    from stigmer_backend.runner.worker import Worker
 
     worker = Worker(
         backend,

@@ -38,7 +38,7 @@ def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 def _key_admin(backend, command: str):
     """``backend`` as a ``MasterKeyAdmin``: a backend that keeps the master key of its secrets itself."""
-    from stigmer.backends.encryption import MasterKeyAdmin
+    from stigmer_backend.backends.encryption import MasterKeyAdmin
 
     from ._context import load_context
 
@@ -69,7 +69,7 @@ def put(name: str, output: str) -> None:
     value = read_value()
 
     async def main():
-        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         async with open_backend() as backend:
             return await backend.put_secret(pb.PutSecretRequest(name=name, value=value))
@@ -84,7 +84,7 @@ def put(name: str, output: str) -> None:
 @with_backend
 async def list_secrets(backend, output: str) -> None:
     """List secrets by name (metadata only: values are never shown)."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     secrets = await every_page(backend.list_secrets, pb.ListSecretsRequest(), "secrets")
     emit(output, {"secrets": secrets}, _COLUMNS, rows=secrets)
@@ -99,7 +99,7 @@ async def delete(backend, name: str, yes: bool) -> None:
 
     Asks first on a terminal, unless --yes.
     """
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     confirm(f"Delete secret {name}? Its value cannot be recovered", yes)
     await backend.delete_secret(pb.DeleteSecretRequest(name=name))
@@ -153,7 +153,7 @@ async def rotate_key(backend) -> None:
     of 32 bytes, e.g. `openssl rand -base64 32`) in STIGMER_NEW_MASTER_KEY,
     then move it to STIGMER_MASTER_KEY once this succeeds.
     """
-    from stigmer.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
+    from stigmer_backend.backends.encryption import NEW_KEY_ENV_VAR, MasterKeyError, environment_key
 
     admin = _key_admin(backend, "rotate-key")
     try:

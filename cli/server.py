@@ -131,10 +131,10 @@ def server(
         raise click.UsageError("--tls-cert and --tls-key go together: give both or neither")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:
-        logging.getLogger("stigmer").setLevel(logging.DEBUG)
+        logging.getLogger("stigmer_backend").setLevel(logging.DEBUG)
 
-    from stigmer.backends.wire import format_endpoint
-    from stigmer.server.startup import (
+    from stigmer_backend.backends.wire import format_endpoint
+    from stigmer_backend.server.startup import (
         StartupError,
         is_loopback,
         listening_socket,
@@ -161,8 +161,8 @@ def server(
         raise click.ClickException(str(error)) from None
 
     async def main() -> None:
-        from stigmer.server.backend_server import serve_until_signalled
-        from stigmer.server.connections import ConnectionLimits
+        from stigmer_backend.server.backend_server import serve_until_signalled
+        from stigmer_backend.server.connections import ConnectionLimits
 
         from ._output import status
 

@@ -21,7 +21,7 @@ from typing import Any
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = [
     "CALL_TIMEOUT",

@@ -14,7 +14,7 @@ opens nothing: a third party defines ``backend`` itself, fsspec-style, in the
         return MyBackend()
 
     # test_my_backend.py
-    from stigmer.conformance.suite import executions
+    from stigmer_backend.conformance.suite import executions
 
     class TestMyCreateExecution(executions.TestCreateExecution):
         pass
@@ -75,7 +75,7 @@ def restart(stigmer_run: ConformanceRun):
 @pytest.fixture(autouse=True)
 def stigmer_requirements(request: pytest.FixtureRequest) -> None:
     """Skips a test whose optional capability the backend lacks, or that needs a restart the target cannot do."""
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     for marker in request.node.iter_markers("requires_capability"):
         capability = pb.Capability(marker.args[0])

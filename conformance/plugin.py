@@ -140,7 +140,7 @@ class ConformanceRun:
         """``GetBackendInfo`` of ``backend``, asked once per backend object; the first answer goes in the summary."""
         known = self._infos.get(id(backend))
         if known is None:
-            from stigmer.gen.stigmer.backend import v1 as pb
+            from stigmer_backend.gen.stigmer.backend import v1 as pb
 
             info = self.loop.run_until_complete(
                 asyncio.wait_for(backend.get_backend_info(pb.GetBackendInfoRequest()), 30)
@@ -253,7 +253,7 @@ class ConformanceRun:
 
     @staticmethod
     def _capability_name(value: int) -> str:
-        from stigmer.gen.stigmer.backend import v1 as pb
+        from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         try:
             return pb.Capability(value).name

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .client import Client, present, request_id, unique_name
 

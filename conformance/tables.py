@@ -6,7 +6,7 @@ contract so that a backend's own tables cannot vouch for themselves.
 
 from __future__ import annotations
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["LEGAL_TRANSITIONS", "PHASES", "TERMINAL", "TRANSITION_CASES"]
 

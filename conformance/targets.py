@@ -5,7 +5,7 @@
 - ``sqlite`` — Stigmer's SQLite backend on a fresh temporary database (restartable);
 - ``postgresql://…`` — Stigmer's PostgreSQL backend on that (empty) database (restartable);
 - ``module:factory`` — an in-process Python backend: ``factory()`` returns a
-  ``BackendServiceBase`` subclass instance (``stigmer.backends.memory:MemoryBackend``);
+  ``BackendServiceBase`` subclass instance (``stigmer_backend.backends.memory:MemoryBackend``);
 - ``host:port`` — any gRPC endpoint, reached with the generated stub (or with
   Stigmer's cloud adapter, ``--stigmer-adapter cloud``); TLS with
   ``--stigmer-ca`` or ``--stigmer-tls``, a bearer token from ``--stigmer-token-file``
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stigmer.backends import wire
+from stigmer_backend.backends import wire
 
 __all__ = ["Target", "TargetError", "open_target"]
 
@@ -101,8 +101,8 @@ async def open_target(options: Options) -> Target:
 
 
 async def _open_sqlite() -> Target:
-    from stigmer.backends.encryption import MasterKeySource
-    from stigmer.backends.sqlite import SqliteBackend
+    from stigmer_backend.backends.encryption import MasterKeySource
+    from stigmer_backend.backends.sqlite import SqliteBackend
 
     directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
     path = Path(directory.name) / "conformance.db"
@@ -117,8 +117,8 @@ async def _open_sqlite() -> Target:
 async def _open_postgres(conninfo: str) -> Target:
     from grpclib import GRPCError
 
-    from stigmer.backends.encryption import MasterKeySource
-    from stigmer.backends.postgres import PostgresBackend
+    from stigmer_backend.backends.encryption import MasterKeySource
+    from stigmer_backend.backends.postgres import PostgresBackend
 
     directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
 
@@ -180,7 +180,7 @@ def _connect(address: str, options: Options, target: Target) -> Any:
     except ValueError as error:
         raise TargetError(str(error)) from None
     if options.adapter == "cloud":
-        from stigmer.backends.cloud import CloudBackend
+        from stigmer_backend.backends.cloud import CloudBackend
 
         def cloud(token: str | None) -> Any:
             backend = CloudBackend(
@@ -193,7 +193,7 @@ def _connect(address: str, options: Options, target: Target) -> Any:
         return cloud(options.token)
     from grpclib.client import Channel
 
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     channel = Channel(host, port, ssl=_ssl_context(options))
 

@@ -12,7 +12,7 @@ followed by the conformance test ids (fnmatch patterns) that check it::
       - tests: `executions/GetExecution/*` `validation/invalid_request/GetExecution/*`
 
 A sentence the suite cannot observe over the wire says so instead, with the
-reason: ``untested: <why>``. ``python -m stigmer.conformance.traceability
+reason: ``untested: <why>``. ``python -m stigmer_backend.conformance.traceability
 --write`` regenerates the file from the proto, keeping every mapping and adding
 new sentences with an empty ``tests:`` line to fill in; the repository's tests
 fail while any sentence has no mapping or a mapping names no existing test.
@@ -159,7 +159,7 @@ def read_matrix(path: Path = MATRIX) -> dict[str, tuple[str, str]]:
 _HEADER = """# Traceability: the contract's sentences and the tests that check them
 
 Generated from the comments of `proto/stigmer/backend/v1/*.proto` by
-`python -m stigmer.conformance.traceability --write`; only the `tests:` lines
+`python -m stigmer_backend.conformance.traceability --write`; only the `tests:` lines
 are written by hand. Each normative sentence (a failure code, a limit, an
 order, a default, "never", "exactly", ...) has a stable id, `Element#hash`
 of its text, and the conformance test ids (fnmatch patterns over
@@ -218,7 +218,7 @@ def suite_test_ids() -> set[str]:
     collector = Collector()
     args = [str(SUITE_DIR), "--collect-only", "-q", "-c", "/dev/null", "--rootdir", str(SUITE_DIR),
             "-p", "no:cacheprovider", "-o", "python_files=*.py",
-            "--stigmer-target", "stigmer.backends.memory:MemoryBackend",
+            "--stigmer-target", "stigmer_backend.backends.memory:MemoryBackend",
             "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:asyncio"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         code = pytest.main(args, plugins=[collector])

@@ -1,7 +1,7 @@
 """The workflow's activities: the runner's unit of work through ``BackendService``.
 
 ``run_execution`` claims the execution, fetches its context and calls the model
-in one step and reports (``stigmer.runner.executor``), so secret values stay
+in one step and reports (``stigmer_backend.runner.executor``), so secret values stay
 inside this process: the activity's input and result are identifiers and a
 phase (see ``workflow``). It heartbeats every third of the lease, as the
 executor renews the lease, so Temporal's heartbeat timeout (the lease) and the
@@ -19,9 +19,9 @@ from grpclib import GRPCError
 from grpclib.const import Status
 from temporalio import activity
 
-from stigmer.backends.rules.truncation import fit_status_message
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.runner.executor import run_execution
+from stigmer_backend.backends.rules.truncation import fit_status_message
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.runner.executor import run_execution
 
 from .workflow import CANCEL_ACTIVITY, RUN_ACTIVITY, ExecutionCancel, ExecutionEnd, ExecutionRun
 

@@ -90,7 +90,7 @@ class Stack:
 
 
 def stack_dir() -> Path:
-    from stigmer.backends.home import stigmer_home
+    from stigmer_backend.backends.home import stigmer_home
 
     path = stigmer_home() / "local"
     path.mkdir(mode=0o700, exist_ok=True)

@@ -16,7 +16,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .activities import ExecutionActivities
 from .workflow import TASK_QUEUE, ExecutionWorkflow

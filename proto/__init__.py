@@ -1,8 +1,8 @@
-"""The contract's ``.proto`` files, installed with the package (``stigmer.proto`` in the wheel).
+"""The contract's ``.proto`` files, installed with the package (``stigmer_backend.proto`` in the wheel).
 
 ``ROOT`` is their import root, for any code generator::
 
-    PROTO=$(python -c 'from stigmer.proto import ROOT; print(ROOT)')
+    PROTO=$(python -c 'from stigmer_backend.proto import ROOT; print(ROOT)')
     buf generate "$PROTO" --template buf.gen.yaml    # or: protoc -I "$PROTO" ...
 
 so a client in any language can be generated from exactly the revision installed.

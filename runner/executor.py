@@ -1,4 +1,4 @@
-"""Running one execution in this process: the steps of ``stigmer.runner.steps``, with its lease and cancellation.
+"""Running one execution in this process: the steps of ``runner.steps``, with its lease and cancellation.
 
 While the model works, two watchers run beside it: the lease renewal (every
 third of the lease) and a ``WatchExecution`` stream, which sees a cancel
@@ -22,9 +22,9 @@ from datetime import timedelta
 
 from grpclib import GRPCError
 
-from stigmer.backends.rules.truncation import fit_status_message
-from stigmer.backends.rules.validation import MAX_TOKEN_CHARS
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules.truncation import fit_status_message
+from stigmer_backend.backends.rules.validation import MAX_TOKEN_CHARS
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import steps
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .resolver import resolve
 

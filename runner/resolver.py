@@ -3,7 +3,7 @@
 A runner keeps its agent's configuration with the references in place and
 resolves them only when building the call that needs them (an HTTP header,
 a tool's environment), so resolved values never sit in long-lived state.
-The grammar is the contract's (``stigmer.backends.rules.secret_refs``): a
+The grammar is the contract's (``stigmer_backend.backends.rules.secret_refs``): a
 reference may have blanks inside its braces, a malformed one is an error,
 and any other ``${...}`` is literal text.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from stigmer.backends.rules import secret_refs
+from stigmer_backend.backends.rules import secret_refs
 
 from .masking import SecretValue
 

@@ -5,7 +5,7 @@
     outcome = await call_model(backend, execution_id, runner_id, lease=lease, on_text=print)
     final = await report(backend, execution_id, runner_id, outcome)
 
-``stigmer.runner.executor`` drives them in one process (``agent execute``,
+``stigmer_backend.runner.executor`` drives them in one process (``agent execute``,
 ``runner start``); a Temporal workflow can drive the same steps as
 activities (Tier 2), with the execution id as the workflow id.
 
@@ -26,8 +26,8 @@ from datetime import timedelta
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.rules.truncation import fit_error_message, fit_output_text, fit_status_message
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules.truncation import fit_error_message, fit_output_text, fit_status_message
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .masking import Masker
 from .providers import CallBudget, ModelCallFailed, provider_for, timeout_of

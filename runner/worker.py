@@ -24,7 +24,7 @@ from datetime import timedelta
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .executor import default_runner_id, run_execution
 

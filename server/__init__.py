@@ -8,5 +8,5 @@
 - ``launch.ServerProcess`` — ``stigmer server`` as a subprocess, for tests,
   the conformance suite and benchmarks.
 
-The command itself is ``stigmer.cli.server``.
+The command itself is ``stigmer_backend.cli.server``.
 """

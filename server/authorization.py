@@ -36,7 +36,7 @@ from typing import Any
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.rules import secret_refs
+from stigmer_backend.backends.rules import secret_refs
 
 __all__ = [
     "AuthorizedService",

@@ -23,9 +23,9 @@ from grpclib.const import Handler
 from grpclib.health.check import ServiceStatus
 from grpclib.health.service import OVERALL, Health
 
-from stigmer.backends.base import Backend
-from stigmer.backends.codec import ContractCodec
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.base import Backend
+from stigmer_backend.backends.codec import ContractCodec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .authorization import AuthorizedService, Principal
 from .connections import DEFAULT_LIMITS, ConnectionLimits, GuardedServer
@@ -35,7 +35,7 @@ from .requests import DEFAULT_MAX_REQUEST_BYTES, CheckedService, RequestReader
 
 __all__ = ["DEFAULT_GRACE", "BackendServer", "serve_until_signalled"]
 
-log = logging.getLogger("stigmer.server")
+log = logging.getLogger("stigmer_backend.server")
 
 DEFAULT_GRACE = 10.0
 """Seconds shutdown waits for unary calls in flight before cancelling them."""

@@ -34,7 +34,7 @@ from .rate_limited_log import RateLimitedWarnings
 
 __all__ = ["DEFAULT_LIMITS", "KEEPALIVE", "ConnectionLimits", "GuardedServer"]
 
-log = logging.getLogger("stigmer.server")
+log = logging.getLogger("stigmer_backend.server")
 
 KEEPALIVE = Configuration(
     _keepalive_time=60.0,  # ping a connection silent this long (grpclib's server default: 2 hours)

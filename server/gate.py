@@ -44,7 +44,7 @@ from .rate_limited_log import RateLimitedWarnings
 
 __all__ = ["HEALTH_PREFIX", "CallGate", "GatedService"]
 
-log = logging.getLogger("stigmer.server")
+log = logging.getLogger("stigmer_backend.server")
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 

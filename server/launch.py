@@ -128,7 +128,7 @@ def _stigmer_command() -> list[str]:
     script = Path(sys.executable).with_name("stigmer")
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from stigmer.cli.main import main; main()"]
+    return [sys.executable, "-c", "import sys; from stigmer_backend.cli.main import main; main()"]
 
 
 def _read_address(process: subprocess.Popen[bytes], timeout: float) -> str:

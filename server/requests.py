@@ -39,7 +39,7 @@ from .rate_limited_log import RateLimitedWarnings
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "CheckedService", "RequestReader", "check_wire"]
 
-log = logging.getLogger("stigmer.server")
+log = logging.getLogger("stigmer_backend.server")
 
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 """The largest request message accepted, in bytes (the proto's documented default)."""

@@ -14,7 +14,7 @@ import ssl
 import stat
 from pathlib import Path
 
-from stigmer.backends.wire import is_header_safe
+from stigmer_backend.backends.wire import is_header_safe
 
 from .authorization import Principal, TokensFileError, parse_tokens_file
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from grpclib import GRPCError
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["AGENT", "SPEC", "apply_request", "create_request", "failure"]
 

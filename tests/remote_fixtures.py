@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.server.launch import ServerProcess
 
 
 def isolated_env(home: Path) -> dict[str, str]:

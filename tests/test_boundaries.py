@@ -19,7 +19,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "stigmer"
+PACKAGE = "stigmer_backend"
 SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "private_files"}
 """The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
 CALLERS = {"cli", "server", "runner", "conformance", "fullstack"}
@@ -102,10 +102,10 @@ def test_every_kind_of_reach_is_caught(tmp_path):
         "backends/rules/__init__.py": "from ..sqlite import SqliteBackend\n",
         "backends/sqlite/__init__.py": "from ..rules import paging\nfrom . import _backend\n",
         "backends/sqlite/_backend.py": "from ..memory import MemoryBackend\nfrom ..encryption import seal\n",
-        "backends/cloud/_backend.py": "def f():\n    from stigmer.cli._context import Context\n",
+        "backends/cloud/_backend.py": "def f():\n    from stigmer_backend.cli._context import Context\n",
         "backends/memory.py": "from .rules import errors\nfrom . import base\n",
-        "backends/postgres/_rows.py": "import stigmer.backends.sqlite._rows\n",
-        "server/startup.py": "from stigmer.cli import _runtime\nfrom stigmer.backends import wire\n",
+        "backends/postgres/_rows.py": "import stigmer_backend.backends.sqlite._rows\n",
+        "server/startup.py": "from stigmer_backend.cli import _runtime\nfrom stigmer_backend.backends import wire\n",
         "cli/__init__.py": "",
         "cli/agents.py": "from ._runtime import run\n",
         "cli/executions.py": "from .agents import _ref, AGENT_COLUMNS\nfrom ._agent_refs import agent_ref\n",

@@ -5,8 +5,8 @@ import importlib
 import pytest
 
 PUBLIC = {
-    "stigmer.conformance": ["SUITE_DIR", "SUITE_VERSION", "conformance_id"],
-    "stigmer.conformance.client": [
+    "stigmer_backend.conformance": ["SUITE_DIR", "SUITE_VERSION", "conformance_id"],
+    "stigmer_backend.conformance.client": [
         "CALL_TIMEOUT",
         "Client",
         "Watch",
@@ -18,34 +18,46 @@ PUBLIC = {
         "unique_name",
         "unique_secret_name",
     ],
-    "stigmer.conformance.fixtures": ["capabilities", "client", "restart", "stigmer_requirements", "stigmer_run"],
-    "stigmer.conformance.target_backend": ["backend"],
-    "stigmer.backends.wire": [
+    "stigmer_backend.conformance.fixtures": [
+        "capabilities",
+        "client",
+        "restart",
+        "stigmer_requirements",
+        "stigmer_run",
+    ],
+    "stigmer_backend.conformance.target_backend": ["backend"],
+    "stigmer_backend.backends.wire": [
         "authorization",
         "client_ssl_context",
         "format_endpoint",
         "is_header_safe",
         "parse_endpoint",
     ],
-    "stigmer.backends.base": ["Backend"],
-    "stigmer.backends.sqlite": ["SqliteBackend", "default_database_path"],
-    "stigmer.backends.postgres": ["PostgresBackend"],
-    "stigmer.backends.memory": ["MemoryBackend"],
-    "stigmer.backends.cloud": ["CloudBackend", "DEFAULT_TIMEOUT", "RPC_NAMES", "RetryPolicy", "client_ssl_context"],
-    "stigmer.backends.keychain": ["Keychain", "KeychainUnavailable", "open_keychain"],
-    "stigmer.runner.masking": ["MASK", "Masker", "MaskingFilter", "SecretValue"],
-    "stigmer.runner.resolver": ["UnresolvedReference", "resolve"],
-    "stigmer.runner.executor": ["default_runner_id", "run_execution"],
-    "stigmer.runner.steps": ["call_model", "claim", "failure", "renew", "report"],
-    "stigmer.runner.worker": ["Worker"],
-    "stigmer.backends.rules.truncation": [
+    "stigmer_backend.backends.base": ["Backend"],
+    "stigmer_backend.backends.sqlite": ["SqliteBackend", "default_database_path"],
+    "stigmer_backend.backends.postgres": ["PostgresBackend"],
+    "stigmer_backend.backends.memory": ["MemoryBackend"],
+    "stigmer_backend.backends.cloud": [
+        "CloudBackend",
+        "DEFAULT_TIMEOUT",
+        "RPC_NAMES",
+        "RetryPolicy",
+        "client_ssl_context",
+    ],
+    "stigmer_backend.backends.keychain": ["Keychain", "KeychainUnavailable", "open_keychain"],
+    "stigmer_backend.runner.masking": ["MASK", "Masker", "MaskingFilter", "SecretValue"],
+    "stigmer_backend.runner.resolver": ["UnresolvedReference", "resolve"],
+    "stigmer_backend.runner.executor": ["default_runner_id", "run_execution"],
+    "stigmer_backend.runner.steps": ["call_model", "claim", "failure", "renew", "report"],
+    "stigmer_backend.runner.worker": ["Worker"],
+    "stigmer_backend.backends.rules.truncation": [
         "ELLIPSIS",
         "fit_error_message",
         "fit_output_text",
         "fit_status_message",
         "truncate_utf8",
     ],
-    "stigmer.fullstack.workflow": [
+    "stigmer_backend.fullstack.workflow": [
         "TASK_QUEUE",
         "WORKFLOW",
         "ExecutionCancel",
@@ -53,11 +65,11 @@ PUBLIC = {
         "ExecutionRun",
         "ExecutionWorkflow",
     ],
-    "stigmer.fullstack.activities": ["ExecutionActivities"],
-    "stigmer.fullstack.client": ["cancel_workflow", "start_workflow"],
-    "stigmer.fullstack.worker": ["serve"],
-    "stigmer.fullstack.requirements": ["MISSING_HINT", "MissingExtra", "require_sdk", "temporal_binary"],
-    "stigmer.fullstack.stack": [
+    "stigmer_backend.fullstack.activities": ["ExecutionActivities"],
+    "stigmer_backend.fullstack.client": ["cancel_workflow", "start_workflow"],
+    "stigmer_backend.fullstack.worker": ["serve"],
+    "stigmer_backend.fullstack.requirements": ["MISSING_HINT", "MissingExtra", "require_sdk", "temporal_binary"],
+    "stigmer_backend.fullstack.stack": [
         "Part",
         "Stack",
         "StackError",
@@ -68,8 +80,8 @@ PUBLIC = {
         "stop_stack",
         "temporal_health",
     ],
-    "stigmer.server.launch": ["LISTENING_PREFIX", "ServerProcess", "ServerStartError"],
-    "stigmer.proto": ["ROOT"],
+    "stigmer_backend.server.launch": ["LISTENING_PREFIX", "ServerProcess", "ServerStartError"],
+    "stigmer_backend.proto": ["ROOT"],
 }
 
 
@@ -82,12 +94,12 @@ def test_exported_names_are_pinned(module):
 
 
 def test_every_python_backend_is_the_generated_service():
-    from stigmer.backends.base import Backend
-    from stigmer.backends.cloud import CloudBackend
-    from stigmer.backends.memory import MemoryBackend
-    from stigmer.backends.postgres import PostgresBackend
-    from stigmer.backends.sqlite import SqliteBackend
-    from stigmer.gen.stigmer.backend import v1 as pb
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.backends.cloud import CloudBackend
+    from stigmer_backend.backends.memory import MemoryBackend
+    from stigmer_backend.backends.postgres import PostgresBackend
+    from stigmer_backend.backends.sqlite import SqliteBackend
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     for backend in (SqliteBackend, MemoryBackend, CloudBackend, PostgresBackend):
         assert issubclass(backend, Backend) and issubclass(backend, pb.BackendServiceBase)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from grpclib.const import Status
 
-from stigmer.backends.memory import MemoryBackend
-from stigmer.backends.rules import paging
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.memory import MemoryBackend
+from stigmer_backend.backends.rules import paging
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import apply_request, create_request, failure
 
 

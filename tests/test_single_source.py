@@ -4,7 +4,7 @@ A copy drifts: a runner that cut error messages to 16,000 characters while the
 contract allows 16,384 bytes failed its own reports. So the product code
 (``backends/`` outside ``rules/``, ``cli/``, ``server/``, ``runner/``, ``fullstack/``) must not
 spell a limit's value, an id prefix, the contract version or a stored phase
-number; it imports them from ``stigmer.backends.rules`` or the generated enum.
+number; it imports them from ``stigmer_backend.backends.rules`` or the generated enum.
 
 The conformance suite is left out on purpose: it is a black-box check of the
 proto's text and restates the numbers so that a wrong rule cannot pass itself.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends import rules
-from stigmer.backends.rules import ids, paging, secret_refs, validation
+from stigmer_backend.backends import rules
+from stigmer_backend.backends.rules import ids, paging, secret_refs, validation
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED = ("backends", "cli", "server", "runner", "fullstack")

@@ -1,6 +1,6 @@
 """The cloud backend: ``BackendService`` at a remote endpoint, over gRPC.
 
-from stigmer.backends.cloud import CloudBackend
+from stigmer_backend.backends.cloud import CloudBackend
 
 async with CloudBackend("stigmer.example.com:443", token=token) as backend:
     info = await backend.get_backend_info(pb.GetBackendInfoRequest())

@@ -24,7 +24,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.metadata import Deadline
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ..base import Backend
 from ..codec import ContractCodec
@@ -35,7 +35,7 @@ from .watch_channels import WatchChannels
 
 __all__ = ["DEFAULT_TIMEOUT", "RPC_NAMES", "CloudBackend", "client_ssl_context"]
 
-log = logging.getLogger("stigmer.backends.cloud")
+log = logging.getLogger("stigmer_backend.backends.cloud")
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a unary call may take, retries included (the server's SQLite waits up to 30 s for a lock)."""

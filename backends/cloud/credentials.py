@@ -1,7 +1,7 @@
 """Where ``stigmer login`` keeps the bearer token of a remote endpoint.
 
 In the OS keychain when a trustworthy one is available (see
-``stigmer.backends.keychain``), under the account ``token@HOST:PORT``;
+``stigmer_backend.backends.keychain``), under the account ``token@HOST:PORT``;
 otherwise in ``$STIGMER_HOME/token``, a 0600 file in the 0700 home, holding
 the endpoint with its token so a token is never sent to an endpoint it was
 not saved for. Never in ``config.json``, never in a log or an error message.

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 from grpclib.client import Channel
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["STREAMS_PER_CHANNEL", "WatchChannels"]
 

@@ -125,7 +125,7 @@ def _compiled(cls: type, name: str, lines: list[str], namespace: dict[str, Any])
     """The function ``name`` written in ``lines``: one straight line of code per field, no loop
     over field tables at run time (the technique ``dataclasses`` uses for ``__init__``)."""
     source = "\n".join(lines)
-    exec(compile(source, f"<stigmer.backends.codec {name} {cls.__qualname__}>", "exec"), namespace)
+    exec(compile(source, f"<stigmer_backend.backends.codec {name} {cls.__qualname__}>", "exec"), namespace)
     return namespace[name]
 
 

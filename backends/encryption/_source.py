@@ -1,7 +1,7 @@
 """Where the master key is found, in order, and where a new one is created.
 
 The order is ``STIGMER_MASTER_KEY`` (CI, containers), then the OS keychain
-(only a backend ``stigmer.backends.keychain`` trusts), then
+(only a backend ``stigmer_backend.backends.keychain`` trusts), then
 ``$STIGMER_HOME/master.key``. The first place that holds a key decides: a
 key elsewhere is not consulted, so a wrong key is reported with its place
 instead of being silently replaced by another.
@@ -34,7 +34,7 @@ class MasterKeySource:
     """The places a master key is looked for, opened on first use.
 
     :param home: the Stigmer home directory (default ``$STIGMER_HOME``, see
-        ``stigmer.backends.home``): the key file is ``home/master.key`` and
+        ``stigmer_backend.backends.home``): the key file is ``home/master.key`` and
         the keychain entry's account is ``master-key:<home>``, so separate
         homes keep separate keys.
     :param environ: where ``STIGMER_MASTER_KEY`` is read (default ``os.environ``).

@@ -76,7 +76,7 @@ class EnvironmentKeyStore:
 class KeychainKeyStore:
     """An entry of the OS keychain (service ``stigmer``), one per Stigmer home directory.
 
-    :param keychain: an open, trusted keychain (``stigmer.backends.keychain.open_keychain``).
+    :param keychain: an open, trusted keychain (``stigmer_backend.backends.keychain.open_keychain``).
     :param account: the entry's account name; the staged key uses ``account`` + ``".next"``.
     """
 

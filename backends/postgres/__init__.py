@@ -1,6 +1,6 @@
 """The PostgreSQL backend: one database shared by many ``stigmer server`` replicas.
 
-from stigmer.backends.postgres import PostgresBackend
+from stigmer_backend.backends.postgres import PostgresBackend
 
 async with PostgresBackend("postgresql://stigmer@db.internal/stigmer") as backend:
     info = await backend.get_backend_info(pb.GetBackendInfoRequest())

@@ -1,7 +1,7 @@
 """The PostgreSQL backend: every RPC of ``BackendService`` on a PostgreSQL database.
 
 A thin adapter, like the SQLite one: requests are validated and decided by
-``stigmer.backends.rules``; this module only loads rows, hands them to the
+``stigmer_backend.backends.rules``; this module only loads rows, hands them to the
 rules and writes the result. Many ``stigmer server`` replicas may share one
 database, so every read-modify-write locks what it reads: an execution with
 ``SELECT ... FOR UPDATE`` (a compare-and-set is checked against the
@@ -28,7 +28,7 @@ from grpclib.const import Status
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend

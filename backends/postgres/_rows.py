@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._schema import STATUS_COLUMN_NAMES
 

@@ -21,7 +21,7 @@ import psycopg
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["MIGRATION_LOCK", "NOTIFY_CHANNEL", "RUNNING_PHASE", "SCHEMA_VERSION", "STATUS_COLUMN_NAMES", "migrate"]
 
@@ -116,7 +116,7 @@ END
 $$;
 CREATE TRIGGER executions_history AFTER INSERT OR UPDATE OF version ON executions
     FOR EACH ROW EXECUTE FUNCTION stigmer_record_execution_version();
--- Values only ever as sealed ciphertext (stigmer.backends.encryption); the single key-check row
+-- Values only ever as sealed ciphertext (stigmer_backend.backends.encryption); the single key-check row
 -- records the master key they are sealed under.
 CREATE TABLE secrets (
     name text COLLATE "C" PRIMARY KEY,

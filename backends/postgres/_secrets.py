@@ -1,6 +1,6 @@
 """Secrets in PostgreSQL: the ``secrets`` and ``secret_key_check`` tables.
 
-Values are sealed by ``stigmer.backends.encryption`` (the same format, bound
+Values are sealed by ``stigmer_backend.backends.encryption`` (the same format, bound
 to name and key) before they are bound to a statement, so neither a table, a
 dump nor the write-ahead log holds a value in plain text. Which master key
 seals them, when one is created, how a rotation proceeds and what ``stigmer
@@ -21,7 +21,7 @@ from datetime import datetime
 
 import psycopg
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ..encryption import KeyCheck, KeyRotation, KeyStatus, MasterKey, MasterKeyPolicy, MasterKeySource
 from ..rules import errors

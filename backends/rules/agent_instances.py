@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["apply"]
 

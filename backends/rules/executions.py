@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import errors
 

@@ -12,8 +12,8 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from stigmer.gen.google.protobuf import ListValue, Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.google.protobuf import ListValue, Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import errors, secret_refs
 

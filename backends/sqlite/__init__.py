@@ -1,6 +1,6 @@
 """The SQLite backend: Stigmer's zero-setup local default.
 
-from stigmer.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
 
 async with SqliteBackend() as backend:          # $STIGMER_HOME/local.db
     info = await backend.get_backend_info(pb.GetBackendInfoRequest())

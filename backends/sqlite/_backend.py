@@ -1,6 +1,6 @@
 """The SQLite backend: every RPC of ``BackendService`` on one database file.
 
-A thin adapter: requests are validated and decided by ``stigmer.backends.rules``;
+A thin adapter: requests are validated and decided by ``stigmer_backend.backends.rules``;
 this module only loads rows, hands them to the rules and writes the result.
 Every read-modify-write runs in one ``BEGIN IMMEDIATE`` transaction, so
 concurrent processes serialise on SQLite's write lock (waiting up to the busy
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .. import rules
 from ..base import Backend

@@ -13,8 +13,8 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._schema import STATUS_COLUMN_NAMES
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -130,7 +130,7 @@ def _v1(db: sqlite_utils.Database) -> None:
 
 
 def _v2_secrets(db: sqlite_utils.Database) -> None:
-    # Values only ever as sealed ciphertext (stigmer.backends.encryption); the
+    # Values only ever as sealed ciphertext (stigmer_backend.backends.encryption); the
     # single key-check row records the master key they are sealed under.
     db.execute(
         """

@@ -1,6 +1,6 @@
 """Secrets in the SQLite file: the ``secrets`` and ``secret_key_check`` tables.
 
-Only sealed values (see ``stigmer.backends.encryption``) are ever bound to a
+Only sealed values (see ``stigmer_backend.backends.encryption``) are ever bound to a
 statement, so no page of the database or its write-ahead log holds a value
 in plain text. Which master key seals them, when one is created and how a
 rotation proceeds is ``MasterKeyPolicy``'s decision; this module maps its
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ..encryption import KeyCheck, KeyRotation, KeyStatus, MasterKey, MasterKeyPolicy, MasterKeySource
 from ..rules import errors

@@ -2,9 +2,9 @@
 
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, unique_name
-from stigmer.conformance.scenarios import apply_agent, create_execution, spec
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status, unique_name
+from stigmer_backend.conformance.scenarios import apply_agent, create_execution, spec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 def _ref(agent, by="name"):

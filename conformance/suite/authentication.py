@@ -10,9 +10,9 @@ anything").
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
-from stigmer.conformance.scenarios import RUNNER, apply_agent, claim, create_execution
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
+from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.AUTHENTICATION)
 Phase = pb.ExecutionPhase

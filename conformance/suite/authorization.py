@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
-from stigmer.conformance.scenarios import spec
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
+from stigmer_backend.conformance.scenarios import spec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.ROLES)
 ROLES_ENV = "STIGMER_CONFORMANCE_ROLES"
@@ -41,7 +41,7 @@ def _role_lines() -> dict[str, list[tuple[str, str]]]:
 @pytest.fixture
 def as_role(stigmer_run):
     """``as_role("person"|"runner", index)`` -> ``(name, Client)`` calling the target with that role's credential."""
-    from stigmer.conformance.targets import open_target
+    from stigmer_backend.conformance.targets import open_target
 
     options = stigmer_run.options
     if not options.target or not _ADDRESS.fullmatch(options.target):

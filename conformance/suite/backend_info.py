@@ -1,6 +1,6 @@
 """`GetBackendInfo`: what the backend says it is."""
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 class TestGetBackendInfo:

@@ -3,9 +3,9 @@
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.conformance.client import request_id
-from stigmer.conformance.scenarios import apply_agent, create_execution
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import request_id
+from stigmer_backend.conformance.scenarios import apply_agent, create_execution
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 CLAIMERS = 8

@@ -2,9 +2,9 @@
 
 import pytest
 
-from stigmer.conformance.client import Client
-from stigmer.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, move
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import Client
+from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, move
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = [pytest.mark.requires_capability(pb.Capability.DURABLE_STORAGE), pytest.mark.requires_restart]
 Phase = pb.ExecutionPhase

@@ -4,10 +4,10 @@ import datetime
 
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id
-from stigmer.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status, request_id
+from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

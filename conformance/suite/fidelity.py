@@ -2,10 +2,10 @@
 
 import pytest
 
-from stigmer.conformance.client import unique_name
-from stigmer.conformance.scenarios import claim, create_execution, end_time, move, spec, start_time
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import unique_name
+from stigmer_backend.conformance.scenarios import claim, create_execution, end_time, move, spec, start_time
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 MIB = 1_048_576

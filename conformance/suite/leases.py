@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id
-from stigmer.conformance.scenarios import (
+from stigmer_backend.conformance.client import expect_status, request_id
+from stigmer_backend.conformance.scenarios import (
     RUNNER,
     apply_agent,
     claim,
@@ -16,7 +16,7 @@ from stigmer.conformance.scenarios import (
     move,
     wait_for_backend_clock,
 )
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 SHORT = timedelta(seconds=1)

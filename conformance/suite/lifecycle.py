@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id
-from stigmer.conformance.scenarios import (
+from stigmer_backend.conformance.client import expect_status, request_id
+from stigmer_backend.conformance.scenarios import (
     RUNNER,
     apply_agent,
     claim,
@@ -18,8 +18,8 @@ from stigmer.conformance.scenarios import (
     start_time,
     wait_for_backend_clock,
 )
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

@@ -10,9 +10,9 @@ import random
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id, unique_name, unique_secret_name
-from stigmer.conformance.scenarios import apply_agent, claim, create_execution, spec
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status, request_id, unique_name, unique_secret_name
+from stigmer_backend.conformance.scenarios import apply_agent, claim, create_execution, spec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 CAP = 1000

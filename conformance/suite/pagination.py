@@ -2,9 +2,9 @@
 
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import apply_agent, claim, create_execution
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.scenarios import apply_agent, claim, create_execution
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

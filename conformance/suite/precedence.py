@@ -3,9 +3,16 @@
 
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id, unique_name
-from stigmer.conformance.scenarios import OTHER_RUNNER, RUNNER, apply_agent, claim, create_execution, execution_in
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status, request_id, unique_name
+from stigmer_backend.conformance.scenarios import (
+    OTHER_RUNNER,
+    RUNNER,
+    apply_agent,
+    claim,
+    create_execution,
+    execution_in,
+)
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 UNKNOWN = "exe_no_such_execution_for_precedence"

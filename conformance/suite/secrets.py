@@ -3,8 +3,8 @@
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, leaked_values, remember_secret_value, unique_secret_name
-from stigmer.conformance.scenarios import (
+from stigmer_backend.conformance.client import expect_status, leaked_values, remember_secret_value, unique_secret_name
+from stigmer_backend.conformance.scenarios import (
     OTHER_RUNNER,
     RUNNER,
     apply_agent,
@@ -14,7 +14,7 @@ from stigmer.conformance.scenarios import (
     spec,
     wait_for_backend_clock,
 )
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.SECRETS)
 Phase = pb.ExecutionPhase

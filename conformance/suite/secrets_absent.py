@@ -3,9 +3,9 @@
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 @pytest.fixture(autouse=True)

@@ -5,11 +5,19 @@ from datetime import timedelta
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import OTHER_RUNNER, RUNNER, claim, create_execution, execution_in, lease_end, move
-from stigmer.conformance.tables import TERMINAL, TRANSITION_CASES
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.scenarios import (
+    OTHER_RUNNER,
+    RUNNER,
+    claim,
+    create_execution,
+    execution_in,
+    lease_end,
+    move,
+)
+from stigmer_backend.conformance.tables import TERMINAL, TRANSITION_CASES
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from stigmer.conformance.client import Client, request_id
-from stigmer.conformance.scenarios import apply_agent
-from stigmer.conformance.tables import LEGAL_TRANSITIONS, TERMINAL
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import Client, request_id
+from stigmer_backend.conformance.scenarios import apply_agent
+from stigmer_backend.conformance.tables import LEGAL_TRANSITIONS, TERMINAL
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 RUNNERS = ["cf-r1", "cf-r2", "cf-r3"]

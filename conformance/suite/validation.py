@@ -5,10 +5,10 @@ from datetime import timedelta
 import pytest
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status, request_id, unique_name
-from stigmer.conformance.scenarios import RUNNER, apply_agent, spec
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status, request_id, unique_name
+from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, spec
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 MIB = 1_048_576

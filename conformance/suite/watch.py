@@ -2,9 +2,9 @@
 
 from grpclib.const import Status
 
-from stigmer.conformance.client import expect_status
-from stigmer.conformance.scenarios import claim, create_execution, execution_in, move
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.scenarios import claim, create_execution, execution_in, move
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

@@ -8,7 +8,7 @@ import os
 import pytest
 from click.testing import CliRunner, Result
 
-from stigmer.cli.main import cli
+from stigmer_backend.cli.main import cli
 
 
 class Stigmer:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import create_request
 from tests.cli.conftest import one_line_error
 
@@ -232,7 +232,7 @@ def test_diff_shows_the_difference_and_exits_as_diff_does(stigmer, tmp_path):
 
 
 def test_a_provider_no_runner_here_can_call_is_warned_about(stigmer, tmp_path):
-    from stigmer.runner.providers import SUPPORTED_PROVIDERS
+    from stigmer_backend.runner.providers import SUPPORTED_PROVIDERS
 
     path = tmp_path / "agent.yaml"
     path.write_text(short("claude", provider="anthropic"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from stigmer.cli import _backends
-from stigmer.cli._context import Context, load_context, save_context
+from stigmer_backend.cli import _backends
+from stigmer_backend.cli._context import Context, load_context, save_context
 from tests.cli.conftest import one_line_error
 
 
@@ -39,7 +39,7 @@ def test_an_unknown_kind_is_one_line(stigmer):
 
 def test_a_new_storage_kind_is_one_registration(stigmer, tmp_path, monkeypatch):
     """A registered class is opened with the context's url: here SQLite under a second name."""
-    monkeypatch.setitem(_backends.STORAGE_BACKENDS, "sqlite-copy", "stigmer.backends.sqlite:SqliteBackend")
+    monkeypatch.setitem(_backends.STORAGE_BACKENDS, "sqlite-copy", "stigmer_backend.backends.sqlite:SqliteBackend")
     database = tmp_path / "copy.db"
     _use(stigmer, kind="sqlite-copy", url=str(database))
     assert stigmer("agent", "list", "-o", "json").exit_code == 0

@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from stigmer.cli.main import COMMANDS, cli
+from stigmer_backend.cli.main import COMMANDS, cli
 
 HEAVY = (
     "grpclib",
@@ -18,7 +18,7 @@ HEAVY = (
     "sqlite3",
     "cryptography",
     "keyring",
-    "stigmer.gen",
+    "stigmer_backend.gen",
     "google.protobuf",
     "yaml",
     "hypothesis",
@@ -53,7 +53,7 @@ def test_every_registered_command_resolves():
 def _modules_loaded_by(arguments: list[str], env: dict[str, str] | None = None) -> set[str]:
     """The modules in ``sys.modules`` after ``stigmer *arguments`` ran in a fresh interpreter."""
     code = (
-        "import sys\nfrom stigmer.cli.main import cli\n"
+        "import sys\nfrom stigmer_backend.cli.main import cli\n"
         f"cli.main({arguments!r}, prog_name='stigmer', standalone_mode=False)\n"
         "print('\\n'.join(sys.modules))"
     )
@@ -77,21 +77,21 @@ def test_a_local_list_loads_only_the_local_backend(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
     env["STIGMER_HOME"] = str(home)
     loaded = _modules_loaded_by(["execution", "list"], env)
-    assert "stigmer.backends.sqlite" in loaded  # it did list, from the local SQLite file
+    assert "stigmer_backend.backends.sqlite" in loaded  # it did list, from the local SQLite file
     remote_or_server = (
-        "stigmer.backends.cloud",
-        "stigmer.backends.codec",
-        "stigmer.backends.postgres",
-        "stigmer.server",
-        "stigmer.runner",
+        "stigmer_backend.backends.cloud",
+        "stigmer_backend.backends.codec",
+        "stigmer_backend.backends.postgres",
+        "stigmer_backend.server",
+        "stigmer_backend.runner",
         "grpclib.client",
         "cryptography",
         "keyring",
         "yaml",
     )
     assert _among(loaded, remote_or_server) == [], "stigmer execution list (local) imported them"
-    other_commands = {f"stigmer.cli.{target.split(':')[0]}" for target in COMMANDS.values()} - {
-        "stigmer.cli.executions"
+    other_commands = {f"stigmer_backend.cli.{target.split(':')[0]}" for target in COMMANDS.values()} - {
+        "stigmer_backend.cli.executions"
     }
     assert sorted(other_commands & loaded) == [], "stigmer execution list imported other commands' modules"
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import pytest
 
-from stigmer.cli._outcome import EXIT_FAILED
+from stigmer_backend.cli._outcome import EXIT_FAILED
 
 KEY = "sk-test-9f8e7d6c5b4a39281706"
 

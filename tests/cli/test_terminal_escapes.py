@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 STIGMER = str(Path(sys.executable).with_name("stigmer"))
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\rfake line\u202etxt.exe"

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.server.launch import ServerProcess
 from tests.certificates import make_tls_files
 from tests.remote_fixtures import count_rows
 

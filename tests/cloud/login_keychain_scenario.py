@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stigmer.backends.keychain import open_keychain
+from stigmer_backend.backends.keychain import open_keychain
 
 STIGMER = str(Path(sys.executable).with_name("stigmer"))
 

@@ -13,11 +13,11 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.base import Backend
-from stigmer.backends.cloud import RPC_NAMES, CloudBackend, RetryPolicy
-from stigmer.backends.cloud.retries import is_retry_safe
-from stigmer.backends.wire import format_endpoint, parse_endpoint
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.base import Backend
+from stigmer_backend.backends.cloud import RPC_NAMES, CloudBackend, RetryPolicy
+from stigmer_backend.backends.cloud.retries import is_retry_safe
+from stigmer_backend.backends.wire import format_endpoint, parse_endpoint
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 
 FAST = RetryPolicy(max_attempts=4, initial_backoff=0.01, max_backoff=0.05)
@@ -126,7 +126,7 @@ def test_backoff_grows_stays_jittered_and_capped():
 
 
 async def test_an_unreachable_endpoint_is_unavailable_and_only_safe_rpcs_are_retried(caplog):
-    caplog.set_level(logging.INFO, logger="stigmer.backends.cloud")
+    caplog.set_level(logging.INFO, logger="stigmer_backend.backends.cloud")
     endpoint = f"127.0.0.1:{free_port()}"
     async with CloudBackend(endpoint, retry=FAST) as backend:
         with pytest.raises(GRPCError) as safe:
@@ -227,9 +227,9 @@ def test_a_ca_file_without_a_certificate_is_named(tmp_path):
 
 
 async def test_leaving_a_watch_early_ends_the_call_on_the_server(tmp_path):
-    from stigmer.backends.sqlite import SqliteBackend
-    from stigmer.server.backend_server import BackendServer
-    from stigmer.server.startup import listening_socket
+    from stigmer_backend.backends.sqlite import SqliteBackend
+    from stigmer_backend.server.backend_server import BackendServer
+    from stigmer_backend.server.startup import listening_socket
 
     async with SqliteBackend(tmp_path / "watch.db") as local:
         server = BackendServer(local)

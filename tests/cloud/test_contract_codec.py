@@ -1,15 +1,15 @@
-"""CloudBackend and ``stigmer server`` both let upb write and read the bytes (``stigmer.backends.codec``)."""
+"""CloudBackend and ``stigmer server`` both let upb write and read the bytes (``stigmer_backend.backends.codec``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.codec import ContractCodec
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.backend_server import BackendServer
-from stigmer.server.startup import listening_socket
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.codec import ContractCodec
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.backend_server import BackendServer
+from stigmer_backend.server.startup import listening_socket
 
 
 @pytest.fixture

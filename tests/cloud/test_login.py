@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.backend_server import BackendServer
-from stigmer.server.launch import ServerProcess
-from stigmer.server.startup import listening_socket
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.backend_server import BackendServer
+from stigmer_backend.server.launch import ServerProcess
+from stigmer_backend.server.startup import listening_socket
 from tests.certificates import make_tls_files
 
 STIGMER = str(Path(sys.executable).with_name("stigmer"))

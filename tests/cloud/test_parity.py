@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from grpclib import GRPCError
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 from tests.builders import create_request as _create
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from stigmer.backends.cloud import CloudBackend, RetryPolicy
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend, RetryPolicy
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.builders import SPEC
 from tests.builders import create_request as _create
 from tests.remote_fixtures import count_rows
@@ -21,7 +21,7 @@ PATIENT = RetryPolicy(max_attempts=40, initial_backoff=0.05, max_backoff=0.5)
 
 
 async def test_the_same_backend_recovers_after_kill_9_and_restart(db_path, token_file, token, server_env, caplog):
-    caplog.set_level(logging.INFO, logger="stigmer.backends.cloud")
+    caplog.set_level(logging.INFO, logger="stigmer_backend.backends.cloud")
     args = ["--db", str(db_path), "--token-file", str(token_file)]
     first = ServerProcess.start(args, env=server_env)
     port = first.port

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.cloud.watch_channels import STREAMS_PER_CHANNEL
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.cloud.watch_channels import STREAMS_PER_CHANNEL
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 
 WATCHES = 150

@@ -3,7 +3,7 @@
 Each mutant is the conforming ``MemoryBackend`` with a single override, so a
 failing run can only come from that defect; ``@breaks`` records which class of
 sentence it violates and the conformance test that must catch it. Overrides
-never patch shared modules (``stigmer.backends.rules``): the harness runs
+never patch shared modules (``stigmer_backend.backends.rules``): the harness runs
 every mutant in one process, one after the other. Mutants of the endpoint
 (authentication) are servers, in ``broken_server.py``.
 """
@@ -15,9 +15,9 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from stigmer.backends.memory import MemoryBackend
-from stigmer.backends.rules import errors, executions, paging, secret_refs, validation
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.memory import MemoryBackend
+from stigmer_backend.backends.rules import errors, executions, paging, secret_refs, validation
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 

@@ -12,9 +12,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from stigmer.backends.memory import MemoryBackend
-from stigmer.server import backend_server
-from stigmer.server.gate import HEALTH_PREFIX, CallGate
+from stigmer_backend.backends.memory import MemoryBackend
+from stigmer_backend.server import backend_server
+from stigmer_backend.server.gate import HEALTH_PREFIX, CallGate
 
 from .broken_backends import Mutant
 
@@ -76,7 +76,7 @@ class AuthChecksAfterTheCall(CallGate):
 
 
 async def _serve(gate: str, token: str) -> None:
-    from stigmer.server.startup import listening_socket
+    from stigmer_backend.server.startup import listening_socket
 
     backend_server.CallGate = GATES[gate]  # this process serves one broken endpoint and nothing else
     sock = listening_socket("127.0.0.1", 0)

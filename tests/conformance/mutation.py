@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.conformance import SUITE_DIR, conformance_id
+from stigmer_backend.conformance import SUITE_DIR, conformance_id
 
 from .broken_backends import MUTANTS, Mutant
 from .broken_server import SERVER_MUTANTS
@@ -78,7 +78,7 @@ def control(workdir: Path) -> tuple[int, str]:
     or a test failing for every backend would count as a kill."""
     report = workdir / "control.json"
     args = [str(SUITE_DIR), *_ARGS, "--stigmer-json-report", str(report)]
-    args += ["--stigmer-target", "stigmer.backends.memory:MemoryBackend"]
+    args += ["--stigmer-target", "stigmer_backend.backends.memory:MemoryBackend"]
     named = [m.must_fail for m in MUTANTS]
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         code = pytest.main(args, plugins=[_Only(*named)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 class StubBackend(pb.BackendServiceBase):

@@ -17,8 +17,8 @@ from tests.conftest import toolchain_env
 CONFTEST = '''
 import pytest
 
-from stigmer.backends.memory import MemoryBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.memory import MemoryBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 OPENED = []
 
@@ -45,7 +45,7 @@ def pytest_sessionfinish(session):
 '''
 
 TESTS = """
-from stigmer.conformance.suite import executions, secrets
+from stigmer_backend.conformance.suite import executions, secrets
 
 class TestThirdPartyCreateExecution(executions.TestCreateExecution):
     pass

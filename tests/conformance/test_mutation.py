@@ -27,7 +27,7 @@ def test_every_mutant_fails_the_suite_at_its_named_test(tmp_path):
 
 
 def test_every_mutant_names_an_existing_test_and_a_class():
-    from stigmer.conformance.traceability import suite_test_ids
+    from stigmer_backend.conformance.traceability import suite_test_ids
 
     ids = suite_test_ids()
     assert len({m.name for m in mutation.ALL}) == len(mutation.ALL)

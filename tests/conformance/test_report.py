@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.server.launch import ServerProcess
 from tests.certificates import make_tls_files
 from tests.conftest import REPO, toolchain_env
 

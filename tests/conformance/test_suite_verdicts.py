@@ -47,7 +47,7 @@ def test_sqlite_backend_conforms_with_reports(tmp_path):
 
 
 def test_memory_backend_conforms(tmp_path):
-    code, summary, output = conformance(tmp_path, "--target", "stigmer.backends.memory:MemoryBackend")
+    code, summary, output = conformance(tmp_path, "--target", "stigmer_backend.backends.memory:MemoryBackend")
     assert code == 0, output[-3000:]
     assert summary["conformant"] and "CAPABILITY_SECRETS" in summary["capabilities"]
 
@@ -91,7 +91,7 @@ def test_required_behaviour_cannot_be_skipped(tmp_path):
     env_path = os.pathsep.join([str(plugin_dir), str(REPO)])
     report = tmp_path / "summary.json"
     result = subprocess.run(
-        [STIGMER, "conformance", "run", "--target", "stigmer.backends.memory:MemoryBackend",
+        [STIGMER, "conformance", "run", "--target", "stigmer_backend.backends.memory:MemoryBackend",
          "--json-report", str(report), "-k", "test_transition", "-p", "skipper"],
         cwd=tmp_path, env={**toolchain_env(), "PYTHONPATH": env_path}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -102,7 +102,7 @@ def test_required_behaviour_cannot_be_skipped(tmp_path):
 
 def test_a_server_in_another_process_conforms_through_the_bare_stub(tmp_path):
     """``--target host:port``: the generated stub only, as a third party's backend would be reached."""
-    from stigmer.server.launch import ServerProcess
+    from stigmer_backend.server.launch import ServerProcess
     from tests.remote_fixtures import isolated_env, write_token_file
 
     home = tmp_path / "home"

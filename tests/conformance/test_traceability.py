@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from stigmer.conformance import traceability
+from stigmer_backend.conformance import traceability
 from tests.conftest import REPO
 
-REGENERATE = "python -m stigmer.conformance.traceability --write"
+REGENERATE = "python -m stigmer_backend.conformance.traceability --write"
 
 
 def test_the_matrix_lists_exactly_the_sentences_of_the_proto():
@@ -22,7 +22,7 @@ def test_the_matrix_lists_exactly_the_sentences_of_the_proto():
 def test_every_sentence_maps_to_existing_conformance_tests():
     """No sentence without a test (or a reason it cannot be tested); no mapping to a test that does not exist."""
     result = subprocess.run(
-        [sys.executable, "-m", "stigmer.conformance.traceability", "--check"],
+        [sys.executable, "-m", "stigmer_backend.conformance.traceability", "--check"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, (

@@ -2,7 +2,7 @@
 
 import re
 
-from stigmer.backends.rules import CONTRACT_VERSION
+from stigmer_backend.backends.rules import CONTRACT_VERSION
 from tests.conftest import REPO
 
 

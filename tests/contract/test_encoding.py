@@ -3,7 +3,7 @@
 Each message is filled with a non-default value in every field (each member
 of a oneof in turn), then encoded and decoded by betterproto2 and, as an
 independent implementation, by Google's protobuf runtime reading the same
-descriptors. The wire codec (``stigmer.backends.codec.ContractCodec``, betterproto2 messages
+descriptors. The wire codec (``stigmer_backend.backends.codec.ContractCodec``, betterproto2 messages
 written and read by upb) must give the same bytes as Google's runtime and the same messages as
 betterproto2, both ways.
 """
@@ -19,9 +19,9 @@ import pytest
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import FieldDescriptor
 
-import stigmer.gen.stigmer.backend.v1 as pb
-from stigmer.backends.codec import ContractCodec
-from stigmer.gen.google import protobuf as wkt
+import stigmer_backend.gen.stigmer.backend.v1 as pb
+from stigmer_backend.backends.codec import ContractCodec
+from stigmer_backend.gen.google import protobuf as wkt
 
 MESSAGES = sorted(
     (cls for _, cls in inspect.getmembers(pb, inspect.isclass) if issubclass(cls, betterproto2.Message)),

@@ -11,7 +11,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.server import Server
 
-import stigmer.gen.stigmer.backend.v1 as pb
+import stigmer_backend.gen.stigmer.backend.v1 as pb
 
 
 class TinyBackend(pb.BackendServiceBase):

@@ -1,4 +1,4 @@
-"""The wheel ships the contract: every ``.proto`` file, byte for byte, under ``stigmer/proto/``."""
+"""The wheel ships the contract: every ``.proto`` file, byte for byte, under ``stigmer_backend/proto/``."""
 
 from __future__ import annotations
 
@@ -22,16 +22,16 @@ def test_the_wheel_ships_every_proto_file(tmp_path):
     assert len(protos) >= 6
     with zipfile.ZipFile(wheel) as archive:
         for proto in protos:
-            shipped = "stigmer/proto/" + proto.relative_to(REPO / "proto").as_posix()
+            shipped = "stigmer_backend/proto/" + proto.relative_to(REPO / "proto").as_posix()
             assert archive.read(shipped) == proto.read_bytes(), shipped
-        assert "stigmer/proto/__init__.py" in archive.namelist()
+        assert "stigmer_backend/proto/__init__.py" in archive.namelist()
         # The conformance report names the contract sentence a failing test checks, from the matrix.
         matrix = REPO / "conformance/TRACEABILITY.md"
-        assert archive.read("stigmer/conformance/TRACEABILITY.md") == matrix.read_bytes()
+        assert archive.read("stigmer_backend/conformance/TRACEABILITY.md") == matrix.read_bytes()
 
 
 def test_the_installed_package_points_at_the_proto_files():
-    from stigmer.proto import ROOT
+    from stigmer_backend.proto import ROOT
 
     assert (ROOT / "stigmer/backend/v1/backend_service.proto").read_bytes() == (
         REPO / "proto/stigmer/backend/v1/backend_service.proto"

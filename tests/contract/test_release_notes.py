@@ -10,8 +10,8 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from stigmer.backends.rules import CONTRACT_VERSION
-from stigmer.conformance import SUITE_VERSION
+from stigmer_backend.backends.rules import CONTRACT_VERSION
+from stigmer_backend.conformance import SUITE_VERSION
 from tests.conftest import REPO, toolchain_env
 
 UNRELEASED = "Unreleased"

@@ -13,10 +13,10 @@ import time
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.fullstack.requirements import temporal_binary
-from stigmer.fullstack.workflow import WORKFLOW, ExecutionEnd
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.fullstack.requirements import temporal_binary
+from stigmer_backend.fullstack.workflow import WORKFLOW, ExecutionEnd
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.runner.fake_model import leaked_forms
 
 from .conftest import SECRET
@@ -79,8 +79,8 @@ async def test_fifty_executions_all_succeed_each_as_exactly_one_workflow(tier2):
     assert {execution_id: runs.get(execution_id) for execution_id in ids} == dict.fromkeys(ids, 1)
 
     # A repeated start of the same execution is refused by Temporal: still one workflow, one run.
-    from stigmer.fullstack.client import start_workflow
-    from stigmer.fullstack.stack import Stack
+    from stigmer_backend.fullstack.client import start_workflow
+    from stigmer_backend.fullstack.stack import Stack
 
     stack = Stack(**{**tier2.state, "parts": []})
     assert await start_workflow(stack, ids[0], 30) is False

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from stigmer.fullstack.requirements import MissingExtra, require_sdk
+from stigmer_backend.fullstack.requirements import MissingExtra, require_sdk
 
 from .conftest import pids_alive
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.server.launch import ServerProcess
 from tests.postgres.cluster import Cluster, ClusterUnavailable
 from tests.remote_fixtures import isolated_env
 

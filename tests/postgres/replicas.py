@@ -13,7 +13,7 @@ import os
 
 from grpclib.client import Channel
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["RoundRobin", "from_environment"]
 

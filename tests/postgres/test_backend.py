@@ -14,9 +14,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.encryption import MasterKey, MasterKeySource, unseal
-from stigmer.backends.postgres import PostgresBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.encryption import MasterKey, MasterKeySource, unseal
+from stigmer_backend.backends.postgres import PostgresBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 from tests.remote_fixtures import isolated_env
 

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from grpclib.const import Status
 
-from stigmer.backends.encryption import MasterKey, MasterKeyAdmin, MasterKeySource, unseal
-from stigmer.backends.postgres import PostgresBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.encryption import MasterKey, MasterKeyAdmin, MasterKeySource, unseal
+from stigmer_backend.backends.postgres import PostgresBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import failure
 from tests.remote_fixtures import isolated_env
 

@@ -17,7 +17,7 @@ from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Status
 
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 
 PENDING, RUNNING, SUCCEEDED = pb.ExecutionPhase.PENDING, pb.ExecutionPhase.RUNNING, pb.ExecutionPhase.SUCCEEDED

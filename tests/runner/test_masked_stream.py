@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stigmer.runner.masking import MASK, Masker
+from stigmer_backend.runner.masking import MASK, Masker
 from tests.secrets.test_masking import TOKEN, encodings
 
 TEXT_AROUND = "before {} between {} after"

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.runner.providers import CallBudget, ModelCallFailed, provider_for, timeout_of
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.runner.providers import CallBudget, ModelCallFailed, provider_for, timeout_of
 
 from .conftest import WAIT
 

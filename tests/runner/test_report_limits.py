@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from stigmer.backends.rules.truncation import ELLIPSIS, truncate_utf8
-from stigmer.backends.rules.validation import MAX_ERROR_MESSAGE_BYTES
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.runner import steps
+from stigmer_backend.backends.rules.truncation import ELLIPSIS, truncate_utf8
+from stigmer_backend.backends.rules.validation import MAX_ERROR_MESSAGE_BYTES
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.runner import steps
 from tests.secrets.workload import RUNNER, agent_spec, apply_agent, file_source, running_execution
 
 

@@ -12,10 +12,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.remote_fixtures import write_token_file
 
 from .conftest import WAIT, Home

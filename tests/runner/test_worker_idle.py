@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.runner.worker import Worker
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.runner.worker import Worker
 from tests.secrets.workload import file_source
 
 LISTS = 8

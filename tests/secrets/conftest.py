@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite import SqliteBackend
 
 from .workload import file_source
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from grpclib import GRPCError
 
-from stigmer.backends.encryption import MasterKey, MasterKeySource
-from stigmer.backends.keychain import KeychainUnavailable, open_keychain
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.encryption import MasterKey, MasterKeySource
+from stigmer_backend.backends.keychain import KeychainUnavailable, open_keychain
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 VALUES = {"API_TOKEN": "tok-keychain-7d1e9a", "DB_PASSWORD": "pw-keychain-c3b4f2"}
 

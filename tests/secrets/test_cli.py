@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.cli._context import Context, save_context
-from stigmer.cli.main import cli
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.cli._context import Context, save_context
+from stigmer_backend.cli.main import cli
 
 from .workload import file_source, values_of
 

@@ -23,11 +23,11 @@ import pytest
 from click.testing import CliRunner, Result
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.cli.main import cli
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.runner.masking import Masker, MaskingFilter
-from stigmer.runner.resolver import resolve
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.cli.main import cli
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.runner.masking import Masker, MaskingFilter
+from stigmer_backend.runner.resolver import resolve
 from tests.builders import failure
 
 from .workload import RUNNER, agent_spec, apply_agent, context_of, random_key_text, running_execution

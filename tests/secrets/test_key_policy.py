@@ -14,7 +14,7 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.encryption import KeyCheck, MasterKeyPolicy, MasterKeySource, SealedSecretStorage
+from stigmer_backend.backends.encryption import KeyCheck, MasterKeyPolicy, MasterKeySource, SealedSecretStorage
 
 
 class DictStorage:

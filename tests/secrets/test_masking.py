@@ -10,9 +10,9 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.runner.masking import MASK, Masker, MaskingFilter, SecretValue
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.runner.masking import MASK, Masker, MaskingFilter, SecretValue
 
 TOKEN = "sk-Live/7f3a+9b2c=d4e5"
 PEM = "-----BEGIN KEY-----\nMIIBVwIBADANBgkqhkiG9w0B\nAQEFAASCAUEwggE9AgEAAkEA\n-----END KEY-----\n"

@@ -10,9 +10,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.encryption import MasterKey, MasterKeyError, MasterKeySource
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.encryption import MasterKey, MasterKeyError, MasterKeySource
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .workload import (
     agent_spec,

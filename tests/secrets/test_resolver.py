@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stigmer.runner.masking import SecretValue
-from stigmer.runner.resolver import UnresolvedReference, resolve
+from stigmer_backend.runner.masking import SecretValue
+from stigmer_backend.runner.resolver import UnresolvedReference, resolve
 
 SECRETS = {"GH_TOKEN": "ghp_abc123", "DB_PASSWORD": "p@ss word"}
 

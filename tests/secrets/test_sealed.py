@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.encryption import (
+from stigmer_backend.backends.encryption import (
     FORMAT_VERSION,
     MasterKey,
     MasterKeyError,

@@ -10,9 +10,9 @@ import pytest
 import sqlite_utils
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.backends.sqlite._schema import MIGRATIONS
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite._schema import MIGRATIONS
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import failure
 
 from .workload import agent_spec, apply_agent, context_of, file_source, put, running_execution, values_of

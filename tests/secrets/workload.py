@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from stigmer.backends.encryption import MasterKeySource
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.encryption import MasterKeySource
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 RUNNER = "runner-1"
 

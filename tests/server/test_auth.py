@@ -9,10 +9,10 @@ from grpclib.const import Status
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.backends.wire import parse_endpoint
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.backends.wire import parse_endpoint
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.builders import SPEC
 from tests.remote_fixtures import count_rows
 

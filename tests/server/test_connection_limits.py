@@ -15,8 +15,8 @@ from grpclib.client import Channel
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from stigmer.backends.wire import parse_endpoint
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.wire import parse_endpoint
+from stigmer_backend.server.launch import ServerProcess
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 

@@ -9,8 +9,8 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 
 

@@ -16,9 +16,9 @@ from datetime import timedelta
 
 from grpclib.const import Status
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 
 from .raw_calls import HEALTH_CHECK, SERVICE, raw_call, raw_channel

@@ -105,7 +105,7 @@ GRPCIO_CLIENT = textwrap.dedent(
     from stigmer.backend.v1 import execution_pb2 as ex
 
     assert backend_service_pb2_grpc.__file__.startswith(sys.argv[3]), backend_service_pb2_grpc.__file__
-    assert "stigmer.gen" not in sys.modules
+    assert "stigmer_backend.gen" not in sys.modules
     endpoint, token = sys.argv[1], sys.argv[2]
     auth = [("authorization", "Bearer " + token)]
     out = {}

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
-from stigmer.server.startup import is_loopback, listening_socket
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
+from stigmer_backend.server.startup import is_loopback, listening_socket
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.google.protobuf import Struct
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 from tests.remote_fixtures import count_rows
 
@@ -102,7 +102,7 @@ async def test_an_authenticated_oversized_put_secret_writes_nothing(served, db_p
 def test_the_size_cap_is_configurable(db_path, token_file, server_env):
     import asyncio
 
-    from stigmer.server.launch import ServerProcess
+    from stigmer_backend.server.launch import ServerProcess
 
     args = ["--db", str(db_path), "--token-file", str(token_file), "--max-request-bytes", "2048"]
     with ServerProcess.start(args, env=server_env) as server:

@@ -16,9 +16,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.builders import SPEC
 from tests.remote_fixtures import count_rows, write_token_file
 
@@ -208,7 +208,7 @@ async def test_a_runner_that_stops_cancels_what_it_holds_with_its_own_credential
     """A runner may not call CancelExecution; stopping mid-run must still leave CANCELLED, not RUNNING."""
     import asyncio
 
-    from stigmer.runner.executor import run_execution
+    from stigmer_backend.runner.executor import run_execution
     from tests.runner.fake_model import start_fake_model, stop_fake_model
 
     model = start_fake_model()

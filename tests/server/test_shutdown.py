@@ -15,12 +15,12 @@ from grpclib.const import Status
 from grpclib.health.v1.health_grpc import HealthStub
 from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
-from stigmer.backends.cloud import CloudBackend, RetryPolicy
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.backend_server import BackendServer
-from stigmer.server.launch import ServerProcess
-from stigmer.server.startup import listening_socket
+from stigmer_backend.backends.cloud import CloudBackend, RetryPolicy
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.backend_server import BackendServer
+from stigmer_backend.server.launch import ServerProcess
+from stigmer_backend.server.startup import listening_socket
 from tests.builders import SPEC, apply_request, create_request
 from tests.remote_fixtures import count_rows
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from stigmer.backends.cloud import CloudBackend
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.certificates import make_tls_files
 from tests.remote_fixtures import write_token_file
 

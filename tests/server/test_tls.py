@@ -10,9 +10,9 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.cloud import CloudBackend, RetryPolicy
-from stigmer.gen.stigmer.backend import v1 as pb
-from stigmer.server.launch import ServerProcess
+from stigmer_backend.backends.cloud import CloudBackend, RetryPolicy
+from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.builders import apply_request
 from tests.certificates import make_tls_files
 
@@ -47,7 +47,7 @@ async def test_localhost_matches_the_certificate_too(tls_server, tls_files, toke
 
 
 async def test_without_the_ca_the_certificate_is_refused_with_a_clear_error_and_no_retry(tls_server, token, caplog):
-    caplog.set_level(logging.INFO, logger="stigmer.backends.cloud")
+    caplog.set_level(logging.INFO, logger="stigmer_backend.backends.cloud")
     async with CloudBackend(tls_server.endpoint, token=token, tls=True) as backend:
         with pytest.raises(GRPCError) as caught:
             await backend.get_backend_info(pb.GetBackendInfoRequest())

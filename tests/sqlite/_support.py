@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 WORKERS = Path(__file__).with_name("_workers.py")
 

@@ -26,8 +26,8 @@ from datetime import timedelta
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 RUNNING = pb.ExecutionPhase.RUNNING
 SUCCEEDED = pb.ExecutionPhase.SUCCEEDED

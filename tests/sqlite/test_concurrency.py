@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import finish, raw, read_message, seed, send, start_worker
 

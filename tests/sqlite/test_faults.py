@@ -15,8 +15,8 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import IS_ROOT, WORKERS, agent_request, file_bytes, finish, raw, read_message, seed, start_worker
 

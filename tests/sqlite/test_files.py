@@ -13,8 +13,8 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend, default_database_path
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend, default_database_path
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import agent_request, raw, seed
 

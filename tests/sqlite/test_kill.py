@@ -7,8 +7,8 @@ import os
 import signal
 import time
 
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import raw, read_message, seed, start_worker
 

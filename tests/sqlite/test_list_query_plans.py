@@ -15,11 +15,11 @@ import sqlite3
 
 import pytest
 
-from stigmer.backends.rules import paging
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.backends.sqlite._list_query import page_query
-from stigmer.backends.sqlite._rows import EXECUTION_COLUMNS
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules import paging
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite._list_query import page_query
+from stigmer_backend.backends.sqlite._rows import EXECUTION_COLUMNS
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import seed
 

@@ -8,8 +8,8 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer.backends.sqlite import SqliteBackend, _schema
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.sqlite import SqliteBackend, _schema
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import file_bytes, finish, raw, read_message, seed, send, start_worker
 

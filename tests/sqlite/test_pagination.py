@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stigmer.backends.rules import paging
-from stigmer.backends.sqlite import SqliteBackend
-from stigmer.gen.stigmer.backend import v1 as pb
+from stigmer_backend.backends.rules import paging
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import finish, raw, read_message, seed, send, start_worker
 
