@@ -25,5 +25,6 @@ setup(
     # TRACEABILITY.md: the conformance report names the contract sentence each failing test checks.
     package_data={f"stigmer_backend.{folder}": ["py.typed"] for folder in FOLDERS}
     | {"stigmer_backend.conformance": ["py.typed", "TRACEABILITY.md"]}
-    | {name: ["*.proto"] for name in PROTO},
+    | {name: ["*.proto"] for name in PROTO}
+    | {"stigmer_backend.proto": ["py.typed", "*.proto"]},
 )
