@@ -14,7 +14,10 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:  # keyring is imported only when a keychain is opened
+    from keyring.backend import KeyringBackend
 
 __all__ = ["Keychain", "KeychainUnavailable", "open_keychain"]
 
@@ -34,7 +37,7 @@ class KeychainUnavailable(Exception):
 class Keychain:
     """One keychain backend; ``get``/``set``/``delete`` entries of service ``stigmer``."""
 
-    def __init__(self, backend: object, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, backend: KeyringBackend, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._backend = backend
         self._timeout = timeout
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -20,6 +21,8 @@ from .base import Backend
 from .rules import agent_instances, errors, execution_context, executions, ids, paging, validation
 
 __all__ = ["MemoryBackend"]
+
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -73,6 +76,7 @@ class MemoryBackend(Backend):
             existing = self._current(self._by_request[message.request_id])
             executions.require_retry_of(existing, message)
             return pb.CreateExecutionResponse(execution=existing, created=False)
+        assert message.agent_instance is not None  # validate_create_execution requires it
         agent = self._agent(message.agent_instance)
         newest = max(self._executions, default=None)
         execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, agent, _now())
@@ -98,7 +102,7 @@ class MemoryBackend(Backend):
             execution = self._current(execution_id)
             if message.agent_instance_id and execution.agent_instance_id != message.agent_instance_id:
                 continue
-            if message.phases and execution.status.phase not in message.phases:
+            if message.phases and executions.status_of(execution).phase not in message.phases:
                 continue
             fetched.append(execution)
             if len(fetched) > size:
@@ -106,7 +110,9 @@ class MemoryBackend(Backend):
         page, token = paging.cut(message, fetched, size, key=lambda execution: execution.id)
         return pb.ListExecutionsResponse(executions=page, next_page_token=token)
 
-    async def _change(self, execution_id: str, decide) -> pb.Execution:
+    async def _change(
+        self, execution_id: str, decide: Callable[[pb.Execution, datetime], pb.Execution]
+    ) -> pb.Execution:
         current = self._current(execution_id)
         changed = self._store(decide(current, _now()))
         await self._notify()
@@ -129,7 +135,7 @@ class MemoryBackend(Backend):
         execution = self._current(message.execution_id)
         while True:
             yield pb.WatchExecutionResponse(execution=execution)
-            if execution.status.phase in executions.TERMINAL_PHASES:
+            if executions.status_of(execution).phase in executions.TERMINAL_PHASES:
                 return
             async with self._changed:
                 while True:
@@ -137,7 +143,7 @@ class MemoryBackend(Backend):
                     if history[-1].version > execution.version:
                         execution = history[execution.version]  # history[i] is version i + 1
                         break
-                    lease = execution.status.lease_expire_time
+                    lease = executions.status_of(execution).lease_expire_time
                     timeout = None if lease is None else max(0.0, (lease - _now()).total_seconds()) + 0.001
                     try:
                         # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
@@ -162,14 +168,15 @@ class MemoryBackend(Backend):
             found = next((a for a in self._agents.values() if a.id == ref.id), None)
             what = f"agent instance with id {ref.id!r}"
         else:
+            assert ref.name is not None  # validate_agent_instance_ref requires an id or a name
             found, what = self._agents.get(ref.name), f"agent instance {ref.name!r}"
         if found is None:
             raise errors.not_found(what)
         return found
 
     async def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
-        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
-        return pb.GetAgentInstanceResponse(agent_instance=self._agent(message.agent_instance))
+        ref = validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        return pb.GetAgentInstanceResponse(agent_instance=self._agent(ref))
 
     async def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
         validation.validate_apply_agent_instance(message)
@@ -182,11 +189,12 @@ class MemoryBackend(Backend):
         return pb.ApplyAgentInstanceResponse(agent_instance=agent, outcome=outcome)
 
     async def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
-        return pb.ListAgentInstancesResponse(**self._page(message, self._agents, "agent_instances"))
+        page, token = self._page(message, self._agents)
+        return pb.ListAgentInstancesResponse(agent_instances=page, next_page_token=token)
 
     async def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
-        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
-        del self._agents[self._agent(message.agent_instance).name]
+        ref = validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        del self._agents[self._agent(ref).name]
         return pb.DeleteAgentInstanceResponse()
 
     # -- secrets ------------------------------------------------------------------------------
@@ -204,7 +212,8 @@ class MemoryBackend(Backend):
 
     async def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         metadata = {name: secret for name, (secret, _) in self._secrets.items()}
-        return pb.ListSecretsResponse(**self._page(message, metadata, "secrets"))
+        page, token = self._page(message, metadata)
+        return pb.ListSecretsResponse(secrets=page, next_page_token=token)
 
     async def delete_secret(self, message: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
         validation.validate_secret_name(message.name)
@@ -213,9 +222,11 @@ class MemoryBackend(Backend):
         return pb.DeleteSecretResponse()
 
     @staticmethod
-    def _page(message, items_by_name: dict, field: str) -> dict:
+    def _page(
+        message: pb.ListAgentInstancesRequest | pb.ListSecretsRequest, items_by_name: Mapping[str, T]
+    ) -> tuple[list[T], str]:
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         names = sorted(name for name in items_by_name if after is None or name > after)
         names, token = paging.cut(message, names, size, key=str)
-        return {field: [items_by_name[name] for name in names], "next_page_token": token}
+        return [items_by_name[name] for name in names], token

@@ -24,6 +24,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NoReturn
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -119,5 +120,5 @@ class MasterKey:
 
     __str__ = __repr__
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a MasterKey is not picklable: it must not leave memory")

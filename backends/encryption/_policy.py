@@ -223,8 +223,8 @@ class MasterKeyPolicy:
             old, store = found
         else:
             old = self.key(storage, create=False)
+            assert self._store is not None  # set by key()
             store = self._store
-            assert store is not None  # set by key()
         if new_key is None:
             if not store.writable:
                 raise GRPCError(

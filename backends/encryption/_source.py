@@ -58,7 +58,7 @@ class MasterKeySource:
         self._stores: list[KeyStore] | None = None
         self._keychain_note = ""
 
-    def _open(self) -> None:
+    def _open(self) -> list[KeyStore]:
         home = (self._home if self._home is not None else stigmer_home()).resolve()
         stores: list[KeyStore] = [EnvironmentKeyStore(os.environ if self._environ is None else self._environ)]
         keychain, note = self._keychain, ""
@@ -73,13 +73,12 @@ class MasterKeySource:
             stores.append(KeychainKeyStore(keychain, f"master-key:{home}"))
         stores.append(FileKeyStore(home / KEY_FILE_NAME))
         self._stores, self._keychain_note = stores, note
+        return stores
 
     @property
     def stores(self) -> list[KeyStore]:
         """The stores, in the order they are consulted."""
-        if self._stores is None:
-            self._open()
-        return self._stores
+        return self._open() if self._stores is None else self._stores
 
     @property
     def keychain_note(self) -> str:

@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from grpclib import GRPCError
@@ -37,6 +37,7 @@ from ..rules import agent_instances, errors, execution_context, executions, ids,
 from . import _rows
 from ._changes import ExecutionChanges
 from ._errors import connection_error, describe, storage_error
+from ._rows import Connection, Row
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate
 from ._secrets import SECRETS_LOCK, SecretVault
 
@@ -52,6 +53,10 @@ _AGENT_SELECT = (
 )
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -64,11 +69,13 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _storage_boundary(method):
+def _storage_boundary(
+    method: Callable[Concatenate[PostgresBackend, P], Awaitable[R]],
+) -> Callable[Concatenate[PostgresBackend, P], Coroutine[Any, Any, R]]:
     """Reports psycopg and pool errors as the documented ``GRPCError``, for one coroutine method."""
 
     @functools.wraps(method)
-    async def wrapper(self: PostgresBackend, *args, **kwargs):
+    async def wrapper(self: PostgresBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await method(self, *args, **kwargs)
         except (psycopg.Error, PoolTimeout) as error:
@@ -77,7 +84,7 @@ def _storage_boundary(method):
     return wrapper
 
 
-async def _configure(conn: psycopg.AsyncConnection) -> None:
+async def _configure(conn: Connection) -> None:
     # Timestamps come back in UTC whatever the server's or role's TimeZone setting.
     await conn.execute("SET TIME ZONE 'UTC'")
 
@@ -123,7 +130,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
         self._pool_size = pool_size
         self._timeout = connect_timeout
         self._vault = SecretVault(self.where, master_key if master_key is not None else MasterKeySource())
-        self._pool: AsyncConnectionPool | None = None
+        self._pool: AsyncConnectionPool[Connection] | None = None
         self._changes = ExecutionChanges(self._listener_connection)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -152,7 +159,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
             raise storage_error(error, self.where) from None
         finally:
             await conn.close()
-        pool = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             self.conninfo,
             min_size=1,
             max_size=self._pool_size,
@@ -179,14 +186,14 @@ class PostgresBackend(Backend, MasterKeyAdmin):
             await pool.close()
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _conn(self) -> AsyncIterator[Connection]:
         if self._pool is None:
             raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.where} is not open")
         async with self._pool.connection() as conn:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _write(self, *locks: int) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _write(self, *locks: int) -> AsyncIterator[Connection]:
         """One transaction: all of it commits, or none; holding ``locks`` (advisory) until it ends."""
         async with self._conn() as conn, conn.transaction():
             for lock in locks:
@@ -194,7 +201,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[psycopg.AsyncConnection]:
+    async def _snapshot(self) -> AsyncIterator[Connection]:
         """One read-only transaction whose statements all see the same committed state."""
         async with self._conn() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -203,7 +210,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
     # -- executions: loading, lease expiry, storing -------------------------------------------
 
     @staticmethod
-    async def _execution_row(conn: psycopg.AsyncConnection, execution_id: str, *, lock: bool = False) -> dict:
+    async def _execution_row(conn: Connection, execution_id: str, *, lock: bool = False) -> Row:
         sql = f"{_EXECUTION_SELECT} WHERE id = %s{' FOR UPDATE' if lock else ''}"
         row = await (await conn.execute(sql, (execution_id,))).fetchone()
         if row is None:
@@ -211,15 +218,16 @@ class PostgresBackend(Backend, MasterKeyAdmin):
         return row
 
     @staticmethod
-    async def _store_status(conn: psycopg.AsyncConnection, before: pb.Execution, after: pb.Execution) -> None:
+    async def _store_status(conn: Connection, before: pb.Execution, after: pb.Execution) -> None:
+        status = _rows.status_row(executions.status_of(after))
         cursor = await conn.execute(
             f"UPDATE executions SET version = %s, update_time = %s, {_STATUS_ASSIGN} WHERE id = %s AND version = %s",
-            (after.version, after.update_time, *_rows.status_row(after.status), after.id, before.version),
+            (after.version, after.update_time, *status, after.id, before.version),
         )
         if cursor.rowcount != 1:  # impossible with the row locked; refuse to guess if it happens
             raise GRPCError(Status.INTERNAL, f"execution {after.id} changed during its own write transaction")
 
-    async def _settled(self, conn: psycopg.AsyncConnection, execution: pb.Execution, now: datetime) -> pb.Execution:
+    async def _settled(self, conn: Connection, execution: pb.Execution, now: datetime) -> pb.Execution:
         """``execution`` (locked) after its lease expiry, written; call inside a write transaction."""
         expired = executions.expire_lease(execution, now)
         if expired is None:
@@ -254,7 +262,9 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                 for row in rows:
                     await self._settled(conn, _rows.execution_from_row(row), now)
 
-    async def _change(self, execution_id: str, decide) -> pb.Execution:
+    async def _change(
+        self, execution_id: str, decide: Callable[[pb.Execution, datetime], pb.Execution]
+    ) -> pb.Execution:
         """Applies ``decide(current, now) -> new`` to the locked row; a lease expiry found on the way is kept."""
         now = _now()
         refusal: GRPCError | None = None
@@ -293,8 +303,11 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                 existing = await self._settled(conn, _rows.execution_from_row(row), now)
                 executions.require_retry_of(existing, message)
                 return pb.CreateExecutionResponse(execution=existing, created=False)
+            assert message.agent_instance is not None  # validate_create_execution requires it
             agent = await self._agent_row(conn, message.agent_instance)
-            newest = (await (await conn.execute("SELECT max(id) AS id FROM executions")).fetchone())["id"]
+            maximum = await (await conn.execute("SELECT max(id) AS id FROM executions")).fetchone()
+            assert maximum is not None  # an aggregate without GROUP BY has one row
+            newest = maximum["id"]
             snapshot = pb.AgentInstance(id=agent["id"], name=agent["name"])
             execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, snapshot, now)
             await conn.execute(
@@ -315,7 +328,8 @@ class PostgresBackend(Backend, MasterKeyAdmin):
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
         await self._expire_due_leases(_now())
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if message.agent_instance_id:
             where.append("agent_instance_id = %s")
             params.append(message.agent_instance_id)
@@ -361,7 +375,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                 execution = await self._read_execution(message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
-                    if execution.status.phase in executions.TERMINAL_PHASES:
+                    if executions.status_of(execution).phase in executions.TERMINAL_PHASES:
                         return
                     execution = await self._next_version(execution, changed)
         except GRPCError:
@@ -396,8 +410,9 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                 await self._read_execution(seen.id, now)  # writes the expiry; the history and a notification follow
                 continue
             timeout = None  # no polling: a notification, or the lease's end, is what can change it
-            if seen.status.lease_expire_time is not None:
-                timeout = max(0.0, (seen.status.lease_expire_time - now).total_seconds()) + 0.001
+            lease = executions.status_of(seen).lease_expire_time
+            if lease is not None:
+                timeout = max(0.0, (lease - now).total_seconds()) + 0.001
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout)
 
@@ -414,6 +429,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                     (execution.id,),
                 )
             ).fetchone()
+        assert row is not None  # the execution exists and its agent version is kept by a foreign key
         snapshot = _rows.agent_instance_from_json(row["agent_instance"])
         names = execution_context.referenced_secrets(snapshot.spec)
         values: dict[str, str] = {}
@@ -425,7 +441,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
     # -- agent instances ----------------------------------------------------------------------
 
     @staticmethod
-    async def _agent_row(conn: psycopg.AsyncConnection, ref: pb.AgentInstanceRef) -> dict:
+    async def _agent_row(conn: Connection, ref: pb.AgentInstanceRef) -> Row:
         if ref.id is not None:
             row = await (await conn.execute(f"{_AGENT_SELECT} WHERE a.id = %s", (ref.id,))).fetchone()
             what = f"agent instance with id {ref.id!r}"
@@ -438,9 +454,9 @@ class PostgresBackend(Backend, MasterKeyAdmin):
 
     @_storage_boundary
     async def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
-        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        ref = validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         async with self._conn() as conn:
-            row = await self._agent_row(conn, message.agent_instance)
+            row = await self._agent_row(conn, ref)
         return pb.GetAgentInstanceResponse(agent_instance=_rows.agent_instance_from_json(row["agent_instance"]))
 
     @_storage_boundary
@@ -455,6 +471,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
                 newest = await (
                     await conn.execute("SELECT max(agent_instance_id) AS id FROM agent_instance_versions")
                 ).fetchone()
+                assert newest is not None  # an aggregate without GROUP BY has one row
                 new_id = ids.next_id(ids.AGENT_INSTANCE_PREFIX, newest["id"])
             agent, outcome = agent_instances.apply(existing, message, new_id, now)
             if outcome == pb.ApplyOutcome.CREATED:
@@ -476,7 +493,8 @@ class PostgresBackend(Backend, MasterKeyAdmin):
     async def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
-        sql, params = _AGENT_SELECT, []
+        sql = _AGENT_SELECT
+        params: list[str] = []
         if after is not None:
             sql += " WHERE a.name > %s"
             params.append(after)
@@ -488,9 +506,9 @@ class PostgresBackend(Backend, MasterKeyAdmin):
 
     @_storage_boundary
     async def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
-        validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        ref = validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         async with self._write(_APPLY_LOCK) as conn:
-            row = await self._agent_row(conn, message.agent_instance)
+            row = await self._agent_row(conn, ref)
             await conn.execute("DELETE FROM agent_instances WHERE id = %s", (row["id"],))
         return pb.DeleteAgentInstanceResponse()
 

@@ -9,15 +9,20 @@ JSON text, returned exactly as stored.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeAlias
+
+import psycopg
 
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
+from ..rules.executions import status_of
 from ._schema import STATUS_COLUMN_NAMES
 
 __all__ = [
     "EXECUTION_COLUMNS",
+    "Connection",
+    "Row",
     "agent_instance_from_json",
     "agent_instance_to_json",
     "execution_from_row",
@@ -26,7 +31,9 @@ __all__ = [
     "status_row",
 ]
 
-Row = dict[str, Any]
+Row: TypeAlias = dict[str, Any]
+"""A row as the pool's connections return it (``psycopg.rows.dict_row``)."""
+Connection: TypeAlias = psycopg.AsyncConnection[Row]
 
 EXECUTION_COLUMNS = (
     "id",
@@ -47,12 +54,12 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _utf8(text: str | None) -> bytes | None:
-    return None if text is None else text.encode()
+def _utf8(text: str) -> bytes:
+    return text.encode()
 
 
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else bytes(data).decode()
+def _text(data: bytes) -> str:
+    return bytes(data).decode()
 
 
 def _struct_json(value: Struct | None) -> str | None:
@@ -63,7 +70,7 @@ def _struct(text: str | None) -> Struct | None:
     return None if text is None else Struct.from_dict(json.loads(text))
 
 
-def status_row(status: pb.ExecutionStatus) -> tuple:
+def status_row(status: pb.ExecutionStatus) -> tuple[object, ...]:
     """Values of the status columns, in ``STATUS_COLUMN_NAMES`` order."""
     output, error = status.output, status.error
     return (
@@ -101,20 +108,22 @@ def status_from_row(row: Row) -> pb.ExecutionStatus:
     )
 
 
-def execution_row(execution: pb.Execution, agent_version: int) -> tuple:
+def execution_row(execution: pb.Execution, agent_version: int) -> tuple[object, ...]:
     """Values of ``EXECUTION_COLUMNS`` for a new execution."""
+    execution_input = execution.input
+    assert execution_input is not None  # validate_create_execution requires it
     return (
         execution.id,
         execution.request_id,
         execution.agent_instance_id,
         execution.agent_instance_name,
         agent_version,
-        _utf8(execution.input.message),
-        _struct_json(execution.input.data),
+        _utf8(execution_input.message),
+        _struct_json(execution_input.data),
         execution.version,
         execution.create_time,
         execution.update_time,
-        *status_row(execution.status),
+        *status_row(status_of(execution)),
     )
 
 

@@ -140,7 +140,9 @@ async def migrate(conn: psycopg.AsyncConnection, where: str) -> None:
     """Brings the database to ``SCHEMA_VERSION``, or refuses a newer one (``INTERNAL``, nothing written)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        exists = (await (await conn.execute("SELECT to_regclass('stigmer_schema') IS NOT NULL")).fetchone())[0]
+        probe = await (await conn.execute("SELECT to_regclass('stigmer_schema') IS NOT NULL")).fetchone()
+        assert probe is not None  # a SELECT without FROM has one row
+        exists = probe[0]
         row = await (await conn.execute("SELECT version FROM stigmer_schema")).fetchone() if exists else None
         found = 0 if row is None else row[0]
         if found > SCHEMA_VERSION:

@@ -19,12 +19,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import psycopg
-
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ..encryption import KeyCheck, KeyRotation, KeyStatus, MasterKey, MasterKeyPolicy, MasterKeySource
 from ..rules import errors
+from ._rows import Connection
 
 __all__ = ["SECRETS_LOCK", "SecretVault"]
 
@@ -49,13 +48,14 @@ class _SecretRows:
         self._replaced: list[tuple[str, bytes]] = []
 
     @classmethod
-    async def read(cls, conn: psycopg.AsyncConnection, *, with_values: bool = False) -> _SecretRows:
+    async def read(cls, conn: Connection, *, with_values: bool = False) -> _SecretRows:
         row = await (
             await conn.execute(
                 "SELECT (SELECT count(*) FROM secrets) AS count, k.key_id, k.check_value "
                 "FROM (VALUES (1)) AS one (id) LEFT JOIN secret_key_check k ON k.id = one.id"
             )
         ).fetchone()
+        assert row is not None  # a SELECT from VALUES (1) has one row
         check = None if row["key_id"] is None else KeyCheck(bytes(row["key_id"]), bytes(row["check_value"]))
         sealed = None
         if with_values:
@@ -83,7 +83,7 @@ class _SecretRows:
     def replace_sealed_values(self, sealed: Sequence[tuple[str, bytes]]) -> None:
         self._replaced = list(sealed)
 
-    async def write(self, conn: psycopg.AsyncConnection) -> None:
+    async def write(self, conn: Connection) -> None:
         """Writes what the policy changed, in the caller's transaction."""
         if self._check_changed:
             if self._check is None:
@@ -113,7 +113,7 @@ class SecretVault:
 
     # -- the RPCs ---------------------------------------------------------------------------------
 
-    async def put(self, conn: psycopg.AsyncConnection, name: str, value: str, now: datetime) -> pb.PutSecretResponse:
+    async def put(self, conn: Connection, name: str, value: str, now: datetime) -> pb.PutSecretResponse:
         """Stores ``value`` sealed; call inside a transaction holding ``SECRETS_LOCK``."""
         storage = await _SecretRows.read(conn)
         current = await (await conn.execute("SELECT version FROM secrets WHERE name = %s", (name,))).fetchone()
@@ -128,11 +128,12 @@ class SecretVault:
                 (name, now, now, sealed),
             )
         ).fetchone()
+        assert row is not None  # an INSERT ... ON CONFLICT DO UPDATE returns its row
         secret = pb.Secret(name=name, version=row["version"], create_time=row["create_time"], update_time=now)
         return pb.PutSecretResponse(secret=secret, created=row["version"] == 1)
 
     @staticmethod
-    async def page(conn: psycopg.AsyncConnection, after: str | None, size: int) -> list[pb.Secret]:
+    async def page(conn: Connection, after: str | None, size: int) -> list[pb.Secret]:
         """Up to ``size`` secrets' metadata, by name, after ``after``; never reads a value."""
         where, params = ("", (size,)) if after is None else (" WHERE name > %s", (after, size))
         cursor = await conn.execute(f"{_SECRET_SELECT}{where} ORDER BY name LIMIT %s", params)
@@ -141,7 +142,7 @@ class SecretVault:
             for r in await cursor.fetchall()
         ]
 
-    async def delete(self, conn: psycopg.AsyncConnection, name: str) -> None:
+    async def delete(self, conn: Connection, name: str) -> None:
         """Deletes one secret (``NOT_FOUND`` if absent); call holding ``SECRETS_LOCK``."""
         if (await conn.execute("DELETE FROM secrets WHERE name = %s", (name,))).rowcount == 0:
             raise errors.not_found(f"secret {name!r}")
@@ -149,7 +150,7 @@ class SecretVault:
         self._keys.after_delete(storage)
         await storage.write(conn)
 
-    async def values(self, conn: psycopg.AsyncConnection, names: list[str]) -> dict[str, str]:
+    async def values(self, conn: Connection, names: list[str]) -> dict[str, str]:
         """The values of those of ``names`` that exist, decrypted; call in one snapshot (the check and values agree)."""
         rows = await (
             await conn.execute("SELECT name, version, ciphertext FROM secrets WHERE name = ANY(%s)", (names,))
@@ -161,7 +162,7 @@ class SecretVault:
 
     # -- rotation and status ----------------------------------------------------------------------
 
-    async def rotate(self, conn: psycopg.AsyncConnection, new_key: MasterKey | None) -> KeyRotation:
+    async def rotate(self, conn: Connection, new_key: MasterKey | None) -> KeyRotation:
         """Re-seals every secret under a new key; call in a transaction holding ``SECRETS_LOCK``, then ``promote``."""
         storage = await _SecretRows.read(conn, with_values=True)
         rotation = self._keys.rotate(storage, new_key)
@@ -172,6 +173,6 @@ class SecretVault:
         """After the rotation committed: the new key becomes the store's key."""
         self._keys.promote(rotation)
 
-    async def status(self, conn: psycopg.AsyncConnection) -> KeyStatus:
+    async def status(self, conn: Connection) -> KeyStatus:
         """Where the key is and whether it opens this database; never creates a key."""
         return self._keys.status(await _SecretRows.read(conn))

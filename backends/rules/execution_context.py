@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import errors, secret_refs
-from .executions import phase_name
+from .executions import phase_name, status_of
 
 __all__ = ["build", "check_holder", "referenced_secrets"]
 
 
-def referenced_secrets(spec: pb.AgentInstanceSpec) -> list[str]:
-    """Every secret name ``spec`` references (environment and credentials), in order."""
+def referenced_secrets(spec: pb.AgentInstanceSpec | None) -> list[str]:
+    """Every secret name ``spec`` references (environment and credentials), in order; none without a spec."""
     names: list[str] = []
+    if spec is None:
+        return names
     texts = [variable.value for variable in spec.env]
     if spec.model is not None:
         texts.append(spec.model.credentials)
@@ -30,12 +32,13 @@ def check_holder(execution: pb.Execution, runner_id: str) -> None:
 
     ``execution`` must already have had its lease expiry applied.
     """
-    if execution.status.phase != pb.ExecutionPhase.RUNNING:
+    status = status_of(execution)
+    if status.phase != pb.ExecutionPhase.RUNNING:
         raise errors.failed_precondition(
-            f"execution {execution.id} is {phase_name(execution.status.phase)}; "
+            f"execution {execution.id} is {phase_name(status.phase)}; "
             "its context is given only while it is EXECUTION_PHASE_RUNNING"
         )
-    if execution.status.runner_id != runner_id:
+    if status.runner_id != runner_id:
         raise errors.failed_precondition(f"execution {execution.id} is held by another runner")
 
 
@@ -54,7 +57,8 @@ def build(
             f"agent instance {snapshot.name!r} references secrets that do not exist: {', '.join(missing)}"
         )
     values = {name: secrets[name] for name in names}
-    environment = {variable.name: secret_refs.substitute(variable.value, values) for variable in snapshot.spec.env}
+    variables = [] if snapshot.spec is None else snapshot.spec.env
+    environment = {variable.name: secret_refs.substitute(variable.value, values) for variable in variables}
     return pb.GetExecutionContextResponse(
         execution=execution, agent_instance=snapshot, environment=environment, secrets=values
     )

@@ -25,6 +25,7 @@ __all__ = [
     "lease_expired",
     "new_execution",
     "require_retry_of",
+    "status_of",
     "update_status",
 ]
 
@@ -54,6 +55,13 @@ def phase_name(phase: int) -> str:
         return str(phase)
 
 
+def status_of(execution: pb.Execution) -> pb.ExecutionStatus:
+    """The status of a stored execution: ``new_execution`` gives it one and every write replaces it."""
+    status = execution.status
+    assert status is not None, f"execution {execution.id} has no status"
+    return status
+
+
 def new_execution(
     execution_id: str, request: pb.CreateExecutionRequest, agent: pb.AgentInstance, now: datetime
 ) -> pb.Execution:
@@ -73,6 +81,7 @@ def new_execution(
 def is_retry_of(execution: pb.Execution, request: pb.CreateExecutionRequest) -> bool:
     """Whether ``request`` repeats the one that created ``execution``."""
     ref = request.agent_instance
+    assert ref is not None, "validate_create_execution requires agent_instance"
     same_agent = (
         execution.agent_instance_id == ref.id if ref.id is not None else execution.agent_instance_name == ref.name
     )
@@ -91,7 +100,7 @@ def require_retry_of(execution: pb.Execution, request: pb.CreateExecutionRequest
 
 
 def lease_expired(execution: pb.Execution, now: datetime) -> bool:
-    status = execution.status
+    status = status_of(execution)
     return status.phase == Phase.RUNNING and status.lease_expire_time is not None and status.lease_expire_time <= now
 
 
@@ -99,7 +108,7 @@ def expire_lease(execution: pb.Execution, now: datetime) -> pb.Execution | None:
     """The execution failed for its expired lease, or None if the lease holds."""
     if not lease_expired(execution, now):
         return None
-    status = execution.status
+    status = status_of(execution)
     expired = pb.ExecutionStatus(
         phase=Phase.FAILED,
         message=f"runner {status.runner_id!r} stopped renewing its lease",
@@ -125,7 +134,7 @@ def _check_version(execution: pb.Execution, expected: int) -> None:
 
 
 def _check_transition(execution: pb.Execution, to: int) -> None:
-    current = execution.status.phase
+    current = status_of(execution).phase
     if (current, to) in TRANSITIONS:
         return
     if current in TERMINAL_PHASES:
@@ -142,7 +151,7 @@ def update_status(execution: pb.Execution, request: pb.UpdateExecutionStatusRequ
     """
     _check_version(execution, request.expected_version)
     _check_transition(execution, request.phase)
-    current = execution.status
+    current = status_of(execution)
     if current.phase == Phase.RUNNING and current.runner_id != request.runner_id:
         raise errors.failed_precondition(
             f"execution {execution.id} is held by another runner; only {current.runner_id!r} may update it"
@@ -166,7 +175,7 @@ def cancel(execution: pb.Execution, request: pb.CancelExecutionRequest, now: dat
     """The execution after a validated ``CancelExecution``."""
     _check_version(execution, request.expected_version)
     _check_transition(execution, Phase.CANCELLED)
-    current = execution.status
+    current = status_of(execution)
     status = pb.ExecutionStatus(
         phase=Phase.CANCELLED,
         message=request.reason,

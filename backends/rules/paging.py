@@ -13,11 +13,15 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from typing import TypeVar
-
-import betterproto2
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from . import errors
+
+if TYPE_CHECKING:  # the CLI reads MAX_PAGE_SIZE from here without loading the generated messages
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
+    PagedRequest: TypeAlias = pb.ListExecutionsRequest | pb.ListAgentInstancesRequest | pb.ListSecretsRequest
+    """The requests with ``page_size`` and ``page_token``."""
 
 __all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "cut", "decode_token", "encode_token", "page_size"]
 
@@ -35,18 +39,18 @@ def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
-def _fingerprint(request: betterproto2.Message) -> str:
+def _fingerprint(request: PagedRequest) -> str:
     scope = dataclasses.replace(request, page_size=0, page_token="")
     digest = hashlib.sha256(type(request).__name__.encode() + bytes(scope)).hexdigest()
     return digest[:16]
 
 
-def encode_token(request: betterproto2.Message, last_key: str) -> str:
+def encode_token(request: PagedRequest, last_key: str) -> str:
     payload = json.dumps({"v": _TOKEN_VERSION, "f": _fingerprint(request), "k": last_key}, separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode_token(request: betterproto2.Message) -> str | None:
+def decode_token(request: PagedRequest) -> str | None:
     """The key after which the requested page starts; None for the first page."""
     token = request.page_token
     if not token:
@@ -65,7 +69,7 @@ def decode_token(request: betterproto2.Message) -> str | None:
     return key
 
 
-def cut(request: betterproto2.Message, fetched: Sequence[T], size: int, key: Callable[[T], str]) -> tuple[list[T], str]:
+def cut(request: PagedRequest, fetched: Sequence[T], size: int, key: Callable[[T], str]) -> tuple[list[T], str]:
     """The page and its ``next_page_token``, from items read one past the page.
 
     :param fetched: the items after the token's key, in order, up to ``size + 1``

@@ -9,10 +9,11 @@ so a rejected request changes nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from stigmer_backend.gen.google.protobuf import ListValue, Struct
+from stigmer_backend.gen.google.protobuf import ListValue, Struct, Value
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from . import errors, secret_refs
@@ -107,6 +108,7 @@ def _struct_depth(value: Struct) -> int:
     pending: list[tuple[object, int]] = [(value, 1)]
     while pending:
         node, depth = pending.pop()
+        children: Iterable[Value]
         if isinstance(node, Struct):
             children = node.fields.values()
         elif isinstance(node, ListValue):
@@ -159,15 +161,17 @@ def validate_secret_name(value: str, field: str = "name") -> None:
     )
 
 
-def validate_agent_instance_ref(ref: pb.AgentInstanceRef | None, field: str) -> None:
-    if ref is None or (ref.id is None and ref.name is None):
-        raise errors.invalid_argument(field, "an agent instance id or name is required")
-    if ref.id is not None:
+def validate_agent_instance_ref(ref: pb.AgentInstanceRef | None, field: str) -> pb.AgentInstanceRef:
+    """``ref``, given and valid (its id if set, else its name), for the caller to use as such."""
+    if ref is not None and ref.id is not None:
         validate_id(ref.id, f"{field}.id")
-    else:
+    elif ref is not None and ref.name is not None:
         _pattern(
             ref.name, f"{field}.name", AGENT_NAME, "a valid agent instance name (^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$)"
         )
+    else:
+        raise errors.invalid_argument(field, "an agent instance id or name is required")
+    return ref
 
 
 def validate_create_execution(request: pb.CreateExecutionRequest) -> None:
