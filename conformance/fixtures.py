@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from .plugin import RUN, ConformanceRun
+from .run import RUN, ConformanceRun
 
 __all__ = ["capabilities", "client", "restart", "stigmer_requirements", "stigmer_run"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .plugin import ConformanceRun
+from .run import ConformanceRun
 
 __all__ = ["backend"]
 
