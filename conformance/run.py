@@ -14,6 +14,7 @@ import fnmatch
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,11 @@ from .suite import SUITE_VERSION
 __all__ = ["RUN", "ConformanceRun"]
 
 if TYPE_CHECKING:
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
+    from .client import BackendUnderTest
     from .report import Failure
+    from .targets import Target
 
 _ID = pytest.StashKey[str]()
 _KNOWN = pytest.StashKey[str]()
@@ -53,9 +58,10 @@ class ConformanceRun:
         )
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.target: Any = None
-        self.info: Any = None
-        self._infos: dict[int, tuple[Any, Any]] = {}  # id(backend) -> (backend, its GetBackendInfoResponse)
+        self.target: Target | None = None
+        self.info: pb.GetBackendInfoResponse | None = None
+        # id(backend) -> (backend, its GetBackendInfoResponse)
+        self._infos: dict[int, tuple[BackendUnderTest, pb.GetBackendInfoResponse]] = {}
         self.outcomes: dict[str, str] = {}
         self.failures: dict[str, Failure] = {}
         self.preflight_failed = False
@@ -63,16 +69,16 @@ class ConformanceRun:
 
     # -- the target ---------------------------------------------------------------------------
 
-    def open(self) -> Any:
+    def open(self) -> Target | None:
         """The command-line target, opened on first use; None when the caller's ``backend`` fixture is the target."""
         if self.target is None and (self.options.target or self.options.server_command):
             from .targets import open_target
 
-            self.target = self.loop.run_until_complete(open_target(self.options))
-            self.backend_info(self.target.backend)
+            target = self.target = self.loop.run_until_complete(open_target(self.options))
+            self.backend_info(target.backend)
         return self.target
 
-    def backend_info(self, backend: Any) -> Any:
+    def backend_info(self, backend: BackendUnderTest) -> pb.GetBackendInfoResponse:
         """``GetBackendInfo`` of ``backend``, asked once per backend object; the first answer goes in the summary."""
         known = self._infos.get(id(backend))
         if known is None:
@@ -96,7 +102,7 @@ class ConformanceRun:
 
         described = self.options.target or self.options.server_command or ""
         try:
-            self.open()
+            target = self.open()
         except Exception as error:  # whatever went wrong, one line says it; nothing else runs
             self.preflight_failed = True
             from .targets import TargetError
@@ -110,8 +116,9 @@ class ConformanceRun:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
             info = self.info
+            assert target is not None and info is not None  # opening a target asks its GetBackendInfo
             reporter.write_line(
-                f"stigmer conformance {SUITE_VERSION}: {len(session.items)} tests against {self.target.description} "
+                f"stigmer conformance {SUITE_VERSION}: {len(session.items)} tests against {target.description} "
                 f"(contract {info.contract_version}, {info.backend_kind} {info.backend_version})".replace("  ", " ")
             )
 
@@ -136,7 +143,9 @@ class ConformanceRun:
                 item.add_marker(pytest.mark.xfail(strict=True, reason=f"known failure ({pattern})"))
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.skipped and not hasattr(report, "wasxfail"):
             reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
@@ -152,7 +161,7 @@ class ConformanceRun:
 
     # -- reporting ----------------------------------------------------------------------------
 
-    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> Any:
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
         if not config.getoption("stigmer_quiet"):
             return None
         if report.when == "call" or report.outcome != "passed":
@@ -192,7 +201,7 @@ class ConformanceRun:
         except ValueError:
             return str(value)
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.preflight_failed:
             return
         from .report import area_table, failure_lines
