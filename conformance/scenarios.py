@@ -7,7 +7,7 @@ is cleaned up) with unique names, and returns the backend's response.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TypedDict, TypeVar, Unpack
+from typing import Protocol, TypedDict, TypeVar, Unpack
 
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -15,8 +15,9 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 from .client import Client, present, request_id, unique_name
 
 __all__ = [
-    "OTHER_RUNNER", "RUNNER", "apply_agent", "claim", "create_execution", "end_time", "execution_in", "lease_end",
-    "move", "spec", "start_time", "status", "wait_for_backend_clock",
+    "OTHER_RUNNER", "RUNNER", "InputFields", "SpecFields", "StatusFields", "apply_agent", "claim", "create_execution",
+    "end_time", "execution_in", "execution_of", "lease_end", "move", "spec", "spec_of", "start_time", "status",
+    "wait_for_backend_clock",
 ]  # fmt: skip
 
 RUNNER = "cf-runner-a"
@@ -99,6 +100,21 @@ def move(
 def status(execution: pb.Execution) -> pb.ExecutionStatus:
     """``execution.status``, failing (not crashing) when the backend left it unset."""
     return present(execution.status, "Execution.status", "the execution's phase and progress, always set")
+
+
+class CarriesExecution(Protocol):
+    @property
+    def execution(self) -> pb.Execution | None: ...
+
+
+def execution_of(response: CarriesExecution) -> pb.Execution:
+    """``response.execution``, failing (not crashing) when the backend left it unset."""
+    return _returned(response.execution, f"{type(response).__name__}.execution")
+
+
+def spec_of(agent: pb.AgentInstance) -> pb.AgentInstanceSpec:
+    """``agent.spec``, failing (not crashing) when the backend left it unset."""
+    return present(agent.spec, "AgentInstance.spec", "the spec as applied, always set")
 
 
 def lease_end(execution: pb.Execution) -> datetime:

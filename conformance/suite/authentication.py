@@ -7,10 +7,13 @@ request that would succeed with the right token; the call must fail with
 anything").
 """
 
+from __future__ import annotations
+
 import pytest
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
+from stigmer_backend.conformance.run import ConformanceRun
 from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -20,7 +23,7 @@ CREDENTIALS = {"no-token": None, "wrong-token": "conformance-wrong-token-0000"}
 
 
 @pytest.fixture(params=list(CREDENTIALS), ids=list(CREDENTIALS))
-def stranger(request, stigmer_run):
+def stranger(request: pytest.FixtureRequest, stigmer_run: ConformanceRun):
     """A client of the same endpoint presenting no token, or a wrong one."""
     backend = stigmer_run.target.as_caller(CREDENTIALS[request.param])
     assert backend is not None, (
@@ -30,22 +33,22 @@ def stranger(request, stigmer_run):
     return Client(backend, stigmer_run.loop)
 
 
-def _agent(client):
+def _agent(client: Client):
     return apply_agent(client)
 
 
-def _secret(client, capabilities):
+def _secret(client: Client, capabilities: set[int]):
     name = unique_secret_name()
     if pb.Capability.SECRETS in capabilities:
         client.put_secret(pb.PutSecretRequest(name=name, value="conformance-auth-value"))
     return name
 
 
-def _get(client, execution):
+def _get(client: Client, execution):
     return client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution
 
 
-def _exists(client, name):
+def _exists(client: Client, name):
     try:
         client.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name)))
     except Exception:  # NOT_FOUND: the stranger's apply wrote nothing
@@ -54,7 +57,7 @@ def _exists(client, name):
 
 
 # RPC -> (setup(client, capabilities) -> (request, check_unchanged(client)))
-def _create_execution(client, _):
+def _create_execution(client: Client, _):
     agent = _agent(client)
     ref = pb.AgentInstanceRef(name=agent.name)
     request = pb.CreateExecutionRequest(
@@ -67,27 +70,27 @@ def _create_execution(client, _):
     return request, unchanged
 
 
-def _update(client, _):
+def _update(client: Client, _):
     execution = create_execution(client)
     request = pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=RUNNER)
     return request, lambda c: _check_same(c, execution)
 
 
-def _cancel(client, _):
+def _cancel(client: Client, _):
     execution = create_execution(client)
     return pb.CancelExecutionRequest(execution_id=execution.id), lambda c: _check_same(c, execution)
 
 
-def _check_same(client, execution):
+def _check_same(client: Client, execution):
     assert _get(client, execution) == execution, "a call without valid credentials changed the execution"
 
 
-def _context(client, _):
+def _context(client: Client, _):
     running = claim(client, create_execution(client))
     return pb.GetExecutionContextRequest(execution_id=running.id, runner_id=RUNNER), lambda c: _check_same(c, running)
 
 
-def _apply(client, _):
+def _apply(client: Client, _):
     name = unique_name()
 
     def unchanged(c):
@@ -96,7 +99,7 @@ def _apply(client, _):
     return pb.ApplyAgentInstanceRequest(name=name, spec=_agent(client).spec), unchanged
 
 
-def _delete_agent(client, _):
+def _delete_agent(client: Client, _):
     agent = _agent(client)
 
     def unchanged(c):
@@ -105,13 +108,13 @@ def _delete_agent(client, _):
     return pb.DeleteAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=agent.id)), unchanged
 
 
-def _secret_listed(client, name, capabilities):
+def _secret_listed(client: Client, name, capabilities: set[int]):
     if pb.Capability.SECRETS not in capabilities:
         return None
     return name in {s.name for s in client.list_secrets(pb.ListSecretsRequest(page_size=1000)).secrets}
 
 
-def _put_secret(client, capabilities):
+def _put_secret(client: Client, capabilities: set[int]):
     name = unique_secret_name()
 
     def unchanged(c):
@@ -120,7 +123,7 @@ def _put_secret(client, capabilities):
     return pb.PutSecretRequest(name=name, value="conformance-auth-value"), unchanged
 
 
-def _delete_secret(client, capabilities):
+def _delete_secret(client: Client, capabilities: set[int]):
     name = _secret(client, capabilities)
 
     def unchanged(c):
@@ -155,7 +158,9 @@ CALLS = {
 
 class TestUnauthenticated:
     @pytest.mark.parametrize("rpc", list(CALLS))
-    def test_a_unary_call_without_valid_credentials(self, client, stranger, capabilities, rpc):
+    def test_a_unary_call_without_valid_credentials(
+        self, client: Client, stranger, capabilities: set[int], rpc
+    ) -> None:
         """No token or a wrong one: UNAUTHENTICATED, and nothing read or written."""
         method, setup = CALLS[rpc]
         request, unchanged = setup(client, capabilities)
@@ -163,7 +168,7 @@ class TestUnauthenticated:
             getattr(stranger, method)(request)
         unchanged(client)
 
-    def test_a_watch_without_valid_credentials(self, client, stranger):
+    def test_a_watch_without_valid_credentials(self, client: Client, stranger) -> None:
         """`WatchExecution` (streaming): UNAUTHENTICATED before any message."""
         execution = create_execution(client)
         watch = stranger.watch(execution.id)
@@ -172,7 +177,7 @@ class TestUnauthenticated:
         with expect_status(Status.UNAUTHENTICATED):
             watch.reraise("a call without valid credentials must fail with UNAUTHENTICATED (CAPABILITY_AUTHENTICATION)")
 
-    def test_credentials_are_checked_before_the_request(self, stranger):
+    def test_credentials_are_checked_before_the_request(self, stranger) -> None:
         """An invalid request without valid credentials: UNAUTHENTICATED, not INVALID_ARGUMENT."""
         with expect_status(Status.UNAUTHENTICATED):
             stranger.get_execution(pb.GetExecutionRequest())

@@ -1,9 +1,11 @@
 """Races: N claimers of one execution, concurrent creates, all through concurrent calls."""
 
+from __future__ import annotations
+
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import request_id
+from stigmer_backend.conformance.client import Client, request_id
 from stigmer_backend.conformance.scenarios import apply_agent, create_execution
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -23,7 +25,7 @@ def _codes(results):
 
 
 class TestConcurrentClaims:
-    def test_claimers_with_the_version_they_read_have_one_winner(self, client):
+    def test_claimers_with_the_version_they_read_have_one_winner(self, client: Client) -> None:
         """N runners claim with `expected_version`: exactly one succeeds, the others get ABORTED."""
         for _ in range(3):
             execution = create_execution(client)
@@ -34,7 +36,7 @@ class TestConcurrentClaims:
             stored = client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution
             assert stored.status.runner_id == winners[0].status.runner_id and stored.version == 2
 
-    def test_claimers_without_a_version_have_one_winner(self, client):
+    def test_claimers_without_a_version_have_one_winner(self, client: Client) -> None:
         """N runners claim without `expected_version`: one succeeds, the others FAILED_PRECONDITION (held)."""
         execution = create_execution(client)
         results = client.concurrently(_claims(execution, 0))
@@ -43,7 +45,7 @@ class TestConcurrentClaims:
 
 
 class TestConcurrentCreates:
-    def test_distinct_requests_get_distinct_ids(self, client):
+    def test_distinct_requests_get_distinct_ids(self, client: Client) -> None:
         """Concurrent creates with different `request_id`s: all created, all ids unique."""
         agent = apply_agent(client)
         calls = [
@@ -54,7 +56,7 @@ class TestConcurrentCreates:
         assert all(not isinstance(r, GRPCError) and r.created for r in results)
         assert len({r.execution.id for r in results}) == 12
 
-    def test_one_request_id_creates_one_execution(self, client):
+    def test_one_request_id_creates_one_execution(self, client: Client) -> None:
         """Concurrent retries of one request: one execution, `created` true exactly once."""
         agent = apply_agent(client)
         request = pb.CreateExecutionRequest(
@@ -70,7 +72,7 @@ class TestConcurrentCreates:
         assert len(listed) == 1
 
 
-def test_a_status_code_is_never_unknown(client):
+def test_a_status_code_is_never_unknown(client: Client) -> None:
     """Concurrency never surfaces as UNKNOWN or INTERNAL (for example a storage lock)."""
     execution = create_execution(client)
     results = client.concurrently(_claims(execution, execution.version) + _claims(execution, 0))

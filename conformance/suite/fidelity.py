@@ -1,8 +1,10 @@
 """Round-trip fidelity: every field of every resource survives create/get/list, at its limits."""
 
+from __future__ import annotations
+
 import pytest
 
-from stigmer_backend.conformance.client import unique_name
+from stigmer_backend.conformance.client import Client, unique_name
 from stigmer_backend.conformance.scenarios import claim, create_execution, end_time, move, spec, start_time
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -14,7 +16,7 @@ STRUCT = {"text": UNICODE, "int": 42, "float": 0.125, "neg": -1e300, "yes": True
           "list": [1, "two", [3], {"four": 4}], "nested": {"deeper": {"deepest": []}}, "empty_obj": {}, "": "empty key"}  # fmt: skip
 
 
-def _agent_round_trip(client, agent_spec, name=None):
+def _agent_round_trip(client: Client, agent_spec, name=None):
     name = name or unique_name()
     applied = client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=agent_spec)).agent_instance
     got = client.get_agent_instance(
@@ -47,13 +49,13 @@ SPECS = {
 
 class TestAgentInstanceFidelity:
     @pytest.mark.parametrize("case", list(SPECS), ids=list(SPECS))
-    def test_spec_survives_apply_get_and_list(self, client, case):
+    def test_spec_survives_apply_get_and_list(self, client: Client, case) -> None:
         """`AgentInstanceSpec` is stored exactly: unicode, empty strings, maximum sizes, references as written."""
         applied, got, listed = _agent_round_trip(client, SPECS[case])
         assert applied.spec == SPECS[case]
         assert got == applied and listed == [applied]
 
-    def test_longest_name(self, client):
+    def test_longest_name(self, client: Client) -> None:
         """A 63-character name is valid and kept."""
         name = ("a" + unique_name().replace("-", "") + "z" * 63)[:62] + "9"
         applied, got, listed = _agent_round_trip(client, spec(), name=name)
@@ -70,7 +72,7 @@ INPUTS = {
 
 class TestExecutionFidelity:
     @pytest.mark.parametrize("case", list(INPUTS), ids=list(INPUTS))
-    def test_input_survives_create_get_and_list(self, client, case):
+    def test_input_survives_create_get_and_list(self, client: Client, case) -> None:
         """`ExecutionInput` is kept exactly, including an empty object and the maximum message size."""
         agent = client.apply_agent_instance(
             pb.ApplyAgentInstanceRequest(name=unique_name(), spec=spec())
@@ -86,7 +88,7 @@ class TestExecutionFidelity:
         assert created.input == INPUTS[case]
         assert got == created and list(listed) == [created]
 
-    def test_status_fields_survive(self, client):
+    def test_status_fields_survive(self, client: Client) -> None:
         """Message, output (text and structured), error with details: kept exactly at their limits."""
         running = claim(client, create_execution(client))
         output = pb.ExecutionOutput(text=UNICODE + "o" * 1000, data=Struct.from_dict(STRUCT))
@@ -100,7 +102,7 @@ class TestExecutionFidelity:
         assert failed.status.error == error and failed.status.output == output
         assert got == failed
 
-    def test_timestamps_are_ordered(self, client):
+    def test_timestamps_are_ordered(self, client: Client) -> None:
         """`create_time` <= `start_time` <= `update_time`, `end_time` set at the end."""
         execution = create_execution(client)
         done = move(client, claim(client, execution), Phase.SUCCEEDED)

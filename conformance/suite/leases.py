@@ -1,12 +1,14 @@
 """Runner liveness: an expired lease fails the execution (`LEASE_EXPIRED`), never silently."""
 
+from __future__ import annotations
+
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status, request_id
+from stigmer_backend.conformance.client import Client, expect_status, request_id
 from stigmer_backend.conformance.scenarios import (
     RUNNER,
     apply_agent,
@@ -23,11 +25,11 @@ SHORT = timedelta(seconds=1)
 _INPUT = pb.ExecutionInput(message="lease")
 
 
-def _get(client, execution_id):
+def _get(client: Client, execution_id):
     return client.get_execution(pb.GetExecutionRequest(execution_id=execution_id)).execution
 
 
-def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
+def _poll_until_not_running(client: Client, running, grace=timedelta(seconds=4)):
     """Polls until the execution leaves RUNNING; it must by its lease instant plus ``grace`` (clock skew)."""
     deadline = lease_end(running) + grace
     while True:
@@ -39,7 +41,7 @@ def _poll_until_not_running(client, running, grace=timedelta(seconds=4)):
 
 
 class TestLeaseExpiry:
-    def test_an_expired_lease_fails_the_execution(self, client):
+    def test_an_expired_lease_fails_the_execution(self, client: Client) -> None:
         """After `lease_expire_time`: `EXECUTION_PHASE_FAILED`, `error.code` LEASE_EXPIRED, one more version;
         the runner, start time and last output are kept."""
         claimed = claim(client, create_execution(client), lease=SHORT)
@@ -53,7 +55,7 @@ class TestLeaseExpiry:
         assert failed.status.lease_expire_time is None and failed.status.runner_id == running.status.runner_id
         assert failed.status.output == output and failed.status.start_time == running.status.start_time
 
-    def test_the_late_runner_cannot_finish_or_renew(self, client):
+    def test_the_late_runner_cannot_finish_or_renew(self, client: Client) -> None:
         """The runner whose lease expired gets FAILED_PRECONDITION (or ABORTED with its old version)."""
         running = claim(client, create_execution(client), lease=SHORT)
         _poll_until_not_running(client, running)
@@ -64,7 +66,7 @@ class TestLeaseExpiry:
         with expect_status(Status.ABORTED):
             move(client, running, Phase.SUCCEEDED, expected_version=running.version)
 
-    def test_a_renewed_lease_does_not_expire(self, client):
+    def test_a_renewed_lease_does_not_expire(self, client: Client) -> None:
         """Renewing before expiry keeps the execution RUNNING past the first lease."""
         running = claim(client, create_execution(client), lease=SHORT)
         first_expiry = lease_end(running)
@@ -72,7 +74,7 @@ class TestLeaseExpiry:
         wait_for_backend_clock(client, first_expiry)
         assert _get(client, running.id).status.phase == Phase.RUNNING
 
-    def test_the_expiry_is_delivered_to_a_watcher(self, client):
+    def test_the_expiry_is_delivered_to_a_watcher(self, client: Client) -> None:
         """`WatchExecution` delivers the expiry and ends."""
         running = claim(client, create_execution(client), lease=SHORT)
         watch = client.watch(running.id)
@@ -82,7 +84,7 @@ class TestLeaseExpiry:
 
 
 class TestLeaseTimeliness:
-    def test_no_response_shows_an_expired_lease_as_running(self, client):
+    def test_no_response_shows_an_expired_lease_as_running(self, client: Client) -> None:
         """Once the backend's clock passed `lease_expire_time`, the next request of any kind sees the expiry.
 
         One execution per kind of request, so each is the first to touch its execution after expiry.
@@ -130,7 +132,7 @@ class TestLeaseTimeliness:
             check(_get(client, running.id), "GetExecution")
 
     @pytest.mark.parametrize("seconds", [None, 1, 600, 86_400], ids=["unset-60s", "1s", "600s", "24h"])
-    def test_a_renewal_extends_the_lease_to_now_plus_lease_duration(self, client, seconds):
+    def test_a_renewal_extends_the_lease_to_now_plus_lease_duration(self, client: Client, seconds) -> None:
         """`RUNNING -> RUNNING`: `lease_expire_time` = the write's time + `lease_duration` (unset: 60 s)."""
         running = claim(client, create_execution(client), lease=timedelta(seconds=30))
         duration = None if seconds is None else timedelta(seconds=seconds)

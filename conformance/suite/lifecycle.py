@@ -1,12 +1,14 @@
 """Identity and time over a resource's life: `update_time`, identifiers after delete and re-apply, what a
 terminal transition keeps."""
 
+from __future__ import annotations
+
 from datetime import timedelta
 
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status, request_id
+from stigmer_backend.conformance.client import Client, expect_status, request_id
 from stigmer_backend.conformance.scenarios import (
     RUNNER,
     apply_agent,
@@ -29,7 +31,7 @@ def _by_id(agent_id):
 
 
 class TestAgentInstanceTimes:
-    def test_update_time_moves_only_when_the_spec_changes(self, client):
+    def test_update_time_moves_only_when_the_spec_changes(self, client: Client) -> None:
         """`update_time` is when `spec` last changed: kept by an unchanged apply, moved by a changing one."""
         agent = apply_agent(client)
         wait_for_backend_clock(client, agent.update_time)
@@ -43,7 +45,7 @@ class TestAgentInstanceTimes:
 
 
 class TestIdentityAfterDelete:
-    def test_the_old_identifier_stops_resolving(self, client):
+    def test_the_old_identifier_stops_resolving(self, client: Client) -> None:
         """Deleted and applied again: a new id; the old one names nothing (get, delete, create)."""
         agent = apply_agent(client)
         client.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_by_id(agent.id)))
@@ -64,7 +66,7 @@ class TestIdentityAfterDelete:
         )
         assert current.agent_instance == again.agent_instance, "deleting by the old id touched the new agent instance"
 
-    def test_executions_keep_the_deleted_agent_instance(self, client):
+    def test_executions_keep_the_deleted_agent_instance(self, client: Client) -> None:
         """An execution keeps `agent_instance_id` and `agent_instance_name` of the agent instance it was created for."""
         agent = apply_agent(client)
         execution = create_execution(client, agent)
@@ -79,7 +81,7 @@ class TestIdentityAfterDelete:
 OUTPUT = pb.ExecutionOutput(text="partial answer", data=Struct.from_dict({"step": 2}))
 
 
-def _cancel(client, execution):
+def _cancel(client: Client, execution):
     request = pb.CancelExecutionRequest(execution_id=execution.id, reason="stop")
     return client.cancel_execution(request).execution
 
@@ -93,7 +95,7 @@ ENDINGS = {
 
 class TestTerminalTransitions:
     @pytest.mark.parametrize("ending", list(ENDINGS))
-    def test_a_terminal_transition_keeps_what_it_does_not_replace(self, client, ending):
+    def test_a_terminal_transition_keeps_what_it_does_not_replace(self, client: Client, ending) -> None:
         """Identity, input, `runner_id`, `start_time` and the last output are kept; the lease ends, `end_time` set."""
         running = claim(client, create_execution(client, message="keep me"), lease=timedelta(seconds=120))
         progress = move(client, running, Phase.RUNNING, output=OUTPUT, lease_duration=timedelta(seconds=120))
@@ -104,7 +106,7 @@ class TestTerminalTransitions:
         assert (done.status.error is not None) == (ending == "FAILED"), "error is set exactly when FAILED"
         assert client.get_execution(pb.GetExecutionRequest(execution_id=done.id)).execution == done
 
-    def test_a_cancelled_pending_execution_has_no_runner(self, client):
+    def test_a_cancelled_pending_execution_has_no_runner(self, client: Client) -> None:
         """Cancelled before any claim: `runner_id` empty, `start_time` unset, `end_time` set."""
         pending = create_execution(client)
         cancelled = _cancel(client, pending)
@@ -124,7 +126,7 @@ def _check_kept(before, after):
     assert after.version == before.version + 1 and after.update_time >= before.update_time
 
 
-def test_update_time_is_the_time_of_the_last_write(client):
+def test_update_time_is_the_time_of_the_last_write(client: Client) -> None:
     """`Execution.update_time`: equal to `create_time` until the first write, then the time of each write."""
     execution = create_execution(client)
     assert execution.update_time == execution.create_time

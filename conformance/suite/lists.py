@@ -5,12 +5,14 @@ what the pagination section of `request_response.proto` promises of every
 list, checked on each of them.
 """
 
+from __future__ import annotations
+
 import random
 
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status, request_id, unique_name, unique_secret_name
+from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
 from stigmer_backend.conformance.scenarios import apply_agent, claim, create_execution, spec
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -37,7 +39,7 @@ def _pages(fetch, page_size, between_pages=None):
             between_pages(pages)
 
 
-def _agents(client):
+def _agents(client: Client):
     def fetch(size, token):
         page = client.list_agent_instances(pb.ListAgentInstancesRequest(page_size=size, page_token=token))
         return [a.name for a in page.agent_instances], page.next_page_token
@@ -45,7 +47,7 @@ def _agents(client):
     return fetch
 
 
-def _secrets(client):
+def _secrets(client: Client):
     def fetch(size, token):
         page = client.list_secrets(pb.ListSecretsRequest(page_size=size, page_token=token))
         return [s.name for s in page.secrets], page.next_page_token
@@ -53,7 +55,7 @@ def _secrets(client):
     return fetch
 
 
-def _executions(client, agent, newest_first=False, phases=()):
+def _executions(client: Client, agent, newest_first=False, phases=()):
     def fetch(size, token):
         request = pb.ListExecutionsRequest(
             page_size=size, page_token=token, agent_instance_id=agent.id, newest_first=newest_first, phases=list(phases)
@@ -64,7 +66,7 @@ def _executions(client, agent, newest_first=False, phases=()):
     return fetch
 
 
-def _put(client, name):
+def _put(client: Client, name):
     client.put_secret(pb.PutSecretRequest(name=name, value=f"value-of-{name}"))
     return name
 
@@ -73,7 +75,7 @@ secrets_only = pytest.mark.requires_capability(pb.Capability.SECRETS)
 
 
 class TestOrder:
-    def test_agent_instances_by_name_whatever_the_creation_order(self, client):
+    def test_agent_instances_by_name_whatever_the_creation_order(self, client: Client) -> None:
         """`ListAgentInstances`: ascending bytewise order of name, for names applied in another order."""
         base = unique_name("ord")
         mine = [f"{base}-x9", f"{base}-x-9", f"{base}-x10", f"{base}-a", f"{base}-x-a", f"{base}a"]
@@ -83,7 +85,7 @@ class TestOrder:
         assert listed == _bytewise(mine), "agent instances are not in ascending bytewise order of name"
 
     @secrets_only
-    def test_secrets_by_name_whatever_the_creation_order(self, client):
+    def test_secrets_by_name_whatever_the_creation_order(self, client: Client) -> None:
         """`ListSecrets`: ascending bytewise order of name (case-sensitive: upper case before `_` before lower)."""
         suffix = unique_secret_name("S")
         mine = [f"{p}{suffix}" for p in ("b", "B", "_", "Z", "a", "A1", "a_")]
@@ -93,7 +95,7 @@ class TestOrder:
         assert listed == _bytewise(mine), "secrets are not in ascending bytewise order of name"
 
     @pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
-    def test_executions_by_id_whatever_the_order_of_updates(self, client, newest_first):
+    def test_executions_by_id_whatever_the_order_of_updates(self, client: Client, newest_first) -> None:
         """`ListExecutions` orders by `Execution.id`, not by when executions were last written."""
         agent = apply_agent(client)
         created = [create_execution(client, agent) for _ in range(6)]
@@ -105,7 +107,7 @@ class TestOrder:
 
 
 class TestPagingUnderChanges:
-    def test_agent_instances_inserted_and_deleted_while_paging(self, client):
+    def test_agent_instances_inserted_and_deleted_while_paging(self, client: Client) -> None:
         """Agent instances applied and deleted between pages never make another one skipped or repeated."""
         base = unique_name("pg") + "-"
         originals = [f"{base}{i:02d}" for i in range(0, 20, 2)]
@@ -139,7 +141,7 @@ class TestPagingUnderChanges:
         _check_paged(listed, [n for n in originals if n not in deleted])
 
     @secrets_only
-    def test_secrets_inserted_and_deleted_while_paging(self, client):
+    def test_secrets_inserted_and_deleted_while_paging(self, client: Client) -> None:
         """Secrets put and deleted between pages never make another one skipped or repeated."""
         suffix = unique_secret_name("P")
         originals = [f"{suffix}_{i:02d}" for i in range(0, 20, 2)]
@@ -170,7 +172,7 @@ class TestPagingUnderChanges:
         _check_paged(listed, [n for n in originals if n not in deleted])
 
     @pytest.mark.parametrize("newest_first", [False, True], ids=["oldest-first", "newest-first"])
-    def test_executions_created_and_leaving_the_filter_while_paging(self, client, newest_first):
+    def test_executions_created_and_leaving_the_filter_while_paging(self, client: Client, newest_first) -> None:
         """`ListExecutions` with `phases` in both orders: executions created, and executions leaving the filter,
         between pages never make another one skipped or repeated."""
         agent = apply_agent(client)
@@ -204,7 +206,7 @@ class TestPagingUnderChanges:
         assert not missing, f"executions that stayed PENDING were skipped: {missing}"
 
 
-def _delete_agent(client, name):
+def _delete_agent(client: Client, name):
     client.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name)))
 
 
@@ -215,7 +217,7 @@ def _check_paged(listed, must_appear):
     assert not missing, f"items present for the whole paging were skipped: {missing}"
 
 
-def _many_agents(client, count):
+def _many_agents(client: Client, count):
     agent_spec = spec()
     calls = [
         ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name=unique_name("cap"), spec=agent_spec))
@@ -225,13 +227,13 @@ def _many_agents(client, count):
         client.concurrently(calls[start : start + 100])
 
 
-def _many_secrets(client, count):
+def _many_secrets(client: Client, count):
     calls = [("put_secret", pb.PutSecretRequest(name=unique_secret_name("CAP"), value="v")) for _ in range(count)]
     for start in range(0, count, 100):
         client.concurrently(calls[start : start + 100])
 
 
-def _many_executions(client, count):
+def _many_executions(client: Client, count):
     agent = apply_agent(client)
     ref = pb.AgentInstanceRef(id=agent.id)
     calls = [
@@ -252,7 +254,7 @@ LISTS = {
 
 class TestPageSize:
     @pytest.mark.parametrize("rpc", list(LISTS))
-    def test_zero_means_50_and_values_above_1000_mean_1000(self, client, capabilities, rpc):
+    def test_zero_means_50_and_values_above_1000_mean_1000(self, client: Client, capabilities: set[int], rpc) -> None:
         """`page_size` 0 means 50; above 1000 is treated as 1000 (with more than 1000 items to list)."""
         if rpc == "ListSecrets" and pb.Capability.SECRETS not in capabilities:
             pytest.skip("optional: the backend does not report CAPABILITY_SECRETS")
@@ -265,7 +267,7 @@ class TestPageSize:
 
 
 class TestTokens:
-    def test_a_token_of_another_list_is_invalid_argument(self, client, capabilities):
+    def test_a_token_of_another_list_is_invalid_argument(self, client: Client, capabilities: set[int]) -> None:
         """A `page_token` issued by one `List*` RPC, given to another: INVALID_ARGUMENT naming `page_token`."""
         for _ in range(2):
             apply_agent(client)
@@ -278,7 +280,9 @@ class TestTokens:
                 client.list_secrets(pb.ListSecretsRequest(page_token=token))
 
     @pytest.mark.parametrize("rpc", ["list_agent_instances", "list_secrets"])
-    def test_a_malformed_token_or_negative_size_is_invalid_argument(self, client, capabilities, rpc):
+    def test_a_malformed_token_or_negative_size_is_invalid_argument(
+        self, client: Client, capabilities: set[int], rpc
+    ) -> None:
         """Every list: a negative `page_size` or a malformed `page_token` is INVALID_ARGUMENT naming it."""
         if rpc == "list_secrets" and pb.Capability.SECRETS not in capabilities:
             pytest.skip("optional: the backend does not report CAPABILITY_SECRETS")

@@ -1,11 +1,13 @@
 """`UpdateExecutionStatus` and `CancelExecution`: the `ExecutionPhase` state machine and compare-and-set."""
 
+from __future__ import annotations
+
 from datetime import timedelta
 
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.client import Client, expect_status
 from stigmer_backend.conformance.scenarios import (
     OTHER_RUNNER,
     RUNNER,
@@ -26,7 +28,7 @@ class TestUpdateExecutionStatus:
     @pytest.mark.parametrize(
         ("start", "to", "legal"), [c[:3] for c in TRANSITION_CASES], ids=[c[3] for c in TRANSITION_CASES]
     )
-    def test_transition(self, client, start, to, legal):
+    def test_transition(self, client: Client, start, to, legal) -> None:
         """Every pair of phases: the six transitions of `ExecutionPhase` are accepted, all others FAILED_PRECONDITION."""
         execution = execution_in(client, start)
         if legal:
@@ -41,13 +43,13 @@ class TestUpdateExecutionStatus:
             assert (after.status.phase, after.version) == (start, execution.version), "a rejected update wrote"
 
     @pytest.mark.parametrize("terminal", sorted(TERMINAL), ids=lambda p: p.name)
-    def test_repeating_a_terminal_update_fails_with_failed_precondition(self, client, terminal):
+    def test_repeating_a_terminal_update_fails_with_failed_precondition(self, client: Client, terminal) -> None:
         """Terminal phases are final: even the same terminal update again is FAILED_PRECONDITION."""
         done = move(client, execution_in(client, Phase.RUNNING), terminal)
         with expect_status(Status.FAILED_PRECONDITION):
             move(client, done, terminal)
 
-    def test_claim_records_runner_lease_and_start_time(self, client):
+    def test_claim_records_runner_lease_and_start_time(self, client: Client) -> None:
         """The claim (`PENDING -> RUNNING`) records `runner_id`, sets `start_time` and `lease_expire_time`."""
         execution = create_execution(client)
         running = claim(client, execution, lease=timedelta(seconds=120))
@@ -58,20 +60,20 @@ class TestUpdateExecutionStatus:
         lease = lease_end(running) - running.update_time
         assert timedelta(seconds=110) <= lease <= timedelta(seconds=130), lease
 
-    def test_unset_lease_duration_means_60_seconds(self, client):
+    def test_unset_lease_duration_means_60_seconds(self, client: Client) -> None:
         """`lease_duration` unset means 60 seconds."""
         running = claim(client, create_execution(client))
         lease = lease_end(running) - running.update_time
         assert timedelta(seconds=55) <= lease <= timedelta(seconds=65), lease
 
-    def test_renewal_extends_the_lease(self, client):
+    def test_renewal_extends_the_lease(self, client: Client) -> None:
         """`RUNNING -> RUNNING` by the holder extends the lease to now + `lease_duration`."""
         running = claim(client, create_execution(client), lease=timedelta(seconds=30))
         renewed = move(client, running, Phase.RUNNING, lease_duration=timedelta(seconds=600))
         assert lease_end(renewed) > lease_end(running) + timedelta(seconds=500)
         assert renewed.status.start_time == running.status.start_time
 
-    def test_only_the_lease_holder_may_update_a_running_execution(self, client):
+    def test_only_the_lease_holder_may_update_a_running_execution(self, client: Client) -> None:
         """A `RUNNING` execution under another `runner_id` is FAILED_PRECONDITION, nothing written."""
         running = claim(client, create_execution(client))
         for to in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED):
@@ -81,7 +83,7 @@ class TestUpdateExecutionStatus:
             client.get_execution(pb.GetExecutionRequest(execution_id=running.id)).execution.version == running.version
         )
 
-    def test_wrong_expected_version_is_aborted_and_writes_nothing(self, client):
+    def test_wrong_expected_version_is_aborted_and_writes_nothing(self, client: Client) -> None:
         """`expected_version` not equal to `version`: ABORTED, nothing written."""
         execution = create_execution(client)
         with expect_status(Status.ABORTED):
@@ -89,19 +91,19 @@ class TestUpdateExecutionStatus:
         after = client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution
         assert after == execution
 
-    def test_version_check_comes_before_transition_check(self, client):
+    def test_version_check_comes_before_transition_check(self, client: Client) -> None:
         """Several failures: ABORTED comes before FAILED_PRECONDITION."""
         done = execution_in(client, Phase.SUCCEEDED)
         with expect_status(Status.ABORTED):
             move(client, done, Phase.RUNNING, expected_version=done.version - 1)
 
-    def test_right_expected_version_succeeds(self, client):
+    def test_right_expected_version_succeeds(self, client: Client) -> None:
         """`expected_version` equal to `version`: the update happens."""
         running = claim(client, create_execution(client))
         done = move(client, running, Phase.SUCCEEDED, expected_version=running.version)
         assert done.status.phase == Phase.SUCCEEDED
 
-    def test_terminal_update_ends_the_lease_and_sets_end_time(self, client):
+    def test_terminal_update_ends_the_lease_and_sets_end_time(self, client: Client) -> None:
         """A terminal phase ends the lease (`lease_expire_time` unset) and sets `end_time`."""
         running = claim(client, create_execution(client))
         done = move(client, running, Phase.SUCCEEDED)
@@ -109,7 +111,7 @@ class TestUpdateExecutionStatus:
         assert done.status.end_time is not None and done.status.end_time >= done.status.start_time
         assert done.status.runner_id == RUNNER
 
-    def test_message_is_replaced_and_output_kept_until_replaced(self, client):
+    def test_message_is_replaced_and_output_kept_until_replaced(self, client: Client) -> None:
         """`message` replaces (empty clears); `output` replaces only when set."""
         running = claim(client, create_execution(client))
         first = pb.ExecutionOutput(text="partial", data=Struct.from_dict({"step": 1}))
@@ -121,7 +123,7 @@ class TestUpdateExecutionStatus:
         done = move(client, quiet, Phase.SUCCEEDED, output=final, message="finished")
         assert (done.status.message, done.status.output) == ("finished", final)
 
-    def test_failure_error_is_stored(self, client):
+    def test_failure_error_is_stored(self, client: Client) -> None:
         """`error` with `EXECUTION_PHASE_FAILED` is stored as `ExecutionStatus.error`."""
         running = claim(client, create_execution(client))
         error = pb.ExecutionError(code="MODEL_TIMEOUT", message="no answer in 60s", details={"provider": "ollama"})
@@ -129,7 +131,7 @@ class TestUpdateExecutionStatus:
         assert failed.status.error == error
         assert client.get_execution(pb.GetExecutionRequest(execution_id=running.id)).execution.status.error == error
 
-    def test_every_write_increments_version_by_one(self, client):
+    def test_every_write_increments_version_by_one(self, client: Client) -> None:
         """`Execution.version`: 1 at creation, +1 on every write."""
         execution = create_execution(client)
         assert execution.version == 1
@@ -142,7 +144,7 @@ class TestUpdateExecutionStatus:
 
 class TestCancelExecution:
     @pytest.mark.parametrize("phase", [Phase.PENDING, Phase.RUNNING], ids=lambda p: p.name)
-    def test_cancels_a_live_execution(self, client, phase):
+    def test_cancels_a_live_execution(self, client: Client, phase) -> None:
         """`PENDING` or `RUNNING` -> `CANCELLED`, `reason` stored as the message, lease ended."""
         execution = execution_in(client, phase)
         request = pb.CancelExecutionRequest(execution_id=execution.id, reason="user pressed ctrl-c")
@@ -153,27 +155,27 @@ class TestCancelExecution:
         assert cancelled.version == execution.version + 1
 
     @pytest.mark.parametrize("phase", sorted(TERMINAL), ids=lambda p: p.name)
-    def test_a_terminal_execution_cannot_be_cancelled(self, client, phase):
+    def test_a_terminal_execution_cannot_be_cancelled(self, client: Client, phase) -> None:
         """Already terminal: FAILED_PRECONDITION."""
         execution = execution_in(client, phase)
         with expect_status(Status.FAILED_PRECONDITION):
             client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id))
 
-    def test_wrong_expected_version_is_aborted(self, client):
+    def test_wrong_expected_version_is_aborted(self, client: Client) -> None:
         """`expected_version` mismatch: ABORTED, nothing written."""
         execution = create_execution(client)
         with expect_status(Status.ABORTED):
             client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id, expected_version=7))
         assert client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution == execution
 
-    def test_runner_learns_of_cancellation_from_its_next_update(self, client):
+    def test_runner_learns_of_cancellation_from_its_next_update(self, client: Client) -> None:
         """The cancelled runner's next update fails with FAILED_PRECONDITION."""
         running = claim(client, create_execution(client))
         client.cancel_execution(pb.CancelExecutionRequest(execution_id=running.id))
         with expect_status(Status.FAILED_PRECONDITION):
             move(client, running, Phase.SUCCEEDED)
 
-    def test_unknown_execution_is_not_found(self, client):
+    def test_unknown_execution_is_not_found(self, client: Client) -> None:
         """No such execution: NOT_FOUND."""
         with expect_status(Status.NOT_FOUND):
             client.cancel_execution(pb.CancelExecutionRequest(execution_id="exe_does_not_exist"))

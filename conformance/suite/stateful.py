@@ -7,6 +7,8 @@ and version, or the status code — must be what the reference model, written
 from the proto's text, predicts.
 """
 
+from __future__ import annotations
+
 import pytest
 from grpclib import GRPCError
 from hypothesis import HealthCheck, settings
@@ -60,7 +62,7 @@ def _outcome(call) -> tuple[str | None, object]:
         return error.status.name, None
 
 
-def test_backend_matches_the_reference_model(client: Client):
+def test_backend_matches_the_reference_model(client: Client) -> None:
     """Random sequences of updates, cancels and context reads agree with the proto's state machine."""
 
     class ExecutionMachine(RuleBasedStateMachine):
