@@ -30,6 +30,7 @@ def test_state_survives_a_restart(
         secret_name = "CF_DURABLE_" + agent.id[-8:].upper().replace("-", "_")
         client.put_secret(pb.PutSecretRequest(name=secret_name, value="survives-restart"))
 
+    assert restart is not None  # marked requires_restart: skipped when the target cannot restart
     after = Client(restart(), stigmer_run.loop)
     try:
         got = after.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=agent.id)))

@@ -6,15 +6,30 @@ import datetime
 
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import Client, expect_status, request_id
-from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
+from stigmer_backend.conformance.client import Client, expect_status, present, request_id
+from stigmer_backend.conformance.scenarios import (
+    RUNNER,
+    apply_agent,
+    claim,
+    create_execution,
+    execution_of,
+    spec,
+    spec_of,
+    status,
+)
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 
 
-def _create(client: Client, agent_ref, message="hello", rid=None, data=None):
+def _create(
+    client: Client,
+    agent_ref: pb.AgentInstanceRef,
+    message: str = "hello",
+    rid: str | None = None,
+    data: Struct | None = None,
+) -> pb.CreateExecutionResponse:
     request = pb.CreateExecutionRequest(
         request_id=rid or request_id(),
         agent_instance=agent_ref,
@@ -29,13 +44,13 @@ class TestCreateExecution:
         agent = apply_agent(client)
         before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         response = _create(client, pb.AgentInstanceRef(name=agent.name), rid="cf-create-1-" + request_id())
-        execution = response.execution
+        execution = execution_of(response)
         assert response.created
         assert execution.id and len(execution.id) <= 64 and execution.id.isascii()
         assert (execution.agent_instance_id, execution.agent_instance_name) == (agent.id, agent.name)
         assert execution.input == pb.ExecutionInput(message="hello")
-        assert execution.status.phase == Phase.PENDING and execution.version == 1
-        assert execution.status.runner_id == "" and execution.status.lease_expire_time is None
+        assert status(execution).phase == Phase.PENDING and execution.version == 1
+        assert status(execution).runner_id == "" and status(execution).lease_expire_time is None
         assert execution.request_id.startswith("cf-create-1-")
         assert execution.create_time is not None and execution.create_time > before
         assert execution.update_time == execution.create_time
@@ -43,7 +58,7 @@ class TestCreateExecution:
     def test_agent_instance_can_be_named_by_id(self, client: Client) -> None:
         """`AgentInstanceRef.id` works like the name."""
         agent = apply_agent(client)
-        execution = _create(client, pb.AgentInstanceRef(id=agent.id)).execution
+        execution = execution_of(_create(client, pb.AgentInstanceRef(id=agent.id)))
         assert execution.agent_instance_id == agent.id
 
     def test_identifiers_sort_in_creation_order(self, client: Client) -> None:
@@ -65,7 +80,7 @@ class TestCreateExecution:
         """The retried create returns the execution as it is now, not as it was created."""
         agent = apply_agent(client)
         rid = request_id()
-        first = _create(client, pb.AgentInstanceRef(name=agent.name), rid=rid).execution
+        first = execution_of(_create(client, pb.AgentInstanceRef(name=agent.name), rid=rid))
         running = claim(client, first)
         again = _create(client, pb.AgentInstanceRef(name=agent.name), rid=rid)
         assert not again.created and again.execution == running
@@ -74,9 +89,9 @@ class TestCreateExecution:
         """An equal request names the same agent instance by the id or the name the execution recorded."""
         agent = apply_agent(client)
         rid = request_id()
-        first = _create(client, pb.AgentInstanceRef(name=agent.name), rid=rid).execution
+        first = execution_of(_create(client, pb.AgentInstanceRef(name=agent.name), rid=rid))
         again = _create(client, pb.AgentInstanceRef(id=agent.id), rid=rid)
-        assert not again.created and again.execution.id == first.id
+        assert not again.created and execution_of(again).id == first.id
 
     def test_a_reused_request_id_with_other_input_is_already_exists(self, client: Client) -> None:
         """Same `request_id`, different input: ALREADY_EXISTS."""
@@ -98,10 +113,10 @@ class TestCreateExecution:
         """An already used `request_id` is decided before the agent instance is looked up."""
         agent = apply_agent(client)
         rid = request_id()
-        first = _create(client, pb.AgentInstanceRef(name=agent.name), rid=rid).execution
+        first = execution_of(_create(client, pb.AgentInstanceRef(name=agent.name), rid=rid))
         client.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(id=agent.id)))
         again = _create(client, pb.AgentInstanceRef(name=agent.name), rid=rid)
-        assert not again.created and again.execution.id == first.id
+        assert not again.created and execution_of(again).id == first.id
 
     def test_unknown_agent_instance_is_not_found(self, client: Client) -> None:
         """A new `request_id` naming no agent instance: NOT_FOUND, nothing created."""
@@ -121,8 +136,9 @@ class TestCreateExecution:
         context = client.get_execution_context(
             pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=RUNNER)
         )
-        assert context.agent_instance.spec.instructions == "version one"
-        assert context.agent_instance.version == agent.version
+        snapshot = present(context.agent_instance, "GetExecutionContextResponse.agent_instance", "the snapshot it runs")
+        assert spec_of(snapshot).instructions == "version one"
+        assert snapshot.version == agent.version
 
 
 class TestGetExecution:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status
@@ -11,10 +13,25 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 Phase = pb.ExecutionPhase
 
 
-def _all_pages(client: Client, page_size, during_each_page=None, **filters):
-    ids, token, pages = [], "", 0
+def _all_pages(
+    client: Client,
+    page_size: int,
+    during_each_page: Callable[[int], object] | None = None,
+    *,
+    agent_instance_id: str = "",
+    newest_first: bool = False,
+    phases: list[pb.ExecutionPhase] | None = None,
+) -> list[str]:
+    ids: list[str] = []
+    token, pages = "", 0
     while True:
-        request = pb.ListExecutionsRequest(page_size=page_size, page_token=token, **filters)
+        request = pb.ListExecutionsRequest(
+            page_size=page_size,
+            page_token=token,
+            agent_instance_id=agent_instance_id,
+            newest_first=newest_first,
+            phases=phases or [],
+        )
         page = client.list_executions(request)
         assert len(page.executions) <= page_size
         ids += [e.id for e in page.executions]

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from typing import Unpack
+
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name
 from stigmer_backend.conformance.scenarios import (
     OTHER_RUNNER,
     RUNNER,
+    StatusFields,
     apply_agent,
     claim,
     create_execution,
@@ -20,9 +23,10 @@ Phase = pb.ExecutionPhase
 UNKNOWN = "exe_no_such_execution_for_precedence"
 
 
-def _update(execution_id, **fields):
-    values = {"execution_id": execution_id, "phase": Phase.RUNNING, "runner_id": RUNNER} | fields
-    return pb.UpdateExecutionStatusRequest(**values)
+def _update(
+    execution_id: str, phase: pb.ExecutionPhase = Phase.RUNNING, runner_id: str = RUNNER, **fields: Unpack[StatusFields]
+) -> pb.UpdateExecutionStatusRequest:
+    return pb.UpdateExecutionStatusRequest(execution_id=execution_id, phase=phase, runner_id=runner_id, **fields)
 
 
 class TestCreateExecution:

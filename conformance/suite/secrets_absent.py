@@ -11,7 +11,7 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 @pytest.fixture(autouse=True)
-def _only_without_secrets(capabilities: set[int]):
+def _only_without_secrets(capabilities: set[int]) -> None:
     if pb.Capability.SECRETS in capabilities:
         pytest.skip("optional: the backend supports secrets; secrets.py checks them")
 

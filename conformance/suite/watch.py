@@ -5,13 +5,13 @@ from __future__ import annotations
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status
-from stigmer_backend.conformance.scenarios import claim, create_execution, execution_in, move
+from stigmer_backend.conformance.scenarios import claim, create_execution, execution_in, move, status
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 
 
-def _consecutive(states):
+def _consecutive(states: list[pb.Execution]) -> bool:
     return [s.version for s in states] == list(range(states[0].version, states[0].version + len(states)))
 
 
@@ -37,7 +37,7 @@ class TestWatchExecution:
         assert states[0] == execution
         assert states[-1] == done
         assert _consecutive(states) and len(states) == done.version
-        assert [s.status.message for s in states[2:-1]] == [f"step {i}" for i in range(5)]
+        assert [status(s).message for s in states[2:-1]] == [f"step {i}" for i in range(5)]
 
     def test_writes_in_quick_succession_are_not_coalesced(self, client: Client) -> None:
         """Writes issued back to back, without waiting for the watcher, are each delivered."""
@@ -46,14 +46,14 @@ class TestWatchExecution:
         assert watch.wait_until(lambda w: len(w.states) >= 1)
         running = claim(client, execution)
         requests = [
-            ("update_execution_status", pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=running.status.runner_id, message=str(i)))
+            ("update_execution_status", pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=status(running).runner_id, message=str(i)))
             for i in range(10)
         ]  # fmt: skip
         for call in requests:
             client.concurrently([call])
         client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id))
         states = watch.finish()
-        assert _consecutive(states) and states[-1].status.phase == Phase.CANCELLED
+        assert _consecutive(states) and status(states[-1]).phase == Phase.CANCELLED
         assert len(states) == 13
 
     def test_a_terminal_execution_sends_one_message(self, client: Client) -> None:
@@ -68,7 +68,7 @@ class TestWatchExecution:
         assert watch.wait_until(lambda w: len(w.states) >= 1)
         client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id, reason="stop"))
         states = watch.finish()
-        assert [s.status.phase for s in states] == [Phase.PENDING, Phase.CANCELLED]
+        assert [status(s).phase for s in states] == [Phase.PENDING, Phase.CANCELLED]
 
     def test_unknown_execution_is_not_found(self, client: Client) -> None:
         """No such execution: NOT_FOUND before any message."""
