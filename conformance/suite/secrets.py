@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import betterproto2
 import pytest
 from grpclib.const import Status
 
@@ -9,6 +13,7 @@ from stigmer_backend.conformance.client import (
     Client,
     expect_status,
     leaked_values,
+    present,
     remember_secret_value,
     unique_secret_name,
 )
@@ -18,6 +23,7 @@ from stigmer_backend.conformance.scenarios import (
     apply_agent,
     claim,
     create_execution,
+    execution_of,
     move,
     spec,
     wait_for_backend_clock,
@@ -28,14 +34,19 @@ pytestmark = pytest.mark.requires_capability(pb.Capability.SECRETS)
 Phase = pb.ExecutionPhase
 
 
-def _put(client: Client, name=None, value=None):
+def _put(client: Client, name: str | None = None, value: str | None = None) -> tuple[str, str, pb.PutSecretResponse]:
     name = name or unique_secret_name()
     value = value or f"s3cr3t-{name}-✓"
     remember_secret_value(value)
     return name, value, client.put_secret(pb.PutSecretRequest(name=name, value=value))
 
 
-def _agent_using(client: Client, *names, credentials=None, extra_env=()):
+def _agent_using(
+    client: Client,
+    *names: str,
+    credentials: str | None = None,
+    extra_env: Iterable[pb.EnvironmentVariable] = (),
+) -> pb.AgentInstance:
     env = [pb.EnvironmentVariable(name=f"V_{n}", value=f"Bearer ${{.secrets.{n}}}") for n in names]
     model = pb.ModelConfig(
         provider="openai", model="gpt-4o", credentials=f"${{ .secrets.{credentials} }}" if credentials else ""
@@ -43,7 +54,19 @@ def _agent_using(client: Client, *names, credentials=None, extra_env=()):
     return apply_agent(client, spec(model=model, env=[*env, *extra_env]))
 
 
-def _context(client: Client, execution, runner=RUNNER):
+def _stored(response: pb.PutSecretResponse) -> pb.Secret:
+    return present(response.secret, "PutSecretResponse.secret", "the secret's metadata as stored")
+
+
+def _put_time(secret: pb.Secret) -> datetime:
+    return present(secret.update_time, "Secret.update_time", "when the value was last put")
+
+
+def _snapshot(context: pb.GetExecutionContextResponse) -> pb.AgentInstance:
+    return present(context.agent_instance, "GetExecutionContextResponse.agent_instance", "the snapshot it runs")
+
+
+def _context(client: Client, execution: pb.Execution, runner: str = RUNNER) -> pb.GetExecutionContextResponse:
     return client.get_execution_context(pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=runner))
 
 
@@ -53,8 +76,8 @@ class TestPutSecret:
         name, value, first = _put(client)
         same = _put(client, name, value)[2]
         other = _put(client, name, value + "-changed")[2]
-        assert (same.created, same.secret.version) == (False, first.secret.version + 1)
-        assert (other.created, other.secret.version) == (False, first.secret.version + 2)
+        assert (same.created, _stored(same).version) == (False, _stored(first).version + 1)
+        assert (other.created, _stored(other).version) == (False, _stored(first).version + 2)
 
     def test_a_running_execution_sees_a_new_value_at_its_next_context(self, client: Client) -> None:
         """After a put, the next `GetExecutionContext` of an execution already running returns the new value."""
@@ -67,11 +90,12 @@ class TestPutSecret:
     def test_update_time_moves_on_a_replacing_put(self, client: Client) -> None:
         """A later put: `update_time` is when the value was last put; `create_time` kept, `version` + 1."""
         name, _, first = _put(client)
-        assert first.secret.update_time == first.secret.create_time, "update_time equals create_time until a new put"
-        wait_for_backend_clock(client, first.secret.update_time)
-        second = _put(client, name, "a-newer-value")[2].secret
-        assert second.create_time == first.secret.create_time and second.version == first.secret.version + 1
-        assert second.update_time > first.secret.update_time, "update_time did not move on a replacing put"
+        before = _stored(first)
+        assert before.update_time == before.create_time, "update_time equals create_time until a new put"
+        wait_for_backend_clock(client, _put_time(before))
+        second = _stored(_put(client, name, "a-newer-value")[2])
+        assert second.create_time == before.create_time and second.version == before.version + 1
+        assert _put_time(second) > _put_time(before), "update_time did not move on a replacing put"
         listed = next(s for s in client.list_secrets(pb.ListSecretsRequest(page_size=1000)).secrets if s.name == name)
         assert listed == second
 
@@ -79,20 +103,20 @@ class TestPutSecret:
         """A 128-character name and a 65,536-byte value are valid."""
         name = (unique_secret_name("L") + "_" * 128)[:128]
         _, _, response = _put(client, name, "v" * 65_536)
-        assert response.created and response.secret.name == name
+        assert response.created and _stored(response).name == name
 
     def test_put_returns_metadata_only(self, client: Client) -> None:
         """`PutSecretResponse`: metadata and `created`, never the value."""
         name, value, response = _put(client)
-        assert response.created and response.secret.name == name and response.secret.version == 1
+        assert response.created and _stored(response).name == name and _stored(response).version == 1
         assert value.encode() not in bytes(response) and value not in response.to_json()
 
     def test_a_second_put_replaces_and_bumps_version(self, client: Client) -> None:
         """Putting an existing name: `created` false, `version` + 1, the new value used from then on."""
         name, _, first = _put(client)
         _, new_value, second = _put(client, name, "rotated-value-xyz")
-        assert (second.created, second.secret.version) == (False, 2)
-        assert second.secret.create_time == first.secret.create_time
+        assert (second.created, _stored(second).version) == (False, 2)
+        assert _stored(second).create_time == _stored(first).create_time
         running = claim(client, create_execution(client, _agent_using(client, name)))
         assert _context(client, running).secrets == {name: new_value}
 
@@ -142,7 +166,7 @@ class TestSecretsInContext:
         context = _context(client, running)
         assert context.secrets == {token[0]: token[1], key[0]: key[1]}
         assert context.environment == {f"V_{token[0]}": f"Bearer {token[1]}", "PLAIN": "no secrets here"}
-        assert context.agent_instance.spec == agent.spec, "the snapshot keeps references unresolved"
+        assert _snapshot(context).spec == agent.spec, "the snapshot keeps references unresolved"
 
     def test_a_context_never_holds_another_agents_secrets(self, client: Client) -> None:
         """Two agents with different secrets: each context has only its own."""
@@ -171,7 +195,7 @@ class TestSecretsInContext:
         context = _context(client, running)
         assert context.secrets == {env[0]: env[1], credentials[0]: credentials[1]}, sorted(context.secrets)
         assert context.environment == {"TOKEN": env[1]}
-        assert context.agent_instance.spec == agent_spec, "the snapshot is returned as applied, references unresolved"
+        assert _snapshot(context).spec == agent_spec, "the snapshot is returned as applied, references unresolved"
         for name, value, _ in (instructions, model, endpoint):
             assert value.encode() not in bytes(context), f"the value of {name}, referenced outside env, was returned"
 
@@ -208,14 +232,14 @@ class TestSecretsInContext:
             _context(client, running)
 
     @pytest.mark.parametrize("phase", [Phase.PENDING, Phase.SUCCEEDED, Phase.CANCELLED], ids=lambda p: p.name)
-    def test_no_values_unless_running(self, client: Client, phase) -> None:
+    def test_no_values_unless_running(self, client: Client, phase: pb.ExecutionPhase) -> None:
         """Only a RUNNING execution has a context; other phases are FAILED_PRECONDITION."""
         name = _put(client)[0]
         execution = create_execution(client, _agent_using(client, name))
         if phase == Phase.SUCCEEDED:
             execution = move(client, claim(client, execution), phase)
         elif phase == Phase.CANCELLED:
-            execution = client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id)).execution
+            execution = execution_of(client.cancel_execution(pb.CancelExecutionRequest(execution_id=execution.id)))
         with expect_status(Status.FAILED_PRECONDITION):
             _context(client, execution)
 
@@ -260,9 +284,9 @@ class TestSecretsInContext:
     ids=["PutSecret/name-missing", "PutSecret/name-invalid", "PutSecret/name-129-chars", "PutSecret/value-empty",
          "PutSecret/value-over-64KiB", "DeleteSecret/name-missing", "ListSecrets/page_size-negative"],
 )  # fmt: skip
-def test_invalid_request(client: Client, call, field) -> None:
+def test_invalid_request(client: Client, call: Callable[[], tuple[str, betterproto2.Message]], field: str) -> None:
     """The first invalid field: INVALID_ARGUMENT naming it (a value is never quoted)."""
     rpc, request = call()
     with expect_status(Status.INVALID_ARGUMENT, naming=field) as caught:
         getattr(client, rpc)(request)
-    assert "v" * 100 not in caught.error.message
+    assert "v" * 100 not in (caught.error.message or "")
