@@ -15,9 +15,9 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 from .client import Client, present, request_id, unique_name
 
 __all__ = [
-    "OTHER_RUNNER", "RUNNER", "InputFields", "SpecFields", "StatusFields", "apply_agent", "claim", "create_execution",
-    "end_time", "execution_in", "execution_of", "lease_end", "move", "spec", "spec_of", "start_time", "status",
-    "wait_for_backend_clock",
+    "OTHER_RUNNER", "RUNNER", "InputFields", "SpecFields", "StatusFields", "agent_of", "apply_agent", "claim",
+    "create_execution", "create_time", "end_time", "execution_in", "execution_of", "lease_end", "move", "spec",
+    "spec_of", "start_time", "status", "update_time", "wait_for_backend_clock",
 ]  # fmt: skip
 
 RUNNER = "cf-runner-a"
@@ -112,6 +112,16 @@ def execution_of(response: CarriesExecution) -> pb.Execution:
     return _returned(response.execution, f"{type(response).__name__}.execution")
 
 
+class CarriesAgentInstance(Protocol):
+    @property
+    def agent_instance(self) -> pb.AgentInstance | None: ...
+
+
+def agent_of(response: CarriesAgentInstance) -> pb.AgentInstance:
+    """``response.agent_instance``, failing (not crashing) when the backend left it unset."""
+    return _returned(response.agent_instance, f"{type(response).__name__}.agent_instance")
+
+
 def spec_of(agent: pb.AgentInstance) -> pb.AgentInstanceSpec:
     """``agent.spec``, failing (not crashing) when the backend left it unset."""
     return present(agent.spec, "AgentInstance.spec", "the spec as applied, always set")
@@ -124,6 +134,14 @@ def lease_end(execution: pb.Execution) -> datetime:
         "ExecutionStatus.lease_expire_time",
         "while EXECUTION_PHASE_RUNNING, the instant at which the runner's lease ends unless renewed",
     )
+
+
+def create_time(execution: pb.Execution) -> datetime:
+    return present(execution.create_time, "Execution.create_time", "when the execution was created")
+
+
+def update_time(execution: pb.Execution) -> datetime:
+    return present(execution.update_time, "Execution.update_time", "when the execution last changed")
 
 
 def start_time(execution: pb.Execution) -> datetime:
@@ -152,7 +170,7 @@ def wait_for_backend_clock(client: Client, instant: datetime, timeout: float = 1
             client.cancel_execution(pb.CancelExecutionRequest(execution_id=probe.id)).execution,
             "CancelExecutionResponse.execution",
         )
-        if present(cancelled.update_time, "Execution.update_time", "when the execution last changed") > instant:
+        if update_time(cancelled) > instant:
             return
         assert time.monotonic() < deadline, f"the backend's clock did not pass {instant} within {timeout} s"
         time.sleep(0.02)
