@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import secrets as _random
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import betterproto2
@@ -237,7 +237,7 @@ class Client:
     def delete_secret(self, request: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
         return self._call(request, self.backend.delete_secret(request))
 
-    def concurrently(self, calls: list[tuple[str, betterproto2.Message]]) -> list[betterproto2.Message | GRPCError]:
+    def concurrently(self, calls: Sequence[tuple[str, betterproto2.Message]]) -> list[betterproto2.Message | GRPCError]:
         """Issues every ``(rpc, request)`` at once; each result is a response or the ``GRPCError``."""
 
         async def all_at_once() -> list[betterproto2.Message | BaseException]:
