@@ -136,12 +136,21 @@ def lease_end(execution: pb.Execution) -> datetime:
     )
 
 
-def create_time(execution: pb.Execution) -> datetime:
-    return present(execution.create_time, "Execution.create_time", "when the execution was created")
+class Timestamped(Protocol):
+    """A resource with the contract's times: `Execution`, `AgentInstance`, `Secret`."""
+
+    @property
+    def create_time(self) -> datetime | None: ...
+    @property
+    def update_time(self) -> datetime | None: ...
 
 
-def update_time(execution: pb.Execution) -> datetime:
-    return present(execution.update_time, "Execution.update_time", "when the execution last changed")
+def create_time(resource: Timestamped) -> datetime:
+    return present(resource.create_time, f"{type(resource).__name__}.create_time", "when it was created")
+
+
+def update_time(resource: Timestamped) -> datetime:
+    return present(resource.update_time, f"{type(resource).__name__}.update_time", "when it last changed")
 
 
 def start_time(execution: pb.Execution) -> datetime:

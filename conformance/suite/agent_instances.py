@@ -5,11 +5,18 @@ from __future__ import annotations
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status, unique_name
-from stigmer_backend.conformance.scenarios import apply_agent, create_execution, spec
+from stigmer_backend.conformance.scenarios import (
+    agent_of,
+    apply_agent,
+    create_execution,
+    execution_of,
+    spec,
+    update_time,
+)
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
-def _ref(agent, by="name"):
+def _ref(agent: pb.AgentInstance, by: str = "name") -> pb.AgentInstanceRef:
     return pb.AgentInstanceRef(name=agent.name) if by == "name" else pb.AgentInstanceRef(id=agent.id)
 
 
@@ -18,7 +25,7 @@ class TestApplyAgentInstance:
         """First apply of a name: `APPLY_OUTCOME_CREATED`, `version` 1, the spec as given."""
         name, wanted = unique_name(), spec(instructions="Be brief. ✓ 日本語")
         response = client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=wanted))
-        agent = response.agent_instance
+        agent = agent_of(response)
         assert response.outcome == pb.ApplyOutcome.CREATED
         assert (agent.name, agent.spec, agent.version) == (name, wanted, 1)
         assert agent.id and len(agent.id) <= 64
@@ -36,10 +43,10 @@ class TestApplyAgentInstance:
         agent = apply_agent(client)
         changed = spec(instructions="something else")
         response = client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=agent.name, spec=changed))
-        updated = response.agent_instance
+        updated = agent_of(response)
         assert response.outcome == pb.ApplyOutcome.UPDATED
         assert (updated.id, updated.version, updated.spec) == (agent.id, 2, changed)
-        assert updated.create_time == agent.create_time and updated.update_time >= agent.update_time
+        assert updated.create_time == agent.create_time and update_time(updated) >= update_time(agent)
 
     def test_env_order_is_part_of_the_spec(self, client: Client) -> None:
         """Specs are equal only with `env` in the same order."""
@@ -54,16 +61,18 @@ class TestApplyAgentInstance:
         client.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(agent)))
         again = client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=agent.name, spec=agent.spec))
         assert again.outcome == pb.ApplyOutcome.CREATED
-        assert again.agent_instance.id != agent.id and again.agent_instance.version == 1
+        assert agent_of(again).id != agent.id and agent_of(again).version == 1
 
     def test_concurrent_applies_of_a_new_name_create_it_once(self, client: Client) -> None:
         """Two concurrent applies of one new name: exactly one `APPLY_OUTCOME_CREATED`."""
         request = pb.ApplyAgentInstanceRequest(name=unique_name(), spec=spec())
         results = client.concurrently([("apply_agent_instance", request)] * 6)
-        outcomes = [r.outcome for r in results]
+        responses = [r for r in results if isinstance(r, pb.ApplyAgentInstanceResponse)]
+        assert len(responses) == len(results), results
+        outcomes = [r.outcome for r in responses]
         assert outcomes.count(pb.ApplyOutcome.CREATED) == 1, outcomes
         assert set(outcomes) <= {pb.ApplyOutcome.CREATED, pb.ApplyOutcome.UNCHANGED}
-        assert len({r.agent_instance.id for r in results}) == 1
+        assert len({agent_of(r).id for r in responses}) == 1
 
 
 class TestGetAgentInstance:
@@ -103,13 +112,15 @@ class TestDeleteAgentInstance:
         client.delete_agent_instance(pb.DeleteAgentInstanceRequest(agent_instance=_ref(agent)))
         kept = client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution
         assert kept == execution
-        claimed = client.update_execution_status(
-            pb.UpdateExecutionStatusRequest(
-                execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="cf-r"
+        claimed = execution_of(
+            client.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=execution.id, phase=pb.ExecutionPhase.RUNNING, runner_id="cf-r"
+                )
             )
-        ).execution
+        )
         context = client.get_execution_context(pb.GetExecutionContextRequest(execution_id=claimed.id, runner_id="cf-r"))
-        assert context.agent_instance.name == agent.name
+        assert agent_of(context).name == agent.name
 
 
 class TestListAgentInstances:
