@@ -6,8 +6,7 @@ see CONFORMANCE.md. Areas are modules of ``suite/``; ``client`` has the
 helpers a third party may reuse in its own tests.
 """
 
-from .plugin import SUITE_DIR, conformance_id
-
-SUITE_VERSION = "1.0.0"
+from .ids import conformance_id
+from .suite import SUITE_DIR, SUITE_VERSION
 
 __all__ = ["SUITE_DIR", "SUITE_VERSION", "conformance_id"]

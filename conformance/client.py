@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import secrets as _random
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TypeVar
 
+import betterproto2
 from grpclib import GRPCError
 from grpclib.const import Status
 
@@ -39,12 +39,10 @@ __all__ = [
 CALL_TIMEOUT = 30.0
 _RUN = _random.token_hex(3)
 _counter = iter(range(1, 1 << 62))
-# Every RPC of the generated service, as a method name (get_backend_info, ...).
-_RPCS = frozenset(
-    name
-    for name, member in vars(pb.BackendServiceBase).items()
-    if not name.startswith("_") and (inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member))
-)
+T = TypeVar("T")
+
+BackendUnderTest = pb.BackendServiceBase | pb.BackendServiceStub
+"""What the suite calls: a Python backend (the generated base) or the generated stub of a remote one."""
 
 
 def unique_name(prefix: str = "cf") -> str:
@@ -74,7 +72,7 @@ def leaked_values(text: str | bytes) -> list[str]:
     return [v for v in _known_secret_values if v in text]
 
 
-def present(value: Any, field: str, clause: str) -> Any:
+def present(value: T | None, field: str, clause: str) -> T:
     """``value``, or a failure saying the backend left ``field`` unset although ``clause`` requires it."""
     assert value is not None, f"the backend left {field} unset; the contract says: {clause}"
     return value
@@ -104,6 +102,13 @@ def expect_status(status: Status, *, naming: str | None = None) -> Iterator[_Cau
         raise AssertionError(f"expected the call to fail with {status.name}, but it succeeded")
 
 
+_WATCHED = "each message carries the execution's state"
+
+
+def _created(resource: T | None, response: str) -> T:
+    return present(resource, f"{response} of a created resource", "the response carries what was created")
+
+
 class Watch:
     """A ``WatchExecution`` stream consumed in the background while the test goes on."""
 
@@ -118,7 +123,7 @@ class Watch:
         try:
             stream = self._client.backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id))
             async for response in stream:
-                self.states.append(response.execution)
+                self.states.append(present(response.execution, "WatchExecutionResponse.execution", _WATCHED))
         except Exception as error:  # reported to the test through .error
             self.error = error
         finally:
@@ -169,41 +174,83 @@ class Watch:
 
 
 class Client:
-    """Synchronous, tracked access to a backend (a Python ``Backend`` or a generated stub)."""
+    """Synchronous, tracked access to a backend (a Python ``Backend`` or a generated stub).
 
-    def __init__(self, backend: Any, loop: asyncio.AbstractEventLoop) -> None:
+    One method per unary RPC, named and typed as the generated ones; ``watch`` stands for
+    ``WatchExecution``.
+    """
+
+    def __init__(self, backend: BackendUnderTest, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
         self.loop = loop
-        self._undo: list[tuple[str, Any]] = []
+        self._undo: list[tuple[str, str]] = []
 
-    def __getattr__(self, name: str) -> Callable[[Any], Any]:
-        if name not in _RPCS or name == "watch_execution":
-            raise AttributeError(name)
-
-        def call(request: Any) -> Any:
-            response = self.run(getattr(self.backend, name)(request))
-            self._track(name, request, response)
-            return response
-
-        return call
-
-    def run(self, awaitable: Any, timeout: float = CALL_TIMEOUT) -> Any:
+    def run(self, awaitable: Awaitable[T], timeout: float = CALL_TIMEOUT) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
 
-    def concurrently(self, calls: list[tuple[str, Any]]) -> list[Any]:
+    def _call(self, request: betterproto2.Message, awaitable: Awaitable[T]) -> T:
+        response = self.run(awaitable)
+        self._track(request, response)
+        return response
+
+    # -- the RPCs -----------------------------------------------------------------------------
+
+    def get_backend_info(self, request: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
+        return self._call(request, self.backend.get_backend_info(request))
+
+    def create_execution(self, request: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
+        return self._call(request, self.backend.create_execution(request))
+
+    def get_execution(self, request: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
+        return self._call(request, self.backend.get_execution(request))
+
+    def list_executions(self, request: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
+        return self._call(request, self.backend.list_executions(request))
+
+    def update_execution_status(self, request: pb.UpdateExecutionStatusRequest) -> pb.UpdateExecutionStatusResponse:
+        return self._call(request, self.backend.update_execution_status(request))
+
+    def cancel_execution(self, request: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
+        return self._call(request, self.backend.cancel_execution(request))
+
+    def get_execution_context(self, request: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
+        return self._call(request, self.backend.get_execution_context(request))
+
+    def get_agent_instance(self, request: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
+        return self._call(request, self.backend.get_agent_instance(request))
+
+    def apply_agent_instance(self, request: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
+        return self._call(request, self.backend.apply_agent_instance(request))
+
+    def list_agent_instances(self, request: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
+        return self._call(request, self.backend.list_agent_instances(request))
+
+    def delete_agent_instance(self, request: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
+        return self._call(request, self.backend.delete_agent_instance(request))
+
+    def put_secret(self, request: pb.PutSecretRequest) -> pb.PutSecretResponse:
+        return self._call(request, self.backend.put_secret(request))
+
+    def list_secrets(self, request: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
+        return self._call(request, self.backend.list_secrets(request))
+
+    def delete_secret(self, request: pb.DeleteSecretRequest) -> pb.DeleteSecretResponse:
+        return self._call(request, self.backend.delete_secret(request))
+
+    def concurrently(self, calls: Sequence[tuple[str, betterproto2.Message]]) -> list[betterproto2.Message | GRPCError]:
         """Issues every ``(rpc, request)`` at once; each result is a response or the ``GRPCError``."""
 
-        async def all_at_once() -> list[Any]:
-            return await asyncio.gather(
-                *(getattr(self.backend, name)(request) for name, request in calls), return_exceptions=True
-            )
+        async def all_at_once() -> list[betterproto2.Message | BaseException]:
+            pending: list[Awaitable[betterproto2.Message]] = [getattr(self.backend, rpc)(r) for rpc, r in calls]
+            return await asyncio.gather(*pending, return_exceptions=True)
 
-        results = self.run(all_at_once())
-        for (name, request), result in zip(calls, results, strict=True):
+        results: list[betterproto2.Message | GRPCError] = []
+        for (_, request), result in zip(calls, self.run(all_at_once()), strict=True):
             if isinstance(result, BaseException) and not isinstance(result, GRPCError):
                 raise result
             if not isinstance(result, BaseException):
-                self._track(name, request, result)
+                self._track(request, result)
+            results.append(result)
         return results
 
     def watch(self, execution_id: str) -> Watch:
@@ -211,12 +258,14 @@ class Client:
 
     # -- tracking and cleanup -----------------------------------------------------------------
 
-    def _track(self, name: str, request: Any, response: Any) -> None:
-        if name == "apply_agent_instance" and response.outcome == pb.ApplyOutcome.CREATED:
-            self._undo.append(("agent", response.agent_instance.id))
-        elif name == "create_execution" and response.created:
-            self._undo.append(("execution", response.execution.id))
-        elif name == "put_secret" and response.created:
+    def _track(self, request: betterproto2.Message, response: object) -> None:
+        if isinstance(response, pb.ApplyAgentInstanceResponse) and response.outcome == pb.ApplyOutcome.CREATED:
+            self._undo.append(("agent", _created(response.agent_instance, "ApplyAgentInstanceResponse").id))
+        elif isinstance(response, pb.CreateExecutionResponse) and response.created:
+            self._undo.append(("execution", _created(response.execution, "CreateExecutionResponse").id))
+        elif (
+            isinstance(request, pb.PutSecretRequest) and isinstance(response, pb.PutSecretResponse) and response.created
+        ):
             self._undo.append(("secret", request.name))
 
     def cleanup(self) -> None:

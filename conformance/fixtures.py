@@ -26,11 +26,15 @@ durability tests.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .plugin import RUN, ConformanceRun
+from .run import RUN, ConformanceRun
+
+if TYPE_CHECKING:
+    from .client import BackendUnderTest, Client
 
 __all__ = ["capabilities", "client", "restart", "stigmer_requirements", "stigmer_run"]
 
@@ -43,7 +47,7 @@ def stigmer_run(request: pytest.FixtureRequest) -> ConformanceRun:
 
 
 @pytest.fixture
-def client(stigmer_run: ConformanceRun, backend: Any):
+def client(stigmer_run: ConformanceRun, backend: BackendUnderTest) -> Iterator[Client]:
     """Synchronous, tracked calls to ``backend``; undoes what the test created."""
     from .client import Client
 
@@ -53,19 +57,19 @@ def client(stigmer_run: ConformanceRun, backend: Any):
 
 
 @pytest.fixture
-def capabilities(stigmer_run: ConformanceRun, backend: Any) -> set[int]:
+def capabilities(stigmer_run: ConformanceRun, backend: BackendUnderTest) -> set[int]:
     """The optional capabilities ``GetBackendInfo`` of ``backend`` reports."""
     return set(stigmer_run.backend_info(backend).capabilities)
 
 
 @pytest.fixture
-def restart(stigmer_run: ConformanceRun):
+def restart(stigmer_run: ConformanceRun) -> Callable[[], BackendUnderTest] | None:
     """A function that restarts the target on the same storage and returns the new backend; None if it cannot."""
     target = stigmer_run.target
     if target is None or not target.restartable:
         return None
 
-    def restart() -> Any:
+    def restart() -> BackendUnderTest:
         stigmer_run.loop.run_until_complete(target.restart())
         return target.backend
 

@@ -17,7 +17,10 @@ import ssl
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = ["Failure", "area_table", "clause_for", "failure_lines", "failure_reason", "preflight_problem"]
 
@@ -36,7 +39,7 @@ class Failure:
         return self.test_id.split("/", 1)[0]
 
 
-def failure_reason(excinfo: Any) -> str:
+def failure_reason(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     """One line: what the test expected and what the backend did, from the exception a test failed with."""
     from grpclib import GRPCError
 
@@ -61,7 +64,7 @@ def one_line(text: str) -> str:
     return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 1] + "…"
 
 
-def _rpc_of(excinfo: Any) -> str:
+def _rpc_of(excinfo: pytest.ExceptionInfo[BaseException]) -> str:
     """The RPC whose generated method raised, as the proto names it (``apply_agent_instance`` -> ApplyAgentInstance)."""
     for entry in reversed(excinfo.traceback):
         if _GENERATED in str(entry.path).replace("\\", "/"):

@@ -6,16 +6,21 @@ Registered only then: with ``--stigmer-backend-fixture`` the caller's own
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .plugin import ConformanceRun
+from .run import ConformanceRun
+
+if TYPE_CHECKING:
+    from .client import BackendUnderTest
 
 __all__ = ["backend"]
 
 
 @pytest.fixture
-def backend(stigmer_run: ConformanceRun) -> Any:
+def backend(stigmer_run: ConformanceRun) -> BackendUnderTest:
     """The backend under test (in-process object or generated stub)."""
-    return stigmer_run.target.backend
+    target = stigmer_run.target
+    assert target is not None  # this fixture is registered only with a target, which `stigmer_run` opened
+    return target.backend

@@ -27,11 +27,17 @@ import ssl
 import subprocess
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING
 
 from stigmer_backend.backends import wire
+
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
+
+    from .client import BackendUnderTest
 
 __all__ = ["Target", "TargetError", "open_target"]
 
@@ -48,13 +54,13 @@ class Target:
     """An opened target. ``backend`` has the generated method signatures."""
 
     description: str
-    backend: Any
+    backend: BackendUnderTest
     restartable: bool = False
-    _restart: Any = None
-    _close: list[Any] = field(default_factory=list)
-    _caller: Any = None
+    _restart: Callable[[], Awaitable[BackendUnderTest]] | None = None
+    _close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _caller: Callable[[str | None], BackendUnderTest] | None = None
 
-    def as_caller(self, token: str | None) -> Any:
+    def as_caller(self, token: str | None) -> BackendUnderTest | None:
         """The same endpoint reached with another bearer token (None: no token), for authentication tests.
 
         None for an in-process target, which has no caller credentials to check.
@@ -63,7 +69,7 @@ class Target:
 
     async def restart(self) -> None:
         """Stops the backend and starts it again on the same storage; rebinds ``backend``."""
-        if not self.restartable:
+        if not self.restartable or self._restart is None:
             raise TargetError(f"{self.description} cannot be restarted")
         self.backend = await self._restart()
 
@@ -92,9 +98,9 @@ async def open_target(options: Options) -> Target:
     if options.target.startswith(("postgresql://", "postgres://")):
         return await _open_postgres(options.target)
     if _ADDRESS.fullmatch(options.target):
-        target = Target(description=options.target, backend=None)
-        target.backend = _connect(options.target, options, target)
-        return target
+        closers: list[Callable[[], Awaitable[None]]] = []
+        caller = _connect(options.target, options, closers)
+        return Target(description=options.target, backend=caller(options.token), _close=closers, _caller=caller)
     if ":" in options.target:
         return _open_factory(options.target)
     raise TargetError(f"cannot understand target {options.target!r}: expected sqlite, module:factory or host:port")
@@ -107,7 +113,7 @@ async def _open_sqlite() -> Target:
     directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
     path = Path(directory.name) / "conformance.db"
 
-    async def start() -> Any:
+    async def start() -> Backend:
         # A throwaway key in the throwaway directory: never the user's keychain or ~/.stigmer.
         return SqliteBackend(path, master_key=MasterKeySource(directory.name, environ={}, keychain=None))
 
@@ -122,7 +128,7 @@ async def _open_postgres(conninfo: str) -> Target:
 
     directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
 
-    async def start() -> Any:
+    async def start() -> PostgresBackend:
         key = MasterKeySource(directory.name, environ={}, keychain=None)  # throwaway, as for sqlite
         return await PostgresBackend(conninfo, master_key=key).open()
 
@@ -134,16 +140,24 @@ async def _open_postgres(conninfo: str) -> Target:
     return _restartable(f"postgresql ({backend.where})", backend, start, directory)
 
 
-def _restartable(description: str, backend: Any, start: Any, directory: tempfile.TemporaryDirectory) -> Target:
+def _restartable(
+    description: str,
+    backend: Backend,
+    start: Callable[[], Awaitable[Backend]],
+    directory: tempfile.TemporaryDirectory[str],
+) -> Target:
     """A target whose ``start()`` reopens the same storage, kept in ``directory`` until it is closed."""
     target = Target(description=description, backend=backend, restartable=True)
+    running = backend  # what `target.backend` is: only `restart` rebinds it
 
-    async def restart() -> Any:
-        await target.backend.aclose()
-        return await start()
+    async def restart() -> Backend:
+        nonlocal running
+        await running.aclose()
+        running = await start()
+        return running
 
     async def close() -> None:
-        await target.backend.aclose()
+        await running.aclose()
         directory.cleanup()
 
     target._restart, target._close = restart, [close]
@@ -174,7 +188,10 @@ def _ssl_context(options: Options) -> ssl.SSLContext | None:
         raise TargetError(error.message) from None
 
 
-def _connect(address: str, options: Options, target: Target) -> Any:
+def _connect(
+    address: str, options: Options, closers: list[Callable[[], Awaitable[None]]]
+) -> Callable[[str | None], BackendUnderTest]:
+    """Opens the endpoint for a bearer token (None: no token); what it opens goes on ``closers``."""
     try:
         host, port = wire.parse_endpoint(address)
     except ValueError as error:
@@ -182,15 +199,14 @@ def _connect(address: str, options: Options, target: Target) -> Any:
     if options.adapter == "cloud":
         from stigmer_backend.backends.cloud import CloudBackend
 
-        def cloud(token: str | None) -> Any:
+        def cloud(token: str | None) -> BackendUnderTest:
             backend = CloudBackend(
                 wire.format_endpoint(host, port), token=token, ca_file=options.ca_file, tls=options.tls
             )
-            target._close.append(backend.aclose)
+            closers.append(backend.aclose)
             return backend
 
-        target._caller = cloud
-        return cloud(options.token)
+        return cloud
     from grpclib.client import Channel
 
     from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -200,13 +216,12 @@ def _connect(address: str, options: Options, target: Target) -> Any:
     async def close_channel() -> None:
         channel.close()
 
-    target._close.append(close_channel)
+    closers.append(close_channel)
 
-    def stub(token: str | None) -> Any:
+    def stub(token: str | None) -> BackendUnderTest:
         return pb.BackendServiceStub(channel, metadata={"authorization": wire.authorization(token)} if token else None)
 
-    target._caller = stub
-    return stub(options.token)
+    return stub
 
 
 async def _open_command(options: Options) -> Target:
@@ -214,7 +229,7 @@ async def _open_command(options: Options) -> Target:
     process: subprocess.Popen[str] | None = None
     stderr = tempfile.TemporaryFile(mode="w+")  # kept for the error message if the server dies
 
-    async def start() -> Any:
+    async def start() -> Callable[[str | None], BackendUnderTest]:
         nonlocal process
         stderr.seek(0)
         stderr.truncate()
@@ -232,7 +247,7 @@ async def _open_command(options: Options) -> Target:
             raise TargetError(f"the server command {reason}: {detail[0]}") from None
         # Keep reading what the server prints, so a full pipe never blocks it.
         threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
-        return _connect(address, options, target)
+        return _connect(address, options, closers)
 
     async def stop() -> None:
         if process is not None and process.poll() is None:
@@ -243,18 +258,26 @@ async def _open_command(options: Options) -> Target:
                 process.kill()
                 process.wait()
 
-    target = Target(description=f"command: {options.server_command}", backend=None, restartable=True)
-
-    async def restart() -> Any:
+    async def restart() -> BackendUnderTest:
         await stop()
-        return await start()
+        reconnect = await start()
+        target._caller = reconnect
+        return reconnect(options.token)
 
     async def close() -> None:
         await stop()
         stderr.close()
 
-    target._restart, target._close = restart, [close]
-    target.backend = await start()
+    closers: list[Callable[[], Awaitable[None]]] = [close]
+    caller = await start()
+    target = Target(
+        description=f"command: {options.server_command}",
+        backend=caller(options.token),
+        restartable=True,
+        _restart=restart,
+        _close=closers,
+        _caller=caller,
+    )
     return target
 
 
@@ -268,7 +291,7 @@ def _read_address(process: subprocess.Popen[str]) -> str:
     raise TargetError("exited before printing its address")
 
 
-def _drain(stream: Any) -> None:
+def _drain(stream: IO[str]) -> None:
     with contextlib.suppress(Exception):
         for _ in stream:
             pass

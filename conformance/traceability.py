@@ -206,7 +206,8 @@ def suite_test_ids() -> set[str]:
     """Every conformance test id of the suite, by collecting it (no target is opened)."""
     import pytest
 
-    from .plugin import SUITE_DIR, conformance_id
+    from .ids import conformance_id
+    from .suite import SUITE_DIR
 
     class Collector:
         def __init__(self) -> None:

@@ -7,16 +7,21 @@ from the file named by `STIGMER_CONFORMANCE_ROLES`, lines `ROLE NAME TOKEN` as
 `runner` lines. Each refusal is `PERMISSION_DENIED` and writes nothing.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from grpclib.const import Status
 
 from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name, unique_secret_name
-from stigmer_backend.conformance.scenarios import spec
+from stigmer_backend.conformance.run import ConformanceRun
+from stigmer_backend.conformance.scenarios import execution_of, spec
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.ROLES)
@@ -38,16 +43,20 @@ def _role_lines() -> dict[str, list[tuple[str, str]]]:
     return roles
 
 
+class AsRole(Protocol):
+    def __call__(self, role: str, index: int = 0) -> tuple[str, Client]: ...
+
+
 @pytest.fixture
-def as_role(stigmer_run):
+def as_role(stigmer_run: ConformanceRun) -> Iterator[AsRole]:
     """``as_role("person"|"runner", index)`` -> ``(name, Client)`` calling the target with that role's credential."""
-    from stigmer_backend.conformance.targets import open_target
+    from stigmer_backend.conformance.targets import Target, open_target
 
     options = stigmer_run.options
     if not options.target or not _ADDRESS.fullmatch(options.target):
         pytest.skip("optional: role credentials are tested against a host:port target")
     roles = _role_lines()
-    opened = []
+    opened: list[Target] = []
 
     def connect(role: str, index: int = 0) -> tuple[str, Client]:
         name, token = roles[role][index]
@@ -64,20 +73,22 @@ def _keyed_spec(secret: str) -> pb.AgentInstanceSpec:
     return spec(model=pb.ModelConfig(provider="openai", model="gpt-4o", credentials=f"${{.secrets.{secret}}}"))
 
 
-def _execution(client, agent_spec=None):
+def _execution(client: Client, agent_spec: pb.AgentInstanceSpec | None = None) -> pb.Execution:
     name = unique_name()
     client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=agent_spec or spec()))
-    return client.create_execution(
-        pb.CreateExecutionRequest(
-            request_id=request_id(),
-            agent_instance=pb.AgentInstanceRef(name=name),
-            input=pb.ExecutionInput(message="hi"),
+    return execution_of(
+        client.create_execution(
+            pb.CreateExecutionRequest(
+                request_id=request_id(),
+                agent_instance=pb.AgentInstanceRef(name=name),
+                input=pb.ExecutionInput(message="hi"),
+            )
         )
-    ).execution
+    )
 
 
 class TestPeople:
-    def test_a_person_may_not_put_or_delete_secrets(self, client, as_role):
+    def test_a_person_may_not_put_or_delete_secrets(self, client: Client, as_role: AsRole) -> None:
         """`PutSecret`, `DeleteSecret`: `PERMISSION_DENIED` for a person; nothing stored."""
         _, person = as_role("person")
         name = unique_secret_name()
@@ -87,7 +98,7 @@ class TestPeople:
         with expect_status(Status.PERMISSION_DENIED):
             person.delete_secret(pb.DeleteSecretRequest(name=name))
 
-    def test_a_person_may_not_apply_an_agent_referencing_a_secret(self, client, as_role):
+    def test_a_person_may_not_apply_an_agent_referencing_a_secret(self, client: Client, as_role: AsRole) -> None:
         """`ApplyAgentInstance`: only an admin may reference `${.secrets.NAME}`; `PERMISSION_DENIED`, nothing stored."""
         _, person = as_role("person")
         name = unique_name()
@@ -96,7 +107,7 @@ class TestPeople:
         with expect_status(Status.NOT_FOUND):
             client.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name)))
 
-    def test_a_person_may_not_claim_nor_read_a_context(self, client, as_role):
+    def test_a_person_may_not_claim_nor_read_a_context(self, client: Client, as_role: AsRole) -> None:
         """`UpdateExecutionStatus`, `GetExecutionContext` are for runners: `PERMISSION_DENIED` for a person."""
         person_name, person = as_role("person")
         execution = _execution(client)
@@ -110,12 +121,12 @@ class TestPeople:
             person.get_execution_context(
                 pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=person_name)
             )
-        now = client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)).execution
+        now = execution_of(client.get_execution(pb.GetExecutionRequest(execution_id=execution.id)))
         assert now.version == execution.version
 
 
 class TestRunners:
-    def test_a_runner_may_not_act_as_another_runner(self, client, as_role):
+    def test_a_runner_may_not_act_as_another_runner(self, client: Client, as_role: AsRole) -> None:
         """`runner_id` must be the runner its credential names: `PERMISSION_DENIED` otherwise, nothing written."""
         first_name, first = as_role("runner", 0)
         _, second = as_role("runner", 1)
@@ -135,7 +146,7 @@ class TestRunners:
             second.get_execution_context(pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=first_name))
         first.get_execution_context(pb.GetExecutionContextRequest(execution_id=execution.id, runner_id=first_name))
 
-    def test_a_runner_may_not_create_apply_or_touch_secrets(self, client, as_role):
+    def test_a_runner_may_not_create_apply_or_touch_secrets(self, client: Client, as_role: AsRole) -> None:
         """`CreateExecution`, `ApplyAgentInstance`, `PutSecret`, `ListSecrets`: `PERMISSION_DENIED` for a runner."""
         _, runner = as_role("runner")
         agent = unique_name()

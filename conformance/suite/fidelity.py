@@ -1,9 +1,23 @@
 """Round-trip fidelity: every field of every resource survives create/get/list, at its limits."""
 
+from __future__ import annotations
+
 import pytest
 
-from stigmer_backend.conformance.client import unique_name
-from stigmer_backend.conformance.scenarios import claim, create_execution, end_time, move, spec, start_time
+from stigmer_backend.conformance.client import Client, unique_name
+from stigmer_backend.conformance.scenarios import (
+    agent_of,
+    claim,
+    create_execution,
+    create_time,
+    end_time,
+    execution_of,
+    move,
+    spec,
+    start_time,
+    status,
+    update_time,
+)
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -14,13 +28,15 @@ STRUCT = {"text": UNICODE, "int": 42, "float": 0.125, "neg": -1e300, "yes": True
           "list": [1, "two", [3], {"four": 4}], "nested": {"deeper": {"deepest": []}}, "empty_obj": {}, "": "empty key"}  # fmt: skip
 
 
-def _agent_round_trip(client, agent_spec, name=None):
+def _agent_round_trip(
+    client: Client, agent_spec: pb.AgentInstanceSpec, name: str | None = None
+) -> tuple[pb.AgentInstance, pb.AgentInstance | None, list[pb.AgentInstance]]:
     name = name or unique_name()
-    applied = client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=agent_spec)).agent_instance
+    applied = agent_of(client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=name, spec=agent_spec)))
     got = client.get_agent_instance(
         pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name))
     ).agent_instance
-    listed = []
+    listed: list[pb.AgentInstance] = []
     token = ""
     while True:
         page = client.list_agent_instances(pb.ListAgentInstancesRequest(page_size=1000, page_token=token))
@@ -47,17 +63,17 @@ SPECS = {
 
 class TestAgentInstanceFidelity:
     @pytest.mark.parametrize("case", list(SPECS), ids=list(SPECS))
-    def test_spec_survives_apply_get_and_list(self, client, case):
+    def test_spec_survives_apply_get_and_list(self, client: Client, case: str) -> None:
         """`AgentInstanceSpec` is stored exactly: unicode, empty strings, maximum sizes, references as written."""
         applied, got, listed = _agent_round_trip(client, SPECS[case])
         assert applied.spec == SPECS[case]
         assert got == applied and listed == [applied]
 
-    def test_longest_name(self, client):
+    def test_longest_name(self, client: Client) -> None:
         """A 63-character name is valid and kept."""
         name = ("a" + unique_name().replace("-", "") + "z" * 63)[:62] + "9"
         applied, got, listed = _agent_round_trip(client, spec(), name=name)
-        assert applied.name == got.name == name and listed == [applied]
+        assert got is not None and applied.name == got.name == name and listed == [applied]
 
 
 INPUTS = {
@@ -70,23 +86,21 @@ INPUTS = {
 
 class TestExecutionFidelity:
     @pytest.mark.parametrize("case", list(INPUTS), ids=list(INPUTS))
-    def test_input_survives_create_get_and_list(self, client, case):
+    def test_input_survives_create_get_and_list(self, client: Client, case: str) -> None:
         """`ExecutionInput` is kept exactly, including an empty object and the maximum message size."""
-        agent = client.apply_agent_instance(
-            pb.ApplyAgentInstanceRequest(name=unique_name(), spec=spec())
-        ).agent_instance
+        agent = agent_of(client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name=unique_name(), spec=spec())))
         request = pb.CreateExecutionRequest(
             request_id=f"cf-fidelity-{unique_name()}",
             agent_instance=pb.AgentInstanceRef(id=agent.id),
             input=INPUTS[case],
         )
-        created = client.create_execution(request).execution
+        created = execution_of(client.create_execution(request))
         got = client.get_execution(pb.GetExecutionRequest(execution_id=created.id)).execution
         listed = client.list_executions(pb.ListExecutionsRequest(agent_instance_id=agent.id)).executions
         assert created.input == INPUTS[case]
         assert got == created and list(listed) == [created]
 
-    def test_status_fields_survive(self, client):
+    def test_status_fields_survive(self, client: Client) -> None:
         """Message, output (text and structured), error with details: kept exactly at their limits."""
         running = claim(client, create_execution(client))
         output = pb.ExecutionOutput(text=UNICODE + "o" * 1000, data=Struct.from_dict(STRUCT))
@@ -96,14 +110,13 @@ class TestExecutionFidelity:
         )
         failed = move(client, progress, Phase.FAILED, error=error, message="")
         got = client.get_execution(pb.GetExecutionRequest(execution_id=running.id)).execution
-        assert progress.status.message == "é" * 2048 and progress.status.output == output
-        assert failed.status.error == error and failed.status.output == output
+        assert status(progress).message == "é" * 2048 and status(progress).output == output
+        assert status(failed).error == error and status(failed).output == output
         assert got == failed
 
-    def test_timestamps_are_ordered(self, client):
+    def test_timestamps_are_ordered(self, client: Client) -> None:
         """`create_time` <= `start_time` <= `update_time`, `end_time` set at the end."""
         execution = create_execution(client)
         done = move(client, claim(client, execution), Phase.SUCCEEDED)
-        status = done.status
-        assert execution.create_time <= start_time(done) <= end_time(done) <= done.update_time, status
+        assert create_time(execution) <= start_time(done) <= end_time(done) <= update_time(done), done.status
         assert done.create_time == execution.create_time

@@ -1,12 +1,17 @@
 """Several failures at once: the code is the first of `INVALID_ARGUMENT`, `NOT_FOUND`, `ABORTED`,
 `FAILED_PRECONDITION` (with `ALREADY_EXISTS` where `CreateExecution` puts it), on every RPC that can meet two."""
 
+from __future__ import annotations
+
+from typing import Unpack
+
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status, request_id, unique_name
+from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name
 from stigmer_backend.conformance.scenarios import (
     OTHER_RUNNER,
     RUNNER,
+    StatusFields,
     apply_agent,
     claim,
     create_execution,
@@ -18,13 +23,14 @@ Phase = pb.ExecutionPhase
 UNKNOWN = "exe_no_such_execution_for_precedence"
 
 
-def _update(execution_id, **fields):
-    values = {"execution_id": execution_id, "phase": Phase.RUNNING, "runner_id": RUNNER} | fields
-    return pb.UpdateExecutionStatusRequest(**values)
+def _update(
+    execution_id: str, phase: pb.ExecutionPhase = Phase.RUNNING, runner_id: str = RUNNER, **fields: Unpack[StatusFields]
+) -> pb.UpdateExecutionStatusRequest:
+    return pb.UpdateExecutionStatusRequest(execution_id=execution_id, phase=phase, runner_id=runner_id, **fields)
 
 
 class TestCreateExecution:
-    def test_invalid_argument_before_not_found(self, client):
+    def test_invalid_argument_before_not_found(self, client: Client) -> None:
         """Invalid input for an agent instance that does not exist: INVALID_ARGUMENT."""
         ref = pb.AgentInstanceRef(name=unique_name("absent"))
         with expect_status(Status.INVALID_ARGUMENT, naming="input"):
@@ -32,7 +38,7 @@ class TestCreateExecution:
                 pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=pb.ExecutionInput())
             )
 
-    def test_already_exists_before_not_found(self, client):
+    def test_already_exists_before_not_found(self, client: Client) -> None:
         """A used `request_id`, another input, an agent instance deleted since: ALREADY_EXISTS."""
         agent = apply_agent(client)
         rid, ref = request_id(), pb.AgentInstanceRef(name=agent.name)
@@ -47,25 +53,25 @@ class TestCreateExecution:
 
 
 class TestUpdateExecutionStatus:
-    def test_invalid_argument_before_not_found(self, client):
+    def test_invalid_argument_before_not_found(self, client: Client) -> None:
         """An invalid field on an execution that does not exist: INVALID_ARGUMENT."""
         with expect_status(Status.INVALID_ARGUMENT, naming="runner_id"):
             client.update_execution_status(_update(UNKNOWN, runner_id="not/valid"))
         with expect_status(Status.INVALID_ARGUMENT, naming="error"):
             client.update_execution_status(_update(UNKNOWN, phase=Phase.FAILED))
 
-    def test_not_found_before_aborted(self, client):
+    def test_not_found_before_aborted(self, client: Client) -> None:
         """An `expected_version` for an execution that does not exist: NOT_FOUND."""
         with expect_status(Status.NOT_FOUND):
             client.update_execution_status(_update(UNKNOWN, expected_version=3))
 
-    def test_invalid_argument_before_aborted_and_failed_precondition(self, client):
+    def test_invalid_argument_before_aborted_and_failed_precondition(self, client: Client) -> None:
         """An invalid field, a wrong version and a terminal execution at once: INVALID_ARGUMENT, nothing written."""
         done = execution_in(client, Phase.SUCCEEDED)
         with expect_status(Status.INVALID_ARGUMENT, naming="message"):
             client.update_execution_status(_update(done.id, expected_version=done.version + 1, message="m" * 4097))
 
-    def test_aborted_before_another_holder(self, client):
+    def test_aborted_before_another_holder(self, client: Client) -> None:
         """A wrong `expected_version` on an execution held by another runner: ABORTED."""
         running = claim(client, create_execution(client))
         with expect_status(Status.ABORTED):
@@ -75,17 +81,17 @@ class TestUpdateExecutionStatus:
 
 
 class TestCancelExecution:
-    def test_invalid_argument_before_not_found(self, client):
+    def test_invalid_argument_before_not_found(self, client: Client) -> None:
         """A reason over 4,096 bytes for an execution that does not exist: INVALID_ARGUMENT."""
         with expect_status(Status.INVALID_ARGUMENT, naming="reason"):
             client.cancel_execution(pb.CancelExecutionRequest(execution_id=UNKNOWN, reason="r" * 4097))
 
-    def test_not_found_before_aborted(self, client):
+    def test_not_found_before_aborted(self, client: Client) -> None:
         """An `expected_version` for an execution that does not exist: NOT_FOUND."""
         with expect_status(Status.NOT_FOUND):
             client.cancel_execution(pb.CancelExecutionRequest(execution_id=UNKNOWN, expected_version=2))
 
-    def test_aborted_before_failed_precondition(self, client):
+    def test_aborted_before_failed_precondition(self, client: Client) -> None:
         """A wrong `expected_version` on a terminal execution: ABORTED."""
         done = execution_in(client, Phase.FAILED)
         with expect_status(Status.ABORTED):
@@ -93,19 +99,19 @@ class TestCancelExecution:
 
 
 class TestGetExecutionContext:
-    def test_invalid_argument_before_not_found(self, client):
+    def test_invalid_argument_before_not_found(self, client: Client) -> None:
         """An invalid `runner_id` for an execution that does not exist: INVALID_ARGUMENT."""
         with expect_status(Status.INVALID_ARGUMENT, naming="runner_id"):
             client.get_execution_context(pb.GetExecutionContextRequest(execution_id=UNKNOWN, runner_id="a b"))
 
-    def test_not_found_before_failed_precondition(self, client):
+    def test_not_found_before_failed_precondition(self, client: Client) -> None:
         """An execution that does not exist is NOT_FOUND whoever asks."""
         with expect_status(Status.NOT_FOUND):
             client.get_execution_context(pb.GetExecutionContextRequest(execution_id=UNKNOWN, runner_id=OTHER_RUNNER))
 
 
 class TestIdentifiers:
-    def test_an_impossible_identifier_is_invalid_argument_not_not_found(self, client):
+    def test_an_impossible_identifier_is_invalid_argument_not_not_found(self, client: Client) -> None:
         """An id that cannot be an identifier (65 characters) names nothing, yet is INVALID_ARGUMENT on every RPC."""
         long_id = "x" * 65
         ref = pb.AgentInstanceRef(id=long_id)

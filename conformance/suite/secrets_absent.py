@@ -1,20 +1,22 @@
 """Backends without `CAPABILITY_SECRETS`: the secret RPCs answer UNIMPLEMENTED, references fail cleanly."""
 
+from __future__ import annotations
+
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status
+from stigmer_backend.conformance.client import Client, expect_status
 from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, claim, create_execution, spec
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 
 @pytest.fixture(autouse=True)
-def _only_without_secrets(capabilities):
+def _only_without_secrets(capabilities: set[int]) -> None:
     if pb.Capability.SECRETS in capabilities:
         pytest.skip("optional: the backend supports secrets; secrets.py checks them")
 
 
-def test_secret_rpcs_are_unimplemented(client):
+def test_secret_rpcs_are_unimplemented(client: Client) -> None:
     """`PutSecret`, `ListSecrets`, `DeleteSecret`: UNIMPLEMENTED."""
     for rpc, request in (
         ("put_secret", pb.PutSecretRequest(name="A", value="b")),
@@ -25,7 +27,7 @@ def test_secret_rpcs_are_unimplemented(client):
             getattr(client, rpc)(request)
 
 
-def test_a_context_referencing_a_secret_is_failed_precondition(client):
+def test_a_context_referencing_a_secret_is_failed_precondition(client: Client) -> None:
     """`GetExecutionContext` for an agent that references a secret: FAILED_PRECONDITION."""
     agent = apply_agent(client, spec(env=[pb.EnvironmentVariable(name="T", value="${.secrets.TOKEN}")]))
     running = claim(client, create_execution(client, agent))

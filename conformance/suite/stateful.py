@@ -7,6 +7,11 @@ and version, or the status code — must be what the reference model, written
 from the proto's text, predicts.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
 import pytest
 from grpclib import GRPCError
 from hypothesis import HealthCheck, settings
@@ -14,12 +19,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from stigmer_backend.conformance.client import Client, request_id
-from stigmer_backend.conformance.scenarios import apply_agent
+from stigmer_backend.conformance.scenarios import apply_agent, execution_of, status
 from stigmer_backend.conformance.tables import LEGAL_TRANSITIONS, TERMINAL
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 Phase = pb.ExecutionPhase
 RUNNERS = ["cf-r1", "cf-r2", "cf-r3"]
+T = TypeVar("T")
 
 
 class Model:
@@ -28,7 +34,7 @@ class Model:
     def __init__(self) -> None:
         self.phase, self.version, self.holder = Phase.PENDING, 1, ""
 
-    def update(self, to: int, runner: str, expected: int) -> str | None:
+    def update(self, to: pb.ExecutionPhase, runner: str, expected: int) -> str | None:
         """The status code name the update must fail with, or None if it succeeds (then applied)."""
         if expected and expected != self.version:
             return "ABORTED"
@@ -53,25 +59,25 @@ class Model:
         return None if self.phase == Phase.RUNNING and runner == self.holder else "FAILED_PRECONDITION"
 
 
-def _outcome(call) -> tuple[str | None, object]:
+def _outcome(call: Callable[[], T]) -> tuple[str | None, T | None]:
     try:
         return None, call()
     except GRPCError as error:
         return error.status.name, None
 
 
-def test_backend_matches_the_reference_model(client: Client):
+def test_backend_matches_the_reference_model(client: Client) -> None:
     """Random sequences of updates, cancels and context reads agree with the proto's state machine."""
 
     class ExecutionMachine(RuleBasedStateMachine):
         @initialize()
-        def start(self):
+        def start(self) -> None:
             self.agent = apply_agent(client)
             self.ids: list[str] = []
             self.models: dict[str, Model] = {}
 
         @rule()
-        def create(self):
+        def create(self) -> None:
             if len(self.ids) >= 4:
                 return
             request = pb.CreateExecutionRequest(
@@ -79,7 +85,7 @@ def test_backend_matches_the_reference_model(client: Client):
                 agent_instance=pb.AgentInstanceRef(id=self.agent.id),
                 input=pb.ExecutionInput(message="stateful"),
             )
-            execution = client.create_execution(request).execution
+            execution = execution_of(client.create_execution(request))
             self.ids.append(execution.id)
             self.models[execution.id] = Model()
 
@@ -89,7 +95,7 @@ def test_backend_matches_the_reference_model(client: Client):
             runner=st.sampled_from(RUNNERS),
             version_choice=st.sampled_from(["none", "right", "wrong"]),
         )
-        def update(self, index, to, runner, version_choice):
+        def update(self, index: int, to: pb.ExecutionPhase, runner: str, version_choice: str) -> None:
             if not self.ids:
                 return
             execution_id = self.ids[index % len(self.ids)]
@@ -102,10 +108,11 @@ def test_backend_matches_the_reference_model(client: Client):
             code, response = _outcome(lambda: client.update_execution_status(request))
             assert code == model.update(to, runner, expected), (execution_id, to, runner, expected)
             if response is not None:
-                assert (response.execution.status.phase, response.execution.version) == (model.phase, model.version)
+                execution = execution_of(response)
+                assert (status(execution).phase, execution.version) == (model.phase, model.version)
 
         @rule(index=st.integers(0, 3), right_version=st.booleans())
-        def cancel(self, index, right_version):
+        def cancel(self, index: int, right_version: bool) -> None:
             if not self.ids:
                 return
             execution_id = self.ids[index % len(self.ids)]
@@ -116,7 +123,7 @@ def test_backend_matches_the_reference_model(client: Client):
             assert code == model.cancel(expected)
 
         @rule(index=st.integers(0, 3), runner=st.sampled_from(RUNNERS))
-        def read_context(self, index, runner):
+        def read_context(self, index: int, runner: str) -> None:
             if not self.ids:
                 return
             execution_id = self.ids[index % len(self.ids)]
@@ -125,11 +132,11 @@ def test_backend_matches_the_reference_model(client: Client):
             assert code == self.models[execution_id].context(runner)
 
         @invariant()
-        def backend_agrees(self):
+        def backend_agrees(self) -> None:
             for execution_id in getattr(self, "ids", []):
-                stored = client.get_execution(pb.GetExecutionRequest(execution_id=execution_id)).execution
+                stored = execution_of(client.get_execution(pb.GetExecutionRequest(execution_id=execution_id)))
                 model = self.models[execution_id]
-                assert (stored.status.phase, stored.version) == (model.phase, model.version)
+                assert (status(stored).phase, stored.version) == (model.phase, model.version)
 
     ExecutionMachine.TestCase.settings = settings(
         max_examples=15,

@@ -1,12 +1,25 @@
 """INVALID_ARGUMENT for every documented limit and pattern, naming the field, writing nothing."""
 
-from datetime import timedelta
+from __future__ import annotations
 
+from datetime import timedelta
+from typing import Unpack, cast
+
+import betterproto2
 import pytest
 from grpclib.const import Status
 
-from stigmer_backend.conformance.client import expect_status, request_id, unique_name
-from stigmer_backend.conformance.scenarios import RUNNER, apply_agent, spec
+from stigmer_backend.conformance.client import Client, expect_status, request_id, unique_name
+from stigmer_backend.conformance.scenarios import (
+    RUNNER,
+    SpecFields,
+    StatusFields,
+    apply_agent,
+    execution_of,
+    spec,
+    spec_of,
+    status,
+)
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -18,39 +31,51 @@ EXE = "exe_validation_target"
 LONG_ID = "e" * 65
 
 
-def _create(**fields):
-    values = {"request_id": "cf-valid-id", "agent_instance": AGENT, "input": INPUT}
-    values.update(fields)
-    return ("create_execution", pb.CreateExecutionRequest(**values))
+# Values no `ExecutionPhase` defines, on purpose: the wire carries any number.
+UNDEFINED_42 = cast(pb.ExecutionPhase, 42)
+UNDEFINED_99 = cast(pb.ExecutionPhase, 99)
 
 
-def _update(**fields):
-    values = {"execution_id": EXE, "phase": Phase.RUNNING, "runner_id": RUNNER}
-    values.update(fields)
-    return ("update_execution_status", pb.UpdateExecutionStatusRequest(**values))
+def _create(
+    request_id: str = "cf-valid-id",
+    agent_instance: pb.AgentInstanceRef | None = AGENT,
+    input: pb.ExecutionInput | None = INPUT,
+) -> tuple[str, pb.CreateExecutionRequest]:
+    request = pb.CreateExecutionRequest(request_id=request_id, agent_instance=agent_instance, input=input)
+    return ("create_execution", request)
 
 
-def _apply(name="cf-valid-name", **spec_fields):
+def _update(
+    execution_id: str = EXE,
+    phase: pb.ExecutionPhase = Phase.RUNNING,
+    runner_id: str = RUNNER,
+    **fields: Unpack[StatusFields],
+) -> tuple[str, pb.UpdateExecutionStatusRequest]:
+    request = pb.UpdateExecutionStatusRequest(execution_id=execution_id, phase=phase, runner_id=runner_id, **fields)
+    return ("update_execution_status", request)
+
+
+def _apply(name: str = "cf-valid-name", **spec_fields: Unpack[SpecFields]) -> tuple[str, pb.ApplyAgentInstanceRequest]:
     return ("apply_agent_instance", pb.ApplyAgentInstanceRequest(name=name, spec=spec(**spec_fields)))
 
 
-def _model(**fields):
+def _model(**fields: str) -> pb.ModelConfig:
     values = {"provider": "openai", "model": "gpt-4o"}
     values.update(fields)
     return pb.ModelConfig(**values)
 
 
-def _env(*pairs):
+def _env(*pairs: tuple[str, str]) -> list[pb.EnvironmentVariable]:
     return [pb.EnvironmentVariable(name=n, value=v) for n, v in pairs]
 
 
-def _big_struct(size):
+def _big_struct(size: int) -> Struct:
     return Struct.from_dict({"blob": "x" * size})
 
 
-def _deep_struct(depth):
+def _deep_struct(depth: int) -> Struct:
     """A struct whose objects nest ``depth`` deep, the struct itself counting as 1."""
-    value: dict = {}
+    value: dict[str, object] = {}
     for _ in range(depth - 1):
         value = {"a": value}
     return Struct.from_dict(value)
@@ -72,11 +97,11 @@ CASES = [
     ("GetExecution/execution_id-65-chars", ("get_execution", pb.GetExecutionRequest(execution_id="e" * 65)), "execution_id"),
     ("ListExecutions/page_size-negative", ("list_executions", pb.ListExecutionsRequest(page_size=-1)), "page_size"),
     ("ListExecutions/phases-unspecified", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.UNSPECIFIED])), "phases"),
-    ("ListExecutions/phases-undefined", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.RUNNING, 99])), "phases"),
+    ("ListExecutions/phases-undefined", ("list_executions", pb.ListExecutionsRequest(phases=[Phase.RUNNING, UNDEFINED_99])), "phases"),
     ("ListExecutions/page_token-garbage", ("list_executions", pb.ListExecutionsRequest(page_token="not!a!token")), "page_token"),
     ("UpdateExecutionStatus/execution_id-missing", _update(execution_id=""), "execution_id"),
     ("UpdateExecutionStatus/phase-unspecified", _update(phase=Phase.UNSPECIFIED), "phase"),
-    ("UpdateExecutionStatus/phase-undefined", _update(phase=42), "phase"),
+    ("UpdateExecutionStatus/phase-undefined", _update(phase=UNDEFINED_42), "phase"),
     ("UpdateExecutionStatus/runner_id-missing", _update(runner_id=""), "runner_id"),
     ("UpdateExecutionStatus/runner_id-with-slash", _update(runner_id="a/b"), "runner_id"),
     ("UpdateExecutionStatus/expected_version-negative", _update(expected_version=-1), "expected_version"),
@@ -160,7 +185,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("call", "field"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_invalid_request(client, call, field):
+def test_invalid_request(client: Client, call: tuple[str, betterproto2.Message], field: str) -> None:
     """The first invalid field: INVALID_ARGUMENT, with a message naming it."""
     rpc, request = call
     with expect_status(Status.INVALID_ARGUMENT, naming=field):
@@ -168,39 +193,47 @@ def test_invalid_request(client, call, field):
 
 
 class TestBoundsAreInclusive:
-    def test_the_longest_request_and_runner_ids(self, client):
+    def test_the_longest_request_and_runner_ids(self, client: Client) -> None:
         """`request_id` and `runner_id` of 128 characters (every allowed character) are valid."""
         agent = apply_agent(client)
         rid = ("cf-" + request_id() + "._:-" + "R" * 128)[:128]
         runner = ("Runner.9_:-" + "r" * 128)[:128]
-        execution = client.create_execution(
-            pb.CreateExecutionRequest(request_id=rid, agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT)
-        ).execution
+        execution = execution_of(
+            client.create_execution(
+                pb.CreateExecutionRequest(request_id=rid, agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT)
+            )
+        )
         assert execution.request_id == rid
-        running = client.update_execution_status(
-            pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=runner)
-        ).execution
-        assert running.status.runner_id == runner
+        running = execution_of(
+            client.update_execution_status(
+                pb.UpdateExecutionStatusRequest(execution_id=execution.id, phase=Phase.RUNNING, runner_id=runner)
+            )
+        )
+        assert status(running).runner_id == runner
         context = client.get_execution_context(pb.GetExecutionContextRequest(execution_id=running.id, runner_id=runner))
         assert context.execution == running
 
-    def test_the_shortest_and_longest_leases(self, client):
+    def test_the_shortest_and_longest_leases(self, client: Client) -> None:
         """`lease_duration` of exactly 1 second and exactly 24 hours are valid."""
         agent = apply_agent(client)
         for duration in (timedelta(seconds=1), timedelta(hours=24)):
-            execution = client.create_execution(
-                pb.CreateExecutionRequest(
-                    request_id=request_id(), agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT
+            execution = execution_of(
+                client.create_execution(
+                    pb.CreateExecutionRequest(
+                        request_id=request_id(), agent_instance=pb.AgentInstanceRef(id=agent.id), input=INPUT
+                    )
                 )
-            ).execution
-            running = client.update_execution_status(
-                pb.UpdateExecutionStatusRequest(
-                    execution_id=execution.id, phase=Phase.RUNNING, runner_id=RUNNER, lease_duration=duration
+            )
+            running = execution_of(
+                client.update_execution_status(
+                    pb.UpdateExecutionStatusRequest(
+                        execution_id=execution.id, phase=Phase.RUNNING, runner_id=RUNNER, lease_duration=duration
+                    )
                 )
-            ).execution
-            assert running.status.phase == Phase.RUNNING
+            )
+            assert status(running).phase == Phase.RUNNING
 
-    def test_the_largest_cancel_reason_and_output(self, client):
+    def test_the_largest_cancel_reason_and_output(self, client: Client) -> None:
         """A 4,096-byte cancellation reason and a 1,048,576-byte output text are valid and kept."""
         agent = apply_agent(client)
         ref = pb.AgentInstanceRef(id=agent.id)
@@ -208,31 +241,39 @@ class TestBoundsAreInclusive:
             pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=INPUT)
         )
         reason = "r" * 4095 + "."
-        cancelled = client.cancel_execution(pb.CancelExecutionRequest(execution_id=pending.execution.id, reason=reason))
-        assert cancelled.execution.status.message == reason
+        cancelled = client.cancel_execution(
+            pb.CancelExecutionRequest(execution_id=execution_of(pending).id, reason=reason)
+        )
+        assert status(execution_of(cancelled)).message == reason
         other = client.create_execution(
             pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=INPUT)
         )
-        running = client.update_execution_status(
-            pb.UpdateExecutionStatusRequest(execution_id=other.execution.id, phase=Phase.RUNNING, runner_id=RUNNER)
-        ).execution
-        output = pb.ExecutionOutput(text="t" * MIB)
-        done = client.update_execution_status(
-            pb.UpdateExecutionStatusRequest(
-                execution_id=running.id, phase=Phase.SUCCEEDED, runner_id=RUNNER, output=output
+        running = execution_of(
+            client.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=execution_of(other).id, phase=Phase.RUNNING, runner_id=RUNNER
+                )
             )
-        ).execution
-        assert done.status.output == output
+        )
+        output = pb.ExecutionOutput(text="t" * MIB)
+        done = execution_of(
+            client.update_execution_status(
+                pb.UpdateExecutionStatusRequest(
+                    execution_id=running.id, phase=Phase.SUCCEEDED, runner_id=RUNNER, output=output
+                )
+            )
+        )
+        assert status(done).output == output
 
-    def test_env_names_are_case_sensitive(self, client):
+    def test_env_names_are_case_sensitive(self, client: Client) -> None:
         """`A` and `a` are two variables, not a duplicate name."""
         variables = _env(("TOKEN", "1"), ("token", "2"), ("Token", "3"))
         agent = apply_agent(client, spec(env=variables))
-        assert list(agent.spec.env) == variables
+        assert list(spec_of(agent).env) == variables
 
 
 class TestNothingIsWritten:
-    def test_an_invalid_apply_creates_nothing(self, client):
+    def test_an_invalid_apply_creates_nothing(self, client: Client) -> None:
         """A rejected `ApplyAgentInstance` leaves the name unused."""
         name = unique_name()
         with expect_status(Status.INVALID_ARGUMENT):
@@ -242,7 +283,7 @@ class TestNothingIsWritten:
         with expect_status(Status.NOT_FOUND):
             client.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name)))
 
-    def test_an_invalid_update_of_an_existing_agent_changes_nothing(self, client):
+    def test_an_invalid_update_of_an_existing_agent_changes_nothing(self, client: Client) -> None:
         """A rejected apply of an existing name keeps the stored spec and version."""
         agent = apply_agent(client)
         with expect_status(Status.INVALID_ARGUMENT):
@@ -254,7 +295,7 @@ class TestNothingIsWritten:
             == agent
         )
 
-    def test_an_invalid_create_does_not_use_up_its_request_id(self, client):
+    def test_an_invalid_create_does_not_use_up_its_request_id(self, client: Client) -> None:
         """A rejected create writes nothing: the same `request_id` later creates normally."""
         agent = apply_agent(client)
         rid = request_id()
