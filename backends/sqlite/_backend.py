@@ -140,7 +140,6 @@ class SqliteBackend(Backend):
         self._master_key = master_key
         self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
-        self._lock_wait = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -193,7 +192,6 @@ class SqliteBackend(Backend):
 
     def _set_busy_timeout(self, seconds: float) -> None:
         """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
-        self._lock_wait = seconds
         if self._conn is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
@@ -226,9 +224,18 @@ class SqliteBackend(Backend):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none."""
+        """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
+
+        A lock held by another process is waited for in SQLite's busy handler (on the storage
+        thread), which sleeps 1, 2, 5, 10... ms between tries. Retrying in shorter steps (50 us
+        doubling to 2 ms) looked faster once, but with four processes on a loaded 2-core machine the
+        waiters' wake-ups took the CPU from the process holding the lock: 867 us of CPU per
+        lifecycle against 746 us with SQLite's sleeps, 1.7 voluntary context switches against 1.2
+        (``benchmarks/processes.py --counters``), for no gain in the 4-process rate, and it cost two
+        ``PRAGMA busy_timeout`` statements per write, one of them inside the lock.
+        """
         conn = self._db
-        _begin_immediate(conn, self._lock_wait)
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")
@@ -257,18 +264,9 @@ class SqliteBackend(Backend):
         return row
 
     def _store_status(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> None:
-        if not self._compare_and_set(conn, before, after):
+        if not _compare_and_set(conn, _cas_parameters(before, after)):
             # Impossible for a row read in this write transaction; refuse to guess if it happens.
             raise GRPCError(Status.INTERNAL, f"execution {after.id} changed during its own write transaction")
-
-    def _compare_and_set(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> bool:
-        """Writes ``after``'s status if the row is still at ``before.version``; whether it was."""
-        assert after.status is not None  # the rules never drop a status
-        cursor = conn.execute(
-            f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?",
-            (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version),
-        )
-        return cursor.rowcount == 1
 
     def _settled(self, conn: sqlite3.Connection, execution: pb.Execution, now: datetime) -> pb.Execution:
         """``execution`` after its lease expiry, written; call inside a write transaction."""
@@ -311,18 +309,18 @@ class SqliteBackend(Backend):
             before = _rows.execution_from_row(self._execution_row(self._db, execution_id))
             current = executions.expire_lease(before, now) or before
             refusal: GRPCError | None = None
-            writes = [(before, current)] if current is not before else []
+            writes = [_cas_parameters(before, current)] if current is not before else []
             try:
                 after = decide(current, now)
             except GRPCError as error:
                 refusal = error  # raised after the commit, which keeps a lease expiry
             else:
-                writes.append((current, after))
+                writes.append(_cas_parameters(current, after))
             try:
                 if writes:
                     with self._write() as conn:
-                        for old, new in writes:
-                            if not self._compare_and_set(conn, old, new):
+                        for parameters in writes:
+                            if not _compare_and_set(conn, parameters):
                                 raise _RowChanged
             except _RowChanged:
                 continue
@@ -358,8 +356,13 @@ class SqliteBackend(Backend):
                 return pb.CreateExecutionResponse(execution=existing, created=False)
             current_agent = self._agent_row(conn, message.agent_instance)
             newest = conn.execute(_NEWEST_EXECUTION).fetchone()[0]
-            if agent is None or tuple(current_agent) != tuple(agent) or (newest is not None and newest >= execution.id):
+            if agent is None or tuple(current_agent) != tuple(agent):
                 execution, row = self._new_execution(message, current_agent, newest, now)
+            elif newest is not None and newest >= execution.id:
+                # Another process created one since (the same millisecond, or a clock ahead): only
+                # the identifier moves past it; the rest was built before the lock.
+                execution.id = ids.next_id(ids.EXECUTION_PREFIX, newest)
+                row = (execution.id, *row[1:])
             conn.execute(
                 f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})",
@@ -608,36 +611,24 @@ def _is_busy(error: BaseException) -> bool:
     )
 
 
-def _begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, waiting for another process's write lock in short steps, up to ``busy_timeout``.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, but a write here holds the
-    lock for tens of microseconds: the waiter slept while the lock sat free. Retrying after 50 us,
-    doubling to at most 2 ms, took four processes on one file from 0.69 to 1.10 of one process's
-    aggregate rate (medians of 5 interleaved rounds), for two pragma statements per write. Reads
-    keep SQLite's handler: in WAL mode they wait only in rare cases, never for a writer.
-    """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline = time.monotonic() + busy_timeout
-        delay = 0.00005
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-
-
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
     key, value = ("a.id", ref.id) if ref.id is not None else ("a.name", ref.name)
     row: sqlite3.Row | None = conn.execute(f"{_AGENT_SELECT} WHERE {key} = ?", (value,)).fetchone()
     return row
+
+
+_CAS_UPDATE = f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?"
+
+
+def _cas_parameters(before: pb.Execution, after: pb.Execution) -> tuple[_rows.SqlValue, ...]:
+    """The parameters of ``_CAS_UPDATE`` writing ``after`` over ``before``: encoded before the lock is taken."""
+    assert after.status is not None  # the rules never drop a status
+    return (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version)
+
+
+def _compare_and_set(conn: sqlite3.Connection, parameters: tuple[_rows.SqlValue, ...]) -> bool:
+    """Writes a status if the row is still at the version it was decided on; whether it was."""
+    return conn.execute(_CAS_UPDATE, parameters).rowcount == 1
 
 
 class _RowChanged(Exception):
