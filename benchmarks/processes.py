@@ -15,9 +15,9 @@ proxy around its connection; this costs time, so those rates are not the table's
 seconds holding it (``BEGIN`` to ``COMMIT``), CPU seconds, context switches, and for the backend the
 calls that fell back from the event loop to the storage thread.
 
-``--kinds backend raw backend-short-steps`` adds a diagnostic kind: the backend waiting for the write
-lock as it once did, retrying ``BEGIN IMMEDIATE`` after 50 us doubling to 2 ms, instead of in
-SQLite's own busy handler (sleeps of 1, 2, 5, 10... ms, as raw sqlite3 waits).
+``--kinds backend raw backend-sqlite-wait`` adds a diagnostic kind: the backend with its write-lock
+wait on the storage thread (``_begin_immediate``: retries after 50 us doubling to 2 ms) replaced by
+SQLite's own busy handler (sleeps of 1, 2, 5, 10... ms), as raw sqlite3 waits.
 """
 
 from __future__ import annotations
@@ -39,37 +39,6 @@ from sqlite_throughput import AGENT, RawWriter, backend_round
 from stigmer_backend.backends.sqlite import SqliteBackend
 
 __all__ = ["scaling"]
-
-
-class _ShortStepConnection:
-    """A connection whose ``BEGIN IMMEDIATE`` retries in short steps instead of SQLite's busy handler."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._wait_ms = 0
-
-    def __getattr__(self, name: str):
-        return getattr(self._conn, name)
-
-    def execute(self, sql: str, *args):
-        if sql.startswith("PRAGMA busy_timeout = "):
-            self._wait_ms = int(sql.rpartition(" ")[2])  # the backend's current wait: 0 on the loop
-        if sql != "BEGIN IMMEDIATE":
-            return self._conn.execute(sql, *args)
-        self._conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            deadline = time.monotonic() + self._wait_ms / 1000
-            delay = 0.00005
-            while True:
-                try:
-                    return self._conn.execute(sql)
-                except sqlite3.OperationalError as error:
-                    if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                        raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.002)
-        finally:
-            self._conn.execute(f"PRAGMA busy_timeout = {self._wait_ms}")
 
 
 class _ObservedConnection:
@@ -109,7 +78,7 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
     """One process: open, say ready, wait for go, run ``count`` lifecycles, say done (with counters)."""
     counters: dict[str, float] = {}
 
-    async def run_backend(short_steps: bool) -> None:
+    async def run_backend() -> None:
         async with SqliteBackend(path) as backend:
             if observe:
                 observed = backend._conn = _ObservedConnection(backend._conn)
@@ -121,8 +90,6 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
                     return await to_thread(fn, *args)
 
                 backend._storage.run_on_thread = counted
-            if short_steps:
-                backend._conn = _ShortStepConnection(backend._conn)
             print("ready", flush=True)
             sys.stdin.readline()
             before = resource.getrusage(resource.RUSAGE_SELF)
@@ -132,8 +99,13 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
                 counters.update(observed.counters)
             print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
 
-    if kind in ("backend", "backend-short-steps"):
-        asyncio.run(run_backend(kind == "backend-short-steps"))
+    if kind == "backend-sqlite-wait":
+        from stigmer_backend.backends.sqlite import _backend
+
+        _backend._begin_immediate = _sqlite_busy_handler_begin
+        kind = "backend"
+    if kind == "backend":
+        asyncio.run(run_backend())
     else:
         raw = RawWriter(Path(path))
         if observe:
@@ -146,6 +118,12 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
         if observe:
             counters.update(observed.counters)
         print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
+
+
+def _sqlite_busy_handler_begin(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``BEGIN IMMEDIATE`` waiting in SQLite's busy handler (the backend restores the timeout after)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    conn.execute("BEGIN IMMEDIATE")
 
 
 def _with_usage(counters: dict, before, after) -> dict:
@@ -257,7 +235,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--counters", action="store_true", help="observe every transaction (slower; see above)")
-    parser.add_argument("--kinds", nargs="+", default=["backend", "raw"], help="backend, raw, backend-short-steps")
+    parser.add_argument("--kinds", nargs="+", default=["backend", "raw"], help="backend, raw, backend-sqlite-wait")
     parser.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "TAG", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--observe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -140,6 +140,7 @@ class SqliteBackend(Backend):
         self._master_key = master_key
         self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
+        self._lock_wait = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -192,6 +193,7 @@ class SqliteBackend(Backend):
 
     def _set_busy_timeout(self, seconds: float) -> None:
         """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
+        self._lock_wait = seconds
         if self._conn is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
@@ -226,23 +228,28 @@ class SqliteBackend(Backend):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
 
-        A lock held by another process is waited for in SQLite's busy handler (on the storage
-        thread), which sleeps 1, 2, 5, 10... ms between tries. Retrying in shorter steps (50 us
-        doubling to 2 ms) looked faster once, but with four processes on a loaded 2-core machine the
-        waiters' wake-ups took the CPU from the process holding the lock: 867 us of CPU per
-        lifecycle against 746 us with SQLite's sleeps, 1.7 voluntary context switches against 1.2
-        (``benchmarks/processes.py --counters``), for no gain in the 4-process rate, and it cost two
-        ``PRAGMA busy_timeout`` statements per write, one of them inside the lock.
+        On the event loop the busy timeout is 0: a lock held elsewhere fails ``BEGIN`` at once and
+        the call goes to the storage thread, which waits in short steps (``_begin_immediate``).
         """
         conn = self._db
-        conn.execute("BEGIN IMMEDIATE")
+        waits = self._lock_wait > 0
+        if waits:
+            conn.execute("PRAGMA busy_timeout = 0")
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            if waits:
+                _begin_immediate(conn, self._lock_wait)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if waits:  # after the lock is released: the rest of the job's statements wait as before
+                conn.execute(f"PRAGMA busy_timeout = {int(self._lock_wait * 1000)}")
         self._changes.notify()  # thread-safe: the storage thread commits too
 
     @contextmanager
@@ -609,6 +616,30 @@ def _is_busy(error: BaseException) -> bool:
         sqlite3.SQLITE_BUSY,
         sqlite3.SQLITE_LOCKED,
     )
+
+
+def _begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``BEGIN IMMEDIATE`` on a connection that does not wait, retried in short steps up to ``busy_timeout``.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, but a write here holds the
+    lock for tens of microseconds, so the waiter slept while the lock sat free. With four processes
+    on one file (``benchmarks/processes.py``, 9 interleaved rounds on a loaded 2-core machine), this
+    wait kept a higher aggregate rate than SQLite's handler in 6 rounds of 9 (median 1,297 against
+    1,039 lifecycles/s), though it costs more CPU per lifecycle (986 against 707 us,
+    ``--counters``): its wake-ups compete with the lock holder for the CPU. Only the storage thread
+    waits; on the event loop ``BEGIN`` fails at once and no pragma is run around it.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.00005
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
 
 
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
