@@ -621,13 +621,15 @@ def _is_busy(error: BaseException) -> bool:
 def _begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
     """``BEGIN IMMEDIATE`` on a connection that does not wait, retried in short steps up to ``busy_timeout``.
 
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, but a write here holds the
-    lock for tens of microseconds, so the waiter slept while the lock sat free. With four processes
-    on one file (``benchmarks/processes.py``, 9 interleaved rounds on a loaded 2-core machine), this
-    wait kept a higher aggregate rate than SQLite's handler in 6 rounds of 9 (median 1,297 against
-    1,039 lifecycles/s), though it costs more CPU per lifecycle (986 against 707 us,
-    ``--counters``): its wake-ups compete with the lock holder for the CPU. Only the storage thread
-    waits; on the event loop ``BEGIN`` fails at once and no pragma is run around it.
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, while a write here holds the
+    lock for tens of microseconds. With four processes on one file on a loaded 2-core machine
+    (``benchmarks/processes.py --kinds backend backend-sqlite-wait [--counters]``) the two waits
+    reached the same aggregate rate within the noise (medians of 9 interleaved rounds: these short
+    steps 813, SQLite's handler 819 lifecycles/s; another run favoured short steps in 4 rounds of
+    5); the short steps hand
+    the lock over sooner (979 against 1,932 us waited per lifecycle) but cost more CPU (986
+    against 707 us per lifecycle), their wake-ups competing with the holder. Only the storage
+    thread waits: on the event loop ``BEGIN`` fails at once, with no pragma run around it.
     """
     deadline = time.monotonic() + busy_timeout
     delay = 0.00005
