@@ -21,11 +21,11 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -49,6 +49,9 @@ if TYPE_CHECKING:  # imported when a secret is first used: cryptography is most 
     from ._secrets import SecretVault
 
 __all__ = ["SqliteBackend", "default_database_path"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _EXECUTION_SELECT = f"SELECT {', '.join(_rows.EXECUTION_COLUMNS)} FROM executions"
 _NEWEST_EXECUTION = "SELECT max(id) FROM executions"
@@ -78,14 +81,16 @@ def _package_version() -> str:
         return "unknown"
 
 
-def _storage_boundary(method):
+def _storage_boundary(
+    method: Callable[Concatenate[SqliteBackend, P], R],
+) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
     """A coroutine method running the synchronous ``method`` on the storage thread.
 
     Reports sqlite3 errors as the documented ``GRPCError``.
     """
 
     @functools.wraps(method)
-    async def wrapper(self: SqliteBackend, *args, **kwargs):
+    async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await self._storage.run(functools.partial(method, self, *args, **kwargs))
         except sqlite3.Error as error:
@@ -221,16 +226,30 @@ class SqliteBackend(Backend):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none."""
+        """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
+
+        On the event loop the busy timeout is 0: a lock held elsewhere fails ``BEGIN`` at once and
+        the call goes to the storage thread, which waits in short steps (``_begin_immediate``).
+        """
         conn = self._db
-        _begin_immediate(conn, self._lock_wait)
+        waits = self._lock_wait > 0
+        if waits:
+            conn.execute("PRAGMA busy_timeout = 0")
         try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            if waits:
+                _begin_immediate(conn, self._lock_wait)
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if waits:  # after the lock is released: the rest of the job's statements wait as before
+                conn.execute(f"PRAGMA busy_timeout = {int(self._lock_wait * 1000)}")
         self._changes.notify()  # thread-safe: the storage thread commits too
 
     @contextmanager
@@ -246,23 +265,15 @@ class SqliteBackend(Backend):
     # -- executions: loading, lease expiry, storing -------------------------------------------
 
     def _execution_row(self, conn: sqlite3.Connection, execution_id: str) -> sqlite3.Row:
-        row = conn.execute(f"{_EXECUTION_SELECT} WHERE id = ?", (execution_id,)).fetchone()
+        row: sqlite3.Row | None = conn.execute(f"{_EXECUTION_SELECT} WHERE id = ?", (execution_id,)).fetchone()
         if row is None:
             raise errors.not_found(f"execution {execution_id!r}")
         return row
 
     def _store_status(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> None:
-        if not self._compare_and_set(conn, before, after):
+        if not _compare_and_set(conn, _cas_parameters(before, after)):
             # Impossible for a row read in this write transaction; refuse to guess if it happens.
             raise GRPCError(Status.INTERNAL, f"execution {after.id} changed during its own write transaction")
-
-    def _compare_and_set(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> bool:
-        """Writes ``after``'s status if the row is still at ``before.version``; whether it was."""
-        cursor = conn.execute(
-            f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?",
-            (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version),
-        )
-        return cursor.rowcount == 1
 
     def _settled(self, conn: sqlite3.Connection, execution: pb.Execution, now: datetime) -> pb.Execution:
         """``execution`` after its lease expiry, written; call inside a write transaction."""
@@ -291,7 +302,7 @@ class SqliteBackend(Backend):
                 for (execution_id,) in due:
                     self._settled(conn, _rows.execution_from_row(self._execution_row(conn, execution_id)), now)
 
-    def _change(self, execution_id: str, decide) -> pb.Execution:
+    def _change(self, execution_id: str, decide: Callable[[pb.Execution, datetime], pb.Execution]) -> pb.Execution:
         """Applies ``decide(current) -> new`` as one compare-and-set; a lease expiry found on the way is kept.
 
         Decided before the write lock is taken, and written only if the row is still the version
@@ -305,18 +316,18 @@ class SqliteBackend(Backend):
             before = _rows.execution_from_row(self._execution_row(self._db, execution_id))
             current = executions.expire_lease(before, now) or before
             refusal: GRPCError | None = None
-            writes = [(before, current)] if current is not before else []
+            writes = [_cas_parameters(before, current)] if current is not before else []
             try:
                 after = decide(current, now)
             except GRPCError as error:
                 refusal = error  # raised after the commit, which keeps a lease expiry
             else:
-                writes.append((current, after))
+                writes.append(_cas_parameters(current, after))
             try:
                 if writes:
                     with self._write() as conn:
-                        for old, new in writes:
-                            if not self._compare_and_set(conn, old, new):
+                        for parameters in writes:
+                            if not _compare_and_set(conn, parameters):
                                 raise _RowChanged
             except _RowChanged:
                 continue
@@ -337,6 +348,7 @@ class SqliteBackend(Backend):
     @_storage_boundary
     def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
         validation.validate_create_execution(message)
+        assert message.agent_instance is not None  # validated
         now = _now()
         # Built before the write lock is taken (see _change): in the transaction only the checks
         # that decide, each one indexed statement, and the identifier if another create took it.
@@ -351,8 +363,13 @@ class SqliteBackend(Backend):
                 return pb.CreateExecutionResponse(execution=existing, created=False)
             current_agent = self._agent_row(conn, message.agent_instance)
             newest = conn.execute(_NEWEST_EXECUTION).fetchone()[0]
-            if agent is None or tuple(current_agent) != tuple(agent) or (newest is not None and newest >= execution.id):
+            if agent is None or tuple(current_agent) != tuple(agent):
                 execution, row = self._new_execution(message, current_agent, newest, now)
+            elif newest is not None and newest >= execution.id:
+                # Another process created one since (the same millisecond, or a clock ahead): only
+                # the identifier moves past it; the rest was built before the lock.
+                execution.id = ids.next_id(ids.EXECUTION_PREFIX, newest)
+                row = (execution.id, *row[1:])
             conn.execute(
                 f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})",
@@ -363,7 +380,7 @@ class SqliteBackend(Backend):
     @staticmethod
     def _new_execution(
         message: pb.CreateExecutionRequest, agent: sqlite3.Row, newest: str | None, now: datetime
-    ) -> tuple[pb.Execution, tuple]:
+    ) -> tuple[pb.Execution, tuple[_rows.SqlValue, ...]]:
         snapshot = pb.AgentInstance(id=agent["id"], name=agent["name"])
         execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, snapshot, now)
         return execution, _rows.execution_row(execution, agent["version"])
@@ -408,6 +425,7 @@ class SqliteBackend(Backend):
                 execution = await self._storage.run(self._read_execution, message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
+                    assert execution.status is not None  # every stored execution has one
                     if execution.status.phase in executions.TERMINAL_PHASES:
                         return
                     execution = await self._next_version(execution, watcher)
@@ -433,16 +451,18 @@ class SqliteBackend(Backend):
                 await self._storage.run(self._read_execution, seen.id, now)  # writes the expiry; history picks it up
                 continue
             timeout = 1.0
-            if seen.status.lease_expire_time is not None:
-                timeout = min(timeout, max(0.0, (seen.status.lease_expire_time - now).total_seconds()) + 0.001)
+            lease_expire_time = None if seen.status is None else seen.status.lease_expire_time
+            if lease_expire_time is not None:
+                timeout = min(timeout, max(0.0, (lease_expire_time - now).total_seconds()) + 0.001)
             await watcher.wait(timeout)
 
     def _history_after(self, seen: pb.Execution) -> sqlite3.Row | None:
-        return self._db.execute(
+        row: sqlite3.Row | None = self._db.execute(
             f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
             "WHERE execution_id = ? AND version > ? ORDER BY version LIMIT 1",
             (seen.id, seen.version),
         ).fetchone()
+        return row
 
     @_storage_boundary
     def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
@@ -452,12 +472,13 @@ class SqliteBackend(Backend):
         stored = _rows.execution_from_row(self._execution_row(self._db, message.execution_id))
         execution = executions.expire_lease(stored, _now()) or stored
         execution_context.check_holder(execution, message.runner_id)
-        snapshot_json = self._db.execute(
+        snapshot_json: str = self._db.execute(
             "SELECT v.agent_instance FROM executions e JOIN agent_instance_versions v "
             "ON v.agent_instance_id = e.agent_instance_id AND v.version = e.agent_version WHERE e.id = ?",
             (execution.id,),
         ).fetchone()[0]
         snapshot = _rows.agent_instance_from_json(snapshot_json)
+        assert snapshot.spec is not None  # stored by an apply, which requires one
         return execution_context.build(
             execution, snapshot, self._secret_values(execution_context.referenced_secrets(snapshot.spec))
         )
@@ -481,6 +502,7 @@ class SqliteBackend(Backend):
     @_storage_boundary
     def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        assert message.agent_instance is not None  # validated
         row = self._agent_row(self._db, message.agent_instance)
         return pb.GetAgentInstanceResponse(agent_instance=_rows.agent_instance_from_json(row["agent_instance"]))
 
@@ -526,6 +548,7 @@ class SqliteBackend(Backend):
     @_storage_boundary
     def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
+        assert message.agent_instance is not None  # validated
         with self._write() as conn:
             row = self._agent_row(conn, message.agent_instance)
             conn.execute("DELETE FROM agent_instances WHERE id = ?", (row["id"],))
@@ -596,35 +619,49 @@ def _is_busy(error: BaseException) -> bool:
 
 
 def _begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, waiting for another process's write lock in short steps, up to ``busy_timeout``.
+    """``BEGIN IMMEDIATE`` on a connection that does not wait, retried in short steps up to ``busy_timeout``.
 
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, but a write here holds the
-    lock for tens of microseconds: the waiter slept while the lock sat free. Retrying after 50 us,
-    doubling to at most 2 ms, took four processes on one file from 0.69 to 1.10 of one process's
-    aggregate rate (medians of 5 interleaved rounds), for two pragma statements per write. Reads
-    keep SQLite's handler: in WAL mode they wait only in rare cases, never for a writer.
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, while a write here holds the
+    lock for tens of microseconds. With four processes on one file on a loaded 2-core machine
+    (``benchmarks/processes.py --kinds backend backend-sqlite-wait [--counters]``) the two waits
+    reached the same aggregate rate within the noise (medians of 9 interleaved rounds: these short
+    steps 813, SQLite's handler 819 lifecycles/s; another run favoured short steps in 4 rounds of
+    5); the short steps hand
+    the lock over sooner (979 against 1,932 us waited per lifecycle) but cost more CPU (986
+    against 707 us per lifecycle), their wake-ups competing with the holder. Only the storage
+    thread waits: on the event loop ``BEGIN`` fails at once, with no pragma run around it.
     """
-    conn.execute("PRAGMA busy_timeout = 0")
-    try:
-        deadline = time.monotonic() + busy_timeout
-        delay = 0.00005
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.002)
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.00005
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.002)
 
 
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
-    if ref.id is not None:
-        return conn.execute(f"{_AGENT_SELECT} WHERE a.id = ?", (ref.id,)).fetchone()
-    return conn.execute(f"{_AGENT_SELECT} WHERE a.name = ?", (ref.name,)).fetchone()
+    key, value = ("a.id", ref.id) if ref.id is not None else ("a.name", ref.name)
+    row: sqlite3.Row | None = conn.execute(f"{_AGENT_SELECT} WHERE {key} = ?", (value,)).fetchone()
+    return row
+
+
+_CAS_UPDATE = f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?"
+
+
+def _cas_parameters(before: pb.Execution, after: pb.Execution) -> tuple[_rows.SqlValue, ...]:
+    """The parameters of ``_CAS_UPDATE`` writing ``after`` over ``before``: encoded before the lock is taken."""
+    assert after.status is not None  # the rules never drop a status
+    return (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version)
+
+
+def _compare_and_set(conn: sqlite3.Connection, parameters: tuple[_rows.SqlValue, ...]) -> bool:
+    """Writes a status if the row is still at the version it was decided on; whether it was."""
+    return conn.execute(_CAS_UPDATE, parameters).rowcount == 1
 
 
 class _RowChanged(Exception):
@@ -641,7 +678,8 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> str:
     deadline = time.monotonic() + busy_timeout
     while True:
         try:
-            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            return mode
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                 raise

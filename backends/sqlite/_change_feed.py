@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 __all__ = ["ChangeFeed", "Watcher"]
 
@@ -144,7 +144,7 @@ class ChangeFeed:
                 self._wake({execution_id for _, execution_id in changed})
             seq = changed[-1][0]
 
-    def _wake(self, execution_ids) -> None:
+    def _wake(self, execution_ids: Iterable[str]) -> None:
         for execution_id in execution_ids:
             for watcher in self._watchers.get(execution_id, ()):
                 watcher.wake()

@@ -11,7 +11,7 @@ merges them in ``id`` order (at most ``phases * page`` rows read).
 
 from __future__ import annotations
 
-from ._rows import EXECUTION_COLUMNS
+from ._rows import EXECUTION_COLUMNS, SqlValue
 
 __all__ = ["page_query"]
 
@@ -20,10 +20,11 @@ _COLUMNS = ", ".join(EXECUTION_COLUMNS)
 
 def page_query(
     agent_instance_id: str, phases: list[int], after: str | None, newest_first: bool, limit: int
-) -> tuple[str, tuple]:
+) -> tuple[str, tuple[SqlValue, ...]]:
     """``(sql, parameters)`` selecting ``EXECUTION_COLUMNS`` of at most ``limit`` rows of the page."""
     order = "DESC" if newest_first else "ASC"
-    where, params = [], []
+    where: list[str] = []
+    params: list[SqlValue] = []
     if agent_instance_id:
         where.append("agent_instance_id = ?")
         params.append(agent_instance_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -20,6 +21,7 @@ from ._schema import STATUS_COLUMN_NAMES
 
 __all__ = [
     "EXECUTION_COLUMNS",
+    "SqlValue",
     "agent_instance_from_json",
     "agent_instance_to_json",
     "execution_from_row",
@@ -29,6 +31,9 @@ __all__ = [
     "status_row",
     "timestamp",
 ]
+
+SqlValue: TypeAlias = int | str | None
+"""What a column of ours holds (bound as a statement parameter)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -64,7 +69,7 @@ def _struct(text: str | None) -> Struct | None:
     return None if text is None else Struct.from_dict(json.loads(text))
 
 
-def status_row(status: pb.ExecutionStatus) -> tuple:
+def status_row(status: pb.ExecutionStatus) -> tuple[SqlValue, ...]:
     """Values of the status columns, in ``STATUS_COLUMN_NAMES`` order."""
     output, error = status.output, status.error
     return (
@@ -102,8 +107,10 @@ def status_from_row(row: sqlite3.Row) -> pb.ExecutionStatus:
     )
 
 
-def execution_row(execution: pb.Execution, agent_version: int) -> tuple:
+def execution_row(execution: pb.Execution, agent_version: int) -> tuple[SqlValue, ...]:
     """Values of ``EXECUTION_COLUMNS`` for a new execution."""
+    # A new execution always has both (``rules.executions.new_execution``, after validation).
+    assert execution.input is not None and execution.status is not None
     return (
         execution.id,
         execution.request_id,

@@ -55,15 +55,15 @@ STATUS_COLUMN_NAMES = tuple(_STATUS_COLUMNS)
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["agent_instances"].create(
+    db.table("agent_instances").create(
         {"id": str, "name": str, "version": int},
         pk="id",
         not_null={"id", "name", "version"},
     )
-    db["agent_instances"].create_index(["name"], unique=True)
+    db.table("agent_instances").create_index(["name"], unique=True)
     # Every applied version of every agent instance: executions point at the
     # version they snapshot, so applies and deletes never change them.
-    db["agent_instance_versions"].create(
+    db.table("agent_instance_versions").create(
         {"agent_instance_id": str, "version": int, "agent_instance": str},
         pk=("agent_instance_id", "version"),
         not_null={"agent_instance_id", "version", "agent_instance"},
@@ -97,8 +97,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         )
         """
     )
-    db["executions"].create_index(["agent_instance_id", "id"])
-    db["executions"].create_index(["phase", "id"])
+    db.table("executions").create_index(["agent_instance_id", "id"])
+    db.table("executions").create_index(["phase", "id"])
     db.execute(f"CREATE INDEX executions_running_leases ON executions (lease_expire_us) WHERE phase = {RUNNING_PHASE}")
     columns = ", ".join(STATUS_COLUMN_NAMES)
     db.execute(
@@ -189,7 +189,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def refuse_newer(conn: sqlite3.Connection, path: str) -> int:
     """The database's schema version; ``INTERNAL`` if newer than this code knows. Reads only."""
-    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    found: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if found > SCHEMA_VERSION:
         raise GRPCError(
             Status.INTERNAL,

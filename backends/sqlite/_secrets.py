@@ -47,7 +47,8 @@ class _SecretTables:
         self._conn.execute("DELETE FROM secret_key_check")
 
     def secret_count(self) -> int:
-        return self._conn.execute("SELECT count(*) FROM secrets").fetchone()[0]
+        count: int = self._conn.execute("SELECT count(*) FROM secrets").fetchone()[0]
+        return count
 
     def sealed_values(self) -> list[tuple[str, int, bytes]]:
         rows = self._conn.execute("SELECT name, version, ciphertext FROM secrets ORDER BY name").fetchall()

@@ -28,7 +28,8 @@ __all__ = ["StorageThread"]
 
 T = TypeVar("T")
 
-_STOP = object()
+# A job: the caller's loop, the future it awaits there, and the call. ``None`` stops the thread.
+_Job = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
 
 
 class StorageThread:
@@ -52,7 +53,7 @@ class StorageThread:
         self._would_block = would_block
         self._enter = enter
         self._leave = leave
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._queued = 0  # jobs handed to the thread and not yet settled; only touched on event loops
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
@@ -88,15 +89,16 @@ class StorageThread:
 
     def stop(self) -> None:
         """Lets queued jobs finish, then ends the thread (without waiting for it)."""
-        self._jobs.put(_STOP)
+        self._jobs.put(None)
 
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
-            if job is _STOP:
+            if job is None:
                 return
             loop, future, fn, args = job
-            result = error = None
+            result: Any = None
+            error: BaseException | None = None
             try:
                 self._enter()
                 try:
