@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import random
 import time
@@ -36,6 +37,8 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 from .resolver import resolve
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
 __all__ = [
@@ -152,7 +155,7 @@ class ChatCompletionsProvider:
                 )
             headers["Authorization"] = "Bearer " + credential
         timeout = httpx.Timeout(budget.timeout, connect=min(_CONNECT_TIMEOUT, budget.timeout))
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=_tls_context()) as client:
             attempt = 0
             while True:
                 attempt += 1
@@ -169,6 +172,20 @@ class ChatCompletionsProvider:
                     raise ModelCallFailed(
                         "MODEL_TIMEOUT", f"the model did not finish within {budget.timeout:g} s ({TIMEOUT_VARIABLE})"
                     ) from None
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The one TLS context of this process's model calls: httpx's default (certifi's CAs, or ``SSL_CERT_FILE``).
+
+    A client per call keeps cancellation simple (closing it closes the connection), but one built
+    with its own context loads the whole CA bundle again: ~10-40 ms of CPU per execution, and
+    native memory churn that fragments the heap, so a runner's RSS grew with every execution it ran
+    (benchmarks/runner_rss.py). A context is safe to share between connections.
+    """
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 class _Streamed:
