@@ -355,6 +355,32 @@ def runner_rss(work: Path, quick: bool, rounds: int) -> Row:
     return measured("memory", "stigmer runner peak RSS", "MiB", runner, BASELINE, baseline)
 
 
+def runner_growth(work: Path, quick: bool, rounds: int) -> Row:
+    """Whether a runner grows with the work it has done: its peak RSS after many executions vs after few.
+
+    Rounds alternate the two sizes. A context per model call (the CA bundle loaded each time) made
+    it 59 -> 87 MiB over 50 -> 800 executions; nothing per execution may stay.
+    """
+    few, many = 50, (200 if quick else 800)
+    after_few: list[float] = []
+    after_many: list[float] = []
+    for r in range(rounds):
+        for count, peaks in ((few, after_few), (many, after_many)):
+            directory = work / f"{count}-executions-{r}"
+            directory.mkdir()
+            peaks += runner_rss_rounds(directory, count, 1)[0]
+    return measured(
+        "memory",
+        f"stigmer runner peak RSS after {many} executions",
+        "MiB",
+        after_many,
+        f"after {few}",
+        after_few,
+        "<= 1.1",
+        lambda r: r <= 1.1,
+    )
+
+
 def bare_python_rss() -> float:
     """Peak RSS (MiB) of an interpreter that imports grpclib's server, for scale."""
     return interpreter_rss_mib("grpclib.server")
@@ -375,6 +401,7 @@ def memory(work: Path, quick: bool, rounds: int, extra: dict) -> list[Row]:
                 None, None, "", None, 1)
         )  # fmt: skip
     rows.append(runner_rss(work, quick, rounds))
+    rows.append(runner_growth(work, quick, rounds))
     return rows
 
 
