@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -255,6 +256,30 @@ def _wall(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+# What `stigmer execution list` (local) imports, in the order it pays for it. Each step adds its group to
+# every step before it, so the steps' costs (each against the step before, in the same round) add up to
+# the whole command's; the last row is the command run itself against all of it.
+LIST_IMPORT_STEPS = (
+    ("Python itself", "pass"),
+    ("+ click", "import click"),
+    ("+ asyncio, sqlite3 (stdlib the local backend needs)", "import asyncio, sqlite3"),
+    (
+        "+ importlib.metadata (betterproto2 reads its own version with it)",
+        "import importlib.metadata; importlib.metadata.version('betterproto2')",
+    ),
+    ("+ betterproto2", "import betterproto2"),
+    ("+ grpclib.server, h2 (betterproto2.grpclib: the generated service base)", "import betterproto2.grpclib"),
+    ("+ google.protobuf descriptors (gen's reflection option)", "import google.protobuf.descriptor_pool"),
+    ("+ dateutil (gen's well-known types)", "import dateutil.parser"),
+    ("+ the generated module itself (gen/)", "import stigmer_backend.gen.stigmer.backend.v1"),
+    (
+        "+ ours: CLI, SQLite backend, rules",
+        "import stigmer_backend.cli.main, stigmer_backend.cli.executions, stigmer_backend.cli._backends, "
+        "stigmer_backend.backends.sqlite",
+    ),
+)
+
+
 def cli_startup(work: Path, rounds: int) -> list[Row]:
     stigmer = str(Path(sys.executable).with_name("stigmer"))
     home = work / "cli-home"
@@ -269,6 +294,9 @@ def cli_startup(work: Path, rounds: int) -> list[Row]:
         "help": [stigmer, "--help"],
         "list": [stigmer, "execution", "list"],
     }
+    steps = [name for name, _ in LIST_IMPORT_STEPS]
+    for n, name in enumerate(steps):
+        commands[name] = [sys.executable, "-c", "; ".join(code for _, code in LIST_IMPORT_STEPS[: n + 1])]
     for command in commands.values():  # creates and migrates the database, and the bytecode, as a first use would
         _wall(command, env)
     times: dict[str, list[float]] = {name: [] for name in commands}
@@ -296,13 +324,61 @@ def cli_startup(work: Path, rounds: int) -> list[Row]:
             "<= 3",
             lambda r: r <= 3,
         ),
+        *_list_breakdown(times, steps),
     ]
+
+
+def _list_breakdown(times: dict[str, list[float]], steps: list[str]) -> list[Row]:
+    """Where `execution list`'s time goes: each import step's added cost, in `import click` units."""
+    rows = [
+        measured(
+            "list start-up by import",
+            steps[0],
+            "ms",
+            [t * 1e3 for t in times[steps[0]]],
+            "import click",
+            [t * 1e3 for t in times["click"]],
+        )
+    ]
+    for before, step in [*itertools.pairwise(steps), (steps[-1], "list")]:
+        added = [(t - b) * 1e3 for t, b in zip(times[step], times[before], strict=True)]
+        figure = "+ running the command (open, query, print, exit)" if step == "list" else step
+        rows.append(
+            measured("list start-up by import", figure, "ms", added, "import click", [t * 1e3 for t in times["click"]])
+        )
+    return rows
 
 
 def runner_rss(work: Path, quick: bool, rounds: int) -> Row:
     """Peak RSS of ``stigmer runner start`` draining executions (4 at once) vs a bare interpreter (``runner_rss``)."""
     runner, baseline = runner_rss_rounds(work, 100 if quick else 400, rounds)
     return measured("memory", "stigmer runner peak RSS", "MiB", runner, BASELINE, baseline)
+
+
+def runner_growth(work: Path, quick: bool, rounds: int) -> Row:
+    """Whether a runner grows with the work it has done: its peak RSS after many executions vs after few.
+
+    Rounds alternate the two sizes. A context per model call (the CA bundle loaded each time) made
+    it 59 -> 87 MiB over 50 -> 800 executions; nothing per execution may stay.
+    """
+    few, many = 50, (200 if quick else 800)
+    after_few: list[float] = []
+    after_many: list[float] = []
+    for r in range(rounds):
+        for count, peaks in ((few, after_few), (many, after_many)):
+            directory = work / f"{count}-executions-{r}"
+            directory.mkdir()
+            peaks += runner_rss_rounds(directory, count, 1)[0]
+    return measured(
+        "memory",
+        f"stigmer runner peak RSS after {many} executions",
+        "MiB",
+        after_many,
+        f"after {few}",
+        after_few,
+        "<= 1.1",
+        lambda r: r <= 1.1,
+    )
 
 
 def bare_python_rss() -> float:
@@ -325,6 +401,7 @@ def memory(work: Path, quick: bool, rounds: int, extra: dict) -> list[Row]:
                 None, None, "", None, 1)
         )  # fmt: skip
     rows.append(runner_rss(work, quick, rounds))
+    rows.append(runner_growth(work, quick, rounds))
     return rows
 
 

@@ -155,14 +155,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as tmp:
-        runner, baseline = drain_rounds(Path(tmp), 100 if args.quick else 400, args.rounds)
-    ratios = [a / b for a, b in zip(runner, baseline, strict=True)]
-    print(
-        f"runner peak RSS {statistics.median(runner):.1f} MiB, {BASELINE} {statistics.median(baseline):.1f} MiB, "
-        f"ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    parser.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="executions per runner, one figure each (default 400; --quick 100): "
+        "e.g. --counts 50 800 shows whether the runner grows with the work it has done",
     )
+    args = parser.parse_args()
+    for count in args.counts or [100 if args.quick else 400]:
+        with tempfile.TemporaryDirectory(prefix="stigmer-bench-") as tmp:
+            runner, baseline = drain_rounds(Path(tmp), count, args.rounds)
+        ratios = [a / b for a, b in zip(runner, baseline, strict=True)]
+        print(
+            f"{count} executions: runner peak RSS {statistics.median(runner):.1f} MiB "
+            f"({min(runner):.1f}-{max(runner):.1f}), {BASELINE} {statistics.median(baseline):.1f} MiB, "
+            f"ratio {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ CA file, token), which is the CLI's state: the adapter never reads it.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -19,7 +19,15 @@ from ._context import REMOTE, Context
 
 if TYPE_CHECKING:
     from stigmer_backend.backends.base import Backend
-    from stigmer_backend.backends.cloud import CloudBackend
+    from stigmer_backend.backends.cloud import CloudBackend, RetryPolicy
+
+    class CloudOptions(TypedDict, total=False):
+        """What ``from_saved_login`` passes on to ``CloudBackend``."""
+
+        timeout: float | None
+        watch_timeout: float | None
+        retry: RetryPolicy | None
+
 
 __all__ = ["STORAGE_BACKENDS", "backend_for", "open_storage", "storage_kind"]
 
@@ -53,7 +61,8 @@ def open_storage(kind: str, url: str | None = None, **options: object) -> Backen
         factory = getattr(importlib.import_module(module), name)
     except ImportError as error:  # an adapter's own message names the extra to install
         raise GRPCError(Status.FAILED_PRECONDITION, f"cannot load the {kind} backend ({error})") from None
-    return factory(url, **options) if url else factory(**options)
+    backend: Backend = factory(url, **options) if url else factory(**options)
+    return backend
 
 
 def backend_for(context: Context) -> Backend:
@@ -63,7 +72,7 @@ def backend_for(context: Context) -> Backend:
     return open_storage(context.kind, context.url or None)
 
 
-def from_saved_login(context: Context, **options: object) -> CloudBackend:
+def from_saved_login(context: Context, **options: Unpack[CloudOptions]) -> CloudBackend:
     """The backend ``stigmer login`` saved: the context's endpoint and CA, with its stored token.
 
     :param options: passed on to ``CloudBackend`` (``timeout``, ``retry``, ...).

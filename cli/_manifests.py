@@ -30,8 +30,14 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    import yaml
+
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["API_VERSIONS", "KINDS", "MANIFEST_SUFFIXES", "Manifest", "read_manifests"]
 
@@ -46,7 +52,7 @@ _RESOURCE_KEYS = {"apiVersion", "kind", "metadata", "spec"}
 class Manifest:
     source: str  # "FILE, document N", for messages
     name: str
-    spec: object  # pb.AgentInstanceSpec
+    spec: pb.AgentInstanceSpec
 
 
 def read_manifests(paths: Iterable[str]) -> list[Manifest]:
@@ -110,6 +116,8 @@ def _manifest(where: str, document: object) -> Manifest:
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     name, spec = _name_and_spec(where, document)
+    if not isinstance(spec, dict | None):
+        raise click.ClickException(f"{where}: spec must be a mapping")
     google_spec = message_factory.GetMessageClass(pb.AgentInstanceSpec.DESCRIPTOR)
     try:
         parsed = json_format.ParseDict(spec or {}, google_spec())
@@ -155,7 +163,7 @@ def _name_and_spec(where: str, document: object) -> tuple[str, object]:
     return name, document.get("spec")
 
 
-def _only(where: str, mapping: dict, allowed: set[str], prefix: str) -> None:
+def _only(where: str, mapping: dict[Any, Any], allowed: set[str], prefix: str) -> None:
     unknown = sorted(str(key) for key in set(mapping) - allowed)
     if unknown:
         raise click.ClickException(
@@ -168,13 +176,13 @@ class _DuplicateKey(Exception):
         self.key, self.line = key, line
 
 
-def _strict_loader():
+def _strict_loader() -> type[yaml.SafeLoader]:
     """PyYAML's safe loader, refusing a key given twice in one mapping (YAML 1.2 forbids it; PyYAML keeps the last)."""
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
-        def construct_mapping(self, node, deep=False):
-            seen = set()
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[object] = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=True)
                 if isinstance(key, str | int | float | bool) or key is None:

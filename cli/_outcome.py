@@ -6,7 +6,12 @@ the outcomes apart without parsing text.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
+
+if TYPE_CHECKING:
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = [
     "EXIT_CANCELLED",
@@ -38,18 +43,20 @@ class ExecutionEnded(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        # click types exit_code as a ClassVar, yet reads it from the instance it caught
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
-def check_ended(final) -> None:
+def check_ended(final: pb.Execution) -> None:
     """Raises ``ExecutionEnded`` unless ``final`` (an ``Execution``) SUCCEEDED."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-    phase = final.status.phase
+    state = final.status or pb.ExecutionStatus()
+    phase = state.phase
     if phase == pb.ExecutionPhase.SUCCEEDED:
         return
-    error = final.status.error
-    detail = f"{error.code}: {error.message}" if error else final.status.message
+    error = state.error
+    detail = f"{error.code}: {error.message}" if error else state.message
     code = EXIT_CANCELLED if phase == pb.ExecutionPhase.CANCELLED else EXIT_FAILED
     from ._output import for_terminal
 

@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -70,7 +70,10 @@ def _enum_prefixes() -> re.Pattern[str]:
     return re.compile(rf"(?<![A-Za-z0-9_])(?:{'|'.join(prefixes)})_(?=[A-Z])")
 
 
-def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def output_option(command: Command) -> Command:
     return click.option(
         "-o",
         "--output",

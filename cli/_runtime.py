@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
 
@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["every_page", "open_backend", "run", "with_backend"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
-def run(main: Callable[[], Awaitable[T]]) -> T:
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     # Imported here: every command module imports this one, and `stigmer --help` loads them all
     # for their one-line help; asyncio alone was a third of its start-up.
     import asyncio
@@ -55,7 +56,7 @@ async def open_backend() -> AsyncIterator[Backend]:
         yield backend
 
 
-def with_backend(body: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+def with_backend(body: Callable[Concatenate[Backend, P], Awaitable[T]]) -> Callable[P, T]:
     """A command whose body runs on the active backend: ``async def body(backend, **params)``.
 
     The backend is opened before the body and closed after it, and errors
@@ -63,7 +64,7 @@ def with_backend(body: Callable[..., Awaitable[T]]) -> Callable[..., T]:
     """
 
     @functools.wraps(body)
-    def command(*args: Any, **params: Any) -> T:
+    def command(*args: P.args, **params: P.kwargs) -> T:
         async def main() -> T:
             async with open_backend() as backend:
                 return await body(backend, *args, **params)
@@ -75,13 +76,13 @@ def with_backend(body: Callable[..., Awaitable[T]]) -> Callable[..., T]:
 
 async def every_page(
     list_rpc: Callable[[Any], Awaitable[Any]], request: Any, field: str, limit: int | None = None
-) -> list:
+) -> list[Any]:
     """The items of every page of a ``List*`` RPC, following ``next_page_token``, up to ``limit``."""
     import dataclasses
 
     from stigmer_backend.backends.rules.paging import MAX_PAGE_SIZE
 
-    items: list = []
+    items: list[Any] = []
     while True:
         wanted = MAX_PAGE_SIZE if limit is None else min(limit - len(items), MAX_PAGE_SIZE)
         page = await list_rpc(dataclasses.replace(request, page_size=wanted))

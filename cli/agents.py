@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import click
 
 from ._agent_refs import agent_ref as _ref
@@ -11,13 +14,17 @@ from ._output import emit, output_option, status, when
 from ._runtime import every_page, with_backend
 from .execute import execute
 
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
 __all__ = ["agent"]
 
-AGENT_COLUMNS = [
+AGENT_COLUMNS: list[tuple[str, Callable[[pb.AgentInstance], object]]] = [
     ("NAME", lambda a: a.name),
     ("ID", lambda a: a.id),
     ("VERSION", lambda a: a.version),
-    ("MODEL", lambda a: f"{a.spec.model.provider}/{a.spec.model.model}" if a.spec.model else None),
+    ("MODEL", lambda a: f"{a.spec.model.provider}/{a.spec.model.model}" if a.spec and a.spec.model else None),
     ("UPDATED", lambda a: when(a.update_time)),
 ]
 
@@ -33,7 +40,7 @@ agent.add_command(execute)  # in a module of its own: it is the largest command
 @agent.command("list")
 @output_option
 @with_backend
-async def list_agents(backend, output: str) -> None:
+async def list_agents(backend: Backend, output: str) -> None:
     """List agent instances by name (ListAgentInstances)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -45,7 +52,7 @@ async def list_agents(backend, output: str) -> None:
 @click.argument("name", shell_complete=agent_names)
 @output_option
 @with_backend
-async def get_agent(backend, name: str, output: str) -> None:
+async def get_agent(backend: Backend, name: str, output: str) -> None:
     """Show one agent instance, by name or id (GetAgentInstance)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -57,7 +64,7 @@ async def get_agent(backend, name: str, output: str) -> None:
 @click.argument("name", shell_complete=agent_names)
 @yes_option
 @with_backend
-async def delete_agent(backend, name: str, yes: bool) -> None:
+async def delete_agent(backend: Backend, name: str, yes: bool) -> None:
     """Delete an agent instance; its executions are kept (DeleteAgentInstance).
 
     Asks first on a terminal, unless --yes.

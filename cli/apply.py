@@ -8,6 +8,7 @@ bad file or a missing value changes nothing.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,10 @@ from ._manifests import Manifest, read_manifests
 from ._output import for_terminal, status
 from ._runtime import run, with_backend
 from ._secret_input import ARGV_WARNING, check_secret_name, value_for
+
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["apply", "diff"]
 
@@ -102,13 +107,13 @@ async def _apply(manifests: list[Manifest], values: dict[str, str]) -> None:
 
     async with open_backend() as backend:
         for name, value in values.items():
-            response = await backend.put_secret(pb.PutSecretRequest(name=name, value=value))
-            outcome = "created" if response.created else "updated"
-            status(f"secret {name} {outcome} (version {response.secret.version})")
+            put = await backend.put_secret(pb.PutSecretRequest(name=name, value=value))
+            assert put.secret is not None  # PutSecret answers with the stored secret's metadata or fails
+            status(f"secret {name} {'created' if put.created else 'updated'} (version {put.secret.version})")
         for manifest in manifests:
             request = pb.ApplyAgentInstanceRequest(name=manifest.name, spec=manifest.spec)
-            response = await backend.apply_agent_instance(request)
-            status(f"agent instance {manifest.name} {response.outcome.name.lower()}")
+            applied = await backend.apply_agent_instance(request)
+            status(f"agent instance {manifest.name} {applied.outcome.name.lower()}")
 
 
 async def _dry_run(manifests: list[Manifest], names: list[str]) -> None:
@@ -127,7 +132,7 @@ async def _dry_run(manifests: list[Manifest], names: list[str]) -> None:
             current = await _current(backend, manifest.name)
             if current is None:
                 outcome = "created"
-            elif bytes(current.spec) == bytes(manifest.spec):
+            elif current.spec is not None and bytes(current.spec) == bytes(manifest.spec):
                 outcome = "unchanged"
             else:
                 outcome = f"updated (now version {current.version})"
@@ -135,7 +140,7 @@ async def _dry_run(manifests: list[Manifest], names: list[str]) -> None:
     status("dry run: nothing was written")
 
 
-async def _current(backend, name: str):
+async def _current(backend: Backend, name: str) -> pb.AgentInstance | None:
     """The stored agent instance called ``name``, or None."""
     from grpclib import GRPCError
     from grpclib.const import Status
@@ -177,7 +182,7 @@ def diff(paths: tuple[str, ...]) -> None:
 
 
 @with_backend
-async def _diff(backend, manifests: list[Manifest]) -> bool:
+async def _diff(backend: Backend, manifests: list[Manifest]) -> bool:
     import difflib
 
     differ = False
@@ -193,8 +198,10 @@ async def _diff(backend, manifests: list[Manifest]) -> bool:
     return differ
 
 
-def _as_yaml(name: str, spec) -> list[str]:
+def _as_yaml(name: str, spec: pb.AgentInstanceSpec | None) -> list[str]:
     import yaml
 
-    text = yaml.safe_dump({"name": name, "spec": spec.to_dict()}, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(
+        {"name": name, "spec": spec.to_dict() if spec is not None else {}}, sort_keys=False, allow_unicode=True
+    )
     return text.splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -11,6 +12,10 @@ from ._outcome import EXIT_CODES_HELP, EXIT_TERMINATED, EXIT_TIMEOUT, ExecutionE
 from ._output import emit, for_terminal, output_option, status
 from ._runtime import open_backend, run
 from ._tier2 import active_stack, cancel_workflow
+
+if TYPE_CHECKING:
+    from stigmer_backend.fullstack.stack import Stack
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 __all__ = ["execute"]
 
@@ -50,7 +55,7 @@ def execute(
     """
     structured = _parse_data(data)
 
-    async def main():
+    async def main() -> pb.Execution | None:
         import asyncio
         import contextlib
         import signal
@@ -74,6 +79,7 @@ def execute(
         stack = active_stack()
         async with open_backend() as backend:
             execution = (await backend.create_execution(request)).execution
+            assert execution is not None  # CreateExecution answers with it or fails
             if stack is not None:
                 await _start_workflow(backend, stack, execution.id, lease)
             if detach:
@@ -87,11 +93,13 @@ def execute(
             limit = asyncio.timeout(timeout)
             stopped_by = ["interrupted (Ctrl-C)"]
 
+            main_task = asyncio.current_task()
+            assert main_task is not None  # main runs as asyncio.run's task
+
             def terminate() -> None:
                 stopped_by[0] = "terminated (SIGTERM)"
                 main_task.cancel()
 
-            main_task = asyncio.current_task()
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminate)
 
             def cancel_reason() -> str:
@@ -99,7 +107,7 @@ def execute(
                     return f"timed out after {timeout:g} s (--timeout of `stigmer agent execute`)"
                 return f"{stopped_by[0]} in `stigmer agent execute`"
 
-            claimed = []
+            claimed: list[bool] = []
 
             def on_status(line: str) -> None:
                 claimed.append(True)
@@ -144,7 +152,7 @@ def execute(
                 ) from None
             finally:
                 screen.end()
-            if output == "table" and not screen.ever and final.status.output:
+            if output == "table" and not screen.ever and final.status is not None and final.status.output:
                 click.echo(for_terminal(final.status.output.text))  # run elsewhere: nothing streamed here
             return final
 
@@ -181,7 +189,7 @@ class _Screen:
         self.shown = False
 
 
-async def _start_workflow(backend, stack, execution_id: str, lease: int) -> None:
+async def _start_workflow(backend: pb.BackendServiceBase, stack: Stack, execution_id: str, lease: int) -> None:
     """Starts the execution's Temporal workflow; if Temporal refuses, the execution is cancelled, not left PENDING."""
     from stigmer_backend.fullstack.client import start_workflow
     from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -196,16 +204,18 @@ async def _start_workflow(backend, stack, execution_id: str, lease: int) -> None
         ) from None
 
 
-async def _followed(backend, execution_id: str):
+async def _followed(backend: pb.BackendServiceBase, execution_id: str) -> pb.Execution:
     """The execution once it ends, followed with WatchExecution."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
+    final = None
     async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
         final = response.execution
+    assert final is not None  # the stream starts with the execution as it is, and ends with its last state
     return final
 
 
-def _parse_data(data: str | None) -> dict | None:
+def _parse_data(data: str | None) -> dict[str, Any] | None:
     if data is None:
         return None
     import json
@@ -219,7 +229,7 @@ def _parse_data(data: str | None) -> dict | None:
     return parsed
 
 
-def _show_result(final, output: str) -> None:
+def _show_result(final: pb.Execution, output: str) -> None:
     if output != "table":
         emit(output, final, [])
     check_ended(final)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import click
 
 from ._agent_refs import agent_ref
@@ -10,18 +13,22 @@ from ._output import emit, for_terminal, output_option, status, when
 from ._runtime import every_page, open_backend, run, with_backend
 from ._tier2 import active_stack, cancel_workflow
 
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
 __all__ = ["execution"]
 
 PHASES = ("pending", "running", "succeeded", "failed", "cancelled")
 
 
-EXECUTION_COLUMNS = [
+EXECUTION_COLUMNS: list[tuple[str, Callable[[pb.Execution], object]]] = [
     ("ID", lambda e: e.id),
     ("AGENT", lambda e: e.agent_instance_name),
-    ("PHASE", lambda e: e.status.phase.name),
+    ("PHASE", lambda e: e.status.phase.name if e.status is not None else None),
     ("VERSION", lambda e: e.version),
     ("CREATED", lambda e: when(e.create_time)),
-    ("MESSAGE", lambda e: e.status.message or None),
+    ("MESSAGE", lambda e: (e.status.message or None) if e.status is not None else None),
 ]
 
 
@@ -40,15 +47,18 @@ def execution() -> None:
 @output_option
 @with_backend
 async def list_executions(
-    backend, agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
+    backend: Backend, agent_name: str | None, phases: tuple[str, ...], limit: int, oldest_first: bool, output: str
 ) -> None:
     """List executions, newest first (ListExecutions)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     agent_id = ""
     if agent_name:
-        request = pb.GetAgentInstanceRequest(agent_instance=agent_ref(agent_name))
-        agent_id = (await backend.get_agent_instance(request)).agent_instance.id
+        agent = (
+            await backend.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=agent_ref(agent_name)))
+        ).agent_instance
+        assert agent is not None  # GetAgentInstance answers with it or fails NOT_FOUND
+        agent_id = agent.id
     request = pb.ListExecutionsRequest(
         agent_instance_id=agent_id,
         phases=[pb.ExecutionPhase[p.upper()] for p in phases],
@@ -62,19 +72,22 @@ async def list_executions(
 @click.argument("execution_id", shell_complete=execution_ids)
 @output_option
 @with_backend
-async def get_execution(backend, execution_id: str, output: str) -> None:
+async def get_execution(backend: Backend, execution_id: str, output: str) -> None:
     """Show one execution (GetExecution)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     found = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+    assert found is not None  # GetExecution answers with it or fails NOT_FOUND
     if output == "table":
         _describe(found)
     else:
         emit(output, found, [])
 
 
-def _describe(e) -> None:
-    s = e.status
+def _describe(e: pb.Execution) -> None:
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
+    s = e.status or pb.ExecutionStatus()
     lines = [
         ("id", e.id),
         ("agent", f"{e.agent_instance_name} ({e.agent_instance_id})"),
@@ -86,7 +99,7 @@ def _describe(e) -> None:
         ("started", when(s.start_time)),
         ("ended", when(s.end_time)),
         ("lease until", when(s.lease_expire_time)),
-        ("input", e.input.message),
+        ("input", e.input.message if e.input else None),
         ("output", s.output.text if s.output else None),
         ("error", f"{s.error.code}: {s.error.message}" if s.error else None),
     ]
@@ -108,10 +121,11 @@ def watch_execution(execution_id: str, output: str) -> None:
     async def main() -> None:
         from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-        shown = None
+        shown: tuple[pb.ExecutionPhase, str] | None = None
         async with open_backend() as backend:
             async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
                 e = response.execution
+                assert e is not None and e.status is not None  # every event carries the execution as it is now
                 if (e.status.phase, e.status.runner_id) == shown:
                     continue  # a lease renewal
                 shown = (e.status.phase, e.status.runner_id)
@@ -137,12 +151,13 @@ def watch_execution(execution_id: str, output: str) -> None:
 @click.argument("execution_id", shell_complete=execution_ids)
 @click.option("--reason", default="cancelled from the command line", show_default=True, help="Stored as the message.")
 @with_backend
-async def cancel_execution(backend, execution_id: str, reason: str) -> None:
+async def cancel_execution(backend: Backend, execution_id: str, reason: str) -> None:
     """Cancel a pending or running execution (CancelExecution)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
     request = pb.CancelExecutionRequest(execution_id=execution_id, reason=reason)
     cancelled = (await backend.cancel_execution(request)).execution
+    assert cancelled is not None  # CancelExecution answers with it or fails
     status(f"execution {cancelled.id} cancelled (version {cancelled.version})")
     stack = active_stack()
     if stack is not None and await cancel_workflow(stack, execution_id):  # Tier 2: its workflow and activity too

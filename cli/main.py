@@ -39,7 +39,8 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in COMMANDS:
             module, attribute = COMMANDS[name].split(":")
-            return getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            command: click.Command = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            return command
         return super().get_command(ctx, name)
 
     def resolve_command(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from ._completion import agent_names
 from ._output import status
 from ._runtime import with_backend
+
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
 
 __all__ = ["runner"]
 
@@ -43,7 +48,7 @@ def runner() -> None:
 )
 @with_backend
 async def start(
-    backend, concurrency: int, runner_id: str | None, agents: tuple[str, ...], lease: float, grace: float
+    backend: Backend, concurrency: int, runner_id: str | None, agents: tuple[str, ...], lease: float, grace: float
 ) -> None:
     """Serve the active backend (see `stigmer context`) until SIGTERM or Ctrl-C.
 

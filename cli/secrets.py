@@ -12,6 +12,8 @@ execution they hold and nothing else.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,9 +24,14 @@ from ._output import status as say
 from ._runtime import every_page, open_backend, run, with_backend
 from ._secret_input import check_secret_name, read_value
 
+if TYPE_CHECKING:
+    from stigmer_backend.backends.base import Backend
+    from stigmer_backend.backends.encryption import MasterKeyAdmin
+    from stigmer_backend.gen.stigmer.backend import v1 as pb
+
 __all__ = ["secret"]
 
-_COLUMNS = [
+_COLUMNS: list[tuple[str, Callable[[pb.Secret], object]]] = [
     ("NAME", lambda secret: secret.name),
     ("VERSION", lambda secret: secret.version),
     ("CREATED", lambda secret: when(secret.create_time)),
@@ -36,7 +43,7 @@ def _secret_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return check_secret_name(value)
 
 
-def _key_admin(backend, command: str):
+def _key_admin(backend: Backend, command: str) -> MasterKeyAdmin:
     """``backend`` as a ``MasterKeyAdmin``: a backend that keeps the master key of its secrets itself."""
     from stigmer_backend.backends.encryption import MasterKeyAdmin
 
@@ -68,13 +75,14 @@ def put(name: str, output: str) -> None:
     """
     value = read_value()
 
-    async def main():
+    async def main() -> pb.PutSecretResponse:
         from stigmer_backend.gen.stigmer.backend import v1 as pb
 
         async with open_backend() as backend:
             return await backend.put_secret(pb.PutSecretRequest(name=name, value=value))
 
     response = run(main)
+    assert response.secret is not None  # PutSecret answers with the stored secret's metadata or fails
     say(f"secret {name} {'created' if response.created else 'updated'} (version {response.secret.version})")
     emit(output, response.secret, _COLUMNS)
 
@@ -82,7 +90,7 @@ def put(name: str, output: str) -> None:
 @secret.command("list")
 @output_option
 @with_backend
-async def list_secrets(backend, output: str) -> None:
+async def list_secrets(backend: Backend, output: str) -> None:
     """List secrets by name (metadata only: values are never shown)."""
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
@@ -94,7 +102,7 @@ async def list_secrets(backend, output: str) -> None:
 @click.argument("name", callback=_secret_name, shell_complete=secret_names)
 @yes_option
 @with_backend
-async def delete(backend, name: str, yes: bool) -> None:
+async def delete(backend: Backend, name: str, yes: bool) -> None:
     """Delete NAME. Agents that reference it fail to start until it is put again.
 
     Asks first on a terminal, unless --yes.
@@ -109,7 +117,7 @@ async def delete(backend, name: str, yes: bool) -> None:
 @secret.command()
 @output_option
 @with_backend
-async def status(backend, output: str) -> None:
+async def status(backend: Backend, output: str) -> None:
     """Where the master key lives and whether it opens the database's secrets.
 
     Exits 1 when the secrets cannot be opened (no key, or a key that does
@@ -144,7 +152,7 @@ async def status(backend, output: str) -> None:
 
 @secret.command("rotate-key")
 @with_backend
-async def rotate_key(backend) -> None:
+async def rotate_key(backend: Backend) -> None:
     """Re-encrypt every secret under a new master key, in one transaction.
 
     The new key is random and replaces the current one where it lives (OS

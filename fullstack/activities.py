@@ -52,11 +52,13 @@ class ExecutionActivities:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
+        assert final.status is not None  # every stored execution has its status
         error = final.status.error.code if final.status.error else ""
         return ExecutionEnd(final.id, final.status.phase.name, error, activity.info().attempt)
 
     async def _run(self, execution_id: str, lease: timedelta) -> pb.Execution:
         execution = (await self.backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+        assert execution is not None and execution.status is not None  # GetExecution answers with it or fails
         if execution.status.phase == Phase.PENDING:
             try:
                 return await run_execution(
@@ -96,6 +98,8 @@ async def _followed(backend: pb.BackendServiceBase, execution_id: str) -> pb.Exe
     """The execution once it ended, followed with ``WatchExecution`` (it wakes at a lease's expiry)."""
     while True:
         async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
-            if response.execution.status.phase in ENDED:
-                return response.execution
+            execution = response.execution
+            assert execution is not None and execution.status is not None  # every event carries it
+            if execution.status.phase in ENDED:
+                return execution
         await asyncio.sleep(0.5)  # the watch ended without an end (a server restarting): look again

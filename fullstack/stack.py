@@ -17,6 +17,7 @@ and retries the work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -215,7 +216,7 @@ def start_stack(
                 ],
             )
         for worker in stack.workers:
-            _wait(worker, lambda worker=worker: " polling " in _log_text(worker), f"{worker.name} to poll")
+            _wait(worker, functools.partial(_says, worker, " polling "), f"{worker.name} to poll")
     except BaseException:
         stop_stack(stack, grace=0)
         raise
@@ -318,6 +319,10 @@ def _log_text(part: Part) -> str:
         return Path(part.log).read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _says(part: Part, text: str) -> bool:
+    return text in _log_text(part)
 
 
 def _wait(part: Part, ready: Callable[[], bool], what: str) -> None:

@@ -81,7 +81,7 @@ class ExecutionWorkflow:
     @workflow.run
     async def run(self, run: ExecutionRun) -> ExecutionEnd:
         try:
-            return await workflow.execute_activity(
+            end: ExecutionEnd = await workflow.execute_activity(
                 RUN_ACTIVITY,
                 run,
                 result_type=ExecutionEnd,
@@ -90,6 +90,7 @@ class ExecutionWorkflow:
                 retry_policy=RETRIES,
                 cancellation_type=workflow.ActivityCancellationType.TRY_CANCEL,
             )
+            return end
         except asyncio.CancelledError:
             # Cancelled in Temporal (``stigmer execution cancel``, the UI): the backend learns it too.
             cancel = ExecutionCancel(run.execution_id, "the Temporal workflow was cancelled")

@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from grpclib import GRPCError
 
@@ -74,11 +75,13 @@ async def run_execution(
         raise
     if not work.done():  # cancelled elsewhere, or the lease lost: stop working on it now
         await _stop(work, held)
-        final = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))).execution
-        say(f"{execution.id}: stopped, the execution is {final.status.phase.name}")
-        return final
+        stopped = (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))).execution
+        assert stopped is not None and stopped.status is not None  # GetExecution answers with it or fails
+        say(f"{execution.id}: stopped, the execution is {stopped.status.phase.name}")
+        return stopped
     await _stop(held)
     final = await steps.report(backend, execution.id, runner_id, work.result())
+    assert final.status is not None  # every stored execution has its status
     error = f" {final.status.error.code}" if final.status.error else ""
     say(f"{execution.id}: {final.status.phase.name}{error}")
     return final
@@ -108,6 +111,7 @@ async def _renew(backend: pb.BackendServiceBase, execution_id: str, runner_id: s
 
 async def _until_released(backend: pb.BackendServiceBase, execution_id: str, runner_id: str) -> None:
     async for response in backend.watch_execution(pb.WatchExecutionRequest(execution_id=execution_id)):
+        assert response.execution is not None and response.execution.status is not None  # every event carries it
         status = response.execution.status
         if status.phase != Phase.RUNNING or status.runner_id != runner_id:
             return
@@ -127,7 +131,7 @@ async def _cancel(backend: pb.BackendServiceBase, execution_id: str, runner_id: 
         await backend.update_execution_status(request)
 
 
-async def _stop(*tasks: asyncio.Future) -> None:
+async def _stop(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         task.cancel()
     for task in tasks:

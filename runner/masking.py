@@ -35,12 +35,15 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import quote, quote_plus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["MASK", "Masker", "MaskingFilter", "SecretValue"]
 
-T = TypeVar("T")
+Message = TypeVar("Message", bound="DataclassInstance")  # a generated message: a dataclass
 
 MASK = "***"
 MIN_LINE_CHARS = 4
@@ -89,7 +92,7 @@ class SecretValue:
     def __hash__(self) -> int:
         return hash((SecretValue, len(self._value)))
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a SecretValue cannot be pickled: it must stay in memory")
 
 
@@ -225,7 +228,7 @@ class Masker:
             return type(data)(self.mask_data(item) for item in data)
         return data
 
-    def mask_message(self, message: T) -> T:
+    def mask_message(self, message: Message) -> Message:
         """A copy of a generated message (a status update, an output, an error) with every string masked.
 
         Walks every field: strings, nested messages (``Struct`` values

@@ -25,15 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from .resolver import resolve
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -103,7 +109,15 @@ class Provider(Protocol):
 class EchoProvider:
     """Answers with the input message and data: no network, no model."""
 
-    async def complete(self, spec, execution_input, secrets, *, on_text, budget):
+    async def complete(
+        self,
+        spec: pb.AgentInstanceSpec,
+        execution_input: pb.ExecutionInput,
+        secrets: Mapping[str, str],
+        *,
+        on_text: TextSink,
+        budget: CallBudget,
+    ) -> pb.ExecutionOutput:
         on_text(execution_input.message)
         return pb.ExecutionOutput(text=execution_input.message, data=execution_input.data)
 
@@ -111,10 +125,20 @@ class EchoProvider:
 class ChatCompletionsProvider:
     """``POST {endpoint}/chat/completions`` with ``stream: true``, retried as the module says."""
 
-    async def complete(self, spec, execution_input, secrets, *, on_text, budget):
+    async def complete(
+        self,
+        spec: pb.AgentInstanceSpec,
+        execution_input: pb.ExecutionInput,
+        secrets: Mapping[str, str],
+        *,
+        on_text: TextSink,
+        budget: CallBudget,
+    ) -> pb.ExecutionOutput:
         import httpx
 
         model = spec.model
+        if model is None:  # ApplyAgentInstance requires it
+            raise ModelCallFailed("MODEL_CONFIG", "the agent instance has no spec.model")
         endpoint = (model.endpoint or DEFAULT_ENDPOINTS.get(model.provider, "")).rstrip("/")
         if not endpoint:
             raise ModelCallFailed("MODEL_CONFIG", f"provider {model.provider!r} needs spec.model.endpoint")
@@ -131,7 +155,7 @@ class ChatCompletionsProvider:
                 )
             headers["Authorization"] = "Bearer " + credential
         timeout = httpx.Timeout(budget.timeout, connect=min(_CONNECT_TIMEOUT, budget.timeout))
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=_tls_context()) as client:
             attempt = 0
             while True:
                 attempt += 1
@@ -148,6 +172,20 @@ class ChatCompletionsProvider:
                     raise ModelCallFailed(
                         "MODEL_TIMEOUT", f"the model did not finish within {budget.timeout:g} s ({TIMEOUT_VARIABLE})"
                     ) from None
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The one TLS context of this process's model calls: httpx's default (certifi's CAs, or ``SSL_CERT_FILE``).
+
+    A client per call keeps cancellation simple (closing it closes the connection), but one built
+    with its own context loads the whole CA bundle again: ~10-40 ms of CPU per execution, and
+    native memory churn that fragments the heap, so a runner's RSS grew with every execution it ran
+    (benchmarks/runner_rss.py). A context is safe to share between connections.
+    """
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 class _Streamed:
@@ -172,7 +210,9 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-async def _attempt(client, url: str, body: dict, headers: dict, streamed: _Streamed) -> pb.ExecutionOutput:
+async def _attempt(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], streamed: _Streamed
+) -> pb.ExecutionOutput:
     import httpx
 
     try:
@@ -201,7 +241,7 @@ async def _attempt(client, url: str, body: dict, headers: dict, streamed: _Strea
     return pb.ExecutionOutput(text="".join(streamed.parts))
 
 
-async def _read_events(response, streamed: _Streamed) -> None:
+async def _read_events(response: httpx.Response, streamed: _Streamed) -> None:
     """Server-sent events: ``data: {chunk}`` lines, until ``data: [DONE]`` or the end of the body."""
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
@@ -220,14 +260,19 @@ async def _read_events(response, streamed: _Streamed) -> None:
             streamed(content)
 
 
-def _content(reply: dict) -> str:
+def _content(reply: Any) -> str:
     try:
-        return reply["choices"][0]["message"]["content"]
+        content = reply["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise ModelCallFailed("MODEL_BAD_RESPONSE", "the model's answer has no choices[0].message.content") from None
+    if content is None:  # an answer with no text (tool calls only, say)
+        return ""
+    if not isinstance(content, str):
+        raise ModelCallFailed("MODEL_BAD_RESPONSE", "the model's choices[0].message.content is not text")
+    return content
 
 
-def _messages(spec: pb.AgentInstanceSpec, execution_input: pb.ExecutionInput) -> list[dict]:
+def _messages(spec: pb.AgentInstanceSpec, execution_input: pb.ExecutionInput) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": spec.instructions}] if spec.instructions else []
     content = execution_input.message
     if execution_input.data is not None:

@@ -53,7 +53,8 @@ def resolve(data: T, secrets: Mapping[str, str | SecretValue]) -> T:
     never contains a value.
     """
     plain = {name: value.reveal() if isinstance(value, SecretValue) else value for name, value in secrets.items()}
-    return _resolve(data, plain, "")
+    resolved: T = _resolve(data, plain, "")
+    return resolved
 
 
 def _resolve(data: Any, values: Mapping[str, str], path: str) -> Any:

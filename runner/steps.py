@@ -55,7 +55,7 @@ async def claim(
         lease_duration=lease,
         message=fit_status_message(f"claimed by {runner_id}"),
     )
-    return (await backend.update_execution_status(request)).execution
+    return _answered((await backend.update_execution_status(request)).execution)
 
 
 async def renew(
@@ -109,12 +109,18 @@ async def call_model(
     except GRPCError as error:
         return failure("CONTEXT_UNAVAILABLE", f"{error.status.name}: {error.message or ''}")
     masker = Masker.from_context(context)
+    agent, execution = context.agent_instance, context.execution
+    if agent is None or agent.spec is None or agent.spec.model is None or execution is None:
+        return failure(
+            "CONTEXT_UNAVAILABLE", "the execution context lacks its agent instance, spec, model or execution"
+        )
     stream = _MaskedStream(masker, on_text)
-    spec = context.agent_instance.spec
+    spec, model = agent.spec, agent.spec.model
     try:
         budget = CallBudget(timeout_of(spec), max_wait=lease.total_seconds())
-        provider = provider_for(spec.model.provider)
-        output = await provider.complete(spec, context.execution.input, context.secrets, on_text=stream, budget=budget)
+        provider = provider_for(model.provider)
+        given = execution.input or pb.ExecutionInput()
+        output = await provider.complete(spec, given, context.secrets, on_text=stream, budget=budget)
         outcome = pb.UpdateExecutionStatusRequest(phase=Phase.SUCCEEDED, output=output, message="done")
     except ModelCallFailed as failed:
         outcome = failure(failed.code, str(failed))
@@ -156,7 +162,7 @@ async def report(
     outcome = _fitted(outcome)
     outcome.execution_id, outcome.runner_id = execution_id, runner_id
     try:
-        return (await backend.update_execution_status(outcome)).execution
+        return _answered((await backend.update_execution_status(outcome)).execution)
     except GRPCError as error:
         if error.status == Status.INVALID_ARGUMENT and outcome.phase == Phase.SUCCEEDED:
             refused = failure("REPORT_REJECTED", fit_error_message(f"the backend refused the result: {error.message}"))
@@ -164,7 +170,14 @@ async def report(
                 return await report(backend, execution_id, runner_id, refused)
         elif error.status != Status.FAILED_PRECONDITION:
             raise
-    return (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution
+    return _answered((await backend.get_execution(pb.GetExecutionRequest(execution_id=execution_id))).execution)
+
+
+def _answered(execution: pb.Execution | None) -> pb.Execution:
+    """The execution a response carries: the contract answers with it or fails, never without it."""
+    if execution is None:
+        raise GRPCError(Status.INTERNAL, "the backend answered without the execution")
+    return execution
 
 
 class _MaskedStream:

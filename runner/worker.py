@@ -68,7 +68,7 @@ class Worker:
         self._say = on_status or (lambda text: None)
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
-        self._running: set[asyncio.Task] = set()
+        self._running: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Stop claiming; ``run`` then finishes or cancels what it holds and returns.
@@ -125,16 +125,17 @@ class Worker:
         for name in sorted(self.agents):
             try:
                 ref = pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name))
-                agent_id = (await self.backend.get_agent_instance(ref)).agent_instance.id
+                agent = (await self.backend.get_agent_instance(ref)).agent_instance
             except GRPCError as error:
                 if error.status != Status.NOT_FOUND:  # not applied (yet): nothing to run
                     raise
                 continue
-            request.agent_instance_id = agent_id
+            assert agent is not None  # GetAgentInstance answers with it or fails NOT_FOUND
+            request.agent_instance_id = agent.id
             found += (await self.backend.list_executions(request)).executions
         return found
 
-    async def _execute(self, execution: pb.Execution, claimed: asyncio.Future) -> None:
+    async def _execute(self, execution: pb.Execution, claimed: asyncio.Future[bool]) -> None:
         """Runs one execution; ``claimed`` learns whether this worker won it."""
 
         def on_status(line: str) -> None:
@@ -163,7 +164,7 @@ class Worker:
 
     async def _wait(self, timeout: float | None) -> None:
         """Until an execution ends, ``stop()`` or ``timeout``, whichever comes first."""
-        waits = {asyncio.ensure_future(self._stopping.wait())}
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._stopping.wait())}
         if self._running:
             waits.add(asyncio.ensure_future(asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)))
         try:
