@@ -81,7 +81,7 @@ class _Guarded(asyncio.Protocol):
             transport.abort()
             return
         self._started = True
-        self._inner.connection_made(BatchedWrites(transport))
+        self._inner.connection_made(BatchedWrites(transport))  # a response's frames in one socket write
 
     def data_received(self, data: bytes) -> None:
         self.spoke = True

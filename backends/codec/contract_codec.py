@@ -33,6 +33,7 @@ class ContractCodec(ProtoCodec):
 
     def encode(self, message: AnyMessage, message_type: type[AnyMessage]) -> bytes:
         if isinstance(message, betterproto2.Message) != issubclass(message_type, betterproto2.Message):
+            # One of ours for one of Google's, or the reverse: what grpclib's ProtoCodec says of any mismatch.
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
         if not isinstance(message, betterproto2.Message) or not issubclass(message_type, betterproto2.Message):
             return super().encode(message, message_type)  # Google's classes
