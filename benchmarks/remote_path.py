@@ -518,7 +518,10 @@ async def _profiled(scenario: str, count: int) -> Any:
 
 
 _AREAS = (
-    ("codec (stigmer_backend.backends.codec, upb)", ("/backends/codec/", "google/protobuf", "google._upb")),
+    (
+        "codec (stigmer_backend.backends.codec, upb)",
+        ("/backends/codec/", "<stigmer_backend.backends.codec ", "google/protobuf", "google._upb"),
+    ),
     ("SQLite backend and contract rules", ("/backends/sqlite/", "/backends/rules/", "sqlite3", "sqlite_utils")),
     ("betterproto2 (message init, defaults)", ("betterproto2", "/gen/")),
     ("CloudBackend adapter", ("/backends/cloud/",)),
