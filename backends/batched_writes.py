@@ -1,16 +1,20 @@
-"""One socket write per event-loop step for a grpclib connection, shared by ``stigmer server`` and ``CloudBackend``.
+"""One socket write per request or response for a grpclib connection, shared by ``stigmer server`` and ``CloudBackend``.
 
 grpclib writes each HTTP/2 frame to the transport as soon as h2 produces it,
 and the sockets have Nagle's algorithm off (TCP_NODELAY, so a small response
 is not held back ~40 ms for a delayed ACK). A unary response is therefore
 three TCP segments (headers, data, trailers) and a request two, each a
 ``send`` system call here and possibly a wake-up and an h2 parse on the
-peer; on a loaded machine every wake-up also waits for a CPU. ``BatchedWrites``
-stands between grpclib and the transport and sends everything written
-during one step of the event loop as one ``write``, at the end of the step:
-the same bytes in the same order, fewer segments.
+peer; on a loaded machine every wake-up also waits for a CPU.
+``BatchedWrites`` stands between grpclib and the transport and holds the
+frames back until one ends a stream (a request or a response is complete),
+or else until the end of the event loop's step; then they leave in one
+``write``: the same bytes in the same order, fewer segments. Holding every
+response of a step until the step ends would batch more, but a server busy
+with many calls would then send its answers in bursts, leaving the client
+idle meanwhile (measured: fewer lifecycles per second with 16 in flight).
 
-grpclib offers no hook for this; ``batching`` wraps the transport its
+grpclib offers no hook for this; ``BatchedWrites`` wraps the transport its
 protocol receives, so nothing of grpclib is copied.
 """
 
@@ -22,16 +26,30 @@ from typing import Any
 from grpclib.client import Channel, Handler
 from grpclib.protocol import H2Protocol
 
-__all__ = ["BatchedWrites", "BatchingChannel"]
+__all__ = ["BatchedWrites", "BatchingChannel", "ends_a_stream"]
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # a client's first bytes, before its first frame
+_DATA, _HEADERS, _END_STREAM = 0x0, 0x1, 0x1  # RFC 9113, sections 6.1 and 6.2
+_FRAME_HEADER = 9
+
+
+def ends_a_stream(chunk: bytes) -> bool:
+    """Whether the HTTP/2 frames in ``chunk`` (whole frames, as h2 hands them out) include one that ends a stream."""
+    offset = len(_PREFACE) if chunk.startswith(_PREFACE) else 0
+    while offset + _FRAME_HEADER <= len(chunk):
+        if chunk[offset + 3] in (_DATA, _HEADERS) and chunk[offset + 4] & _END_STREAM:
+            return True
+        offset += _FRAME_HEADER + int.from_bytes(chunk[offset : offset + 3], "big")
+    return False
 
 
 class BatchedWrites(asyncio.Transport):
-    """``transport`` with the writes of one event-loop step joined into one ``write``.
+    """``transport`` with the writes up to the end of a stream, or of the event loop's step, joined into one.
 
     Everything but ``write``, ``writelines``, ``close`` and ``abort`` is the
-    wrapped transport's own. Pending bytes go out at the end of the step, on
-    ``close`` (before the transport closes, as asyncio flushes its buffer),
-    and never after ``abort``.
+    wrapped transport's own. Pending bytes go out with the frame that ends a
+    stream, at the end of the step, on ``close`` (before the transport
+    closes, as asyncio flushes its buffer), and never after ``abort``.
     """
 
     def __init__(self, transport: asyncio.Transport) -> None:
@@ -43,9 +61,12 @@ class BatchedWrites(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._pending:
+        chunk = bytes(data)
+        self._pending.append(chunk)
+        if ends_a_stream(chunk):
+            self._flush()
+        elif len(self._pending) == 1:
             self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:

@@ -1,4 +1,4 @@
-"""The frames of one event-loop step leave as one socket write, unchanged and in order (``backends/batched_writes``).
+"""A request's or a response's frames leave as one socket write, unchanged and in order (``backends/batched_writes``).
 
 Checked on real loopback sockets: the transport wrapper alone, then a unary call through
 ``BackendServer`` and ``CloudBackend``, whose response (headers, message, trailers) and request
@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hyperframe.frame import DataFrame, HeadersFrame, SettingsFrame
 
 from stigmer_backend.backends import batched_writes
-from stigmer_backend.backends.batched_writes import BatchedWrites
+from stigmer_backend.backends.batched_writes import BatchedWrites, ends_a_stream
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -73,6 +74,32 @@ async def test_writes_of_one_step_reach_the_transport_as_one(
     batched.write(b"next step")
     assert await reader.readexactly(len(b"next step")) == b"next step"
     assert written == [b"headers message trailers", b"next step"]
+
+
+async def test_the_frame_that_ends_a_stream_sends_what_is_pending_at_once(
+    connected: tuple[BatchedWrites, list[bytes], asyncio.StreamReader],
+) -> None:
+    batched, written, reader = connected
+    headers = HeadersFrame(1, data=b"\x88", flags=["END_HEADERS"]).serialize()
+    message = DataFrame(1, data=b"\x00\x00\x00\x00\x02hi").serialize()
+    trailers = HeadersFrame(1, data=b"\x88", flags=["END_HEADERS", "END_STREAM"]).serialize()
+    batched.write(headers)
+    batched.write(message)
+    assert written == []
+    batched.write(trailers)
+    assert written == [headers + message + trailers]  # within the step, not at its end
+    assert await reader.readexactly(len(written[0])) == written[0]
+
+
+def test_which_frames_end_a_stream() -> None:
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    settings = SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: 1 << 22}).serialize()
+    request = HeadersFrame(1, data=b"\x83\x86", flags=["END_HEADERS"]).serialize()
+    assert not ends_a_stream(preface + settings)
+    assert not ends_a_stream(settings + request + DataFrame(1, data=b"x").serialize())
+    assert ends_a_stream(request + DataFrame(1, data=b"x", flags=["END_STREAM"]).serialize())
+    assert ends_a_stream(HeadersFrame(3, data=b"\x88", flags=["END_HEADERS", "END_STREAM"]).serialize())
+    assert ends_a_stream(preface + settings + request + DataFrame(1, flags=["END_STREAM"]).serialize())
 
 
 async def test_close_sends_what_is_pending(
