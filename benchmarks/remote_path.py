@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/remote_path.py              # full run (~3 min on a busy 2-core box)
     .venv/bin/python benchmarks/remote_path.py --quick      # smaller, for a smoke run
-    .venv/bin/python benchmarks/remote_path.py --profile    # where a lifecycle's time goes (cProfile)
+    .venv/bin/python benchmarks/remote_path.py --profile    # where a lifecycle's and a list's time go (cProfile)
 
 ``measure(quick=...) -> dict`` is the same measurement as a function (``benchmarks/run`` imports it).
 
@@ -25,6 +25,10 @@ machine moves both sides of a round together, not the ratio.
 The bare calls use the codec the server and CloudBackend use (``stigmer_backend.backends.codec``), so the
 ratios measure what the server and adapter add, not a codec difference; the lifecycle is also run
 bare with grpclib's default codec (betterproto2 writing the bytes) to show what the codec saves.
+The bare server and channel are otherwise grpclib as it ships, writing each HTTP/2 frame to the
+socket as it comes; ``stigmer server`` and CloudBackend send the frames of one event-loop step in
+one write (``stigmer_backend.backends.batched_writes``). The lifecycle is run bare with those batched
+writes too, so what the transport saves and what the server adds can be read apart.
 
 Not a test: nothing here asserts; it measures and prints.
 """
@@ -47,6 +51,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from stigmer_backend.backends.batched_writes import BatchedWrites, BatchingChannel
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.codec import ContractCodec
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -132,15 +137,27 @@ class ConstantBackend(pb.BackendServiceBase):
         return self._updates[message.expected_version]
 
 
-async def bare_server(responses_file: str, default_codec: bool) -> None:
+async def bare_server(responses_file: str, default_codec: bool, batched: bool) -> None:
     import signal
 
+    from grpclib.protocol import H2Protocol
     from grpclib.server import Server
+
+    class BatchingServer(Server):
+        """grpclib's server with the transport stigmer server gives grpclib (``BatchedWrites``)."""
+
+        def _protocol_factory(self) -> H2Protocol:
+            protocol = super()._protocol_factory()
+            made = protocol.connection_made
+            protocol.connection_made = lambda transport: made(BatchedWrites(transport))  # type: ignore[method-assign]
+            return protocol
 
     from stigmer_backend.server.startup import listening_socket
 
     responses = {name: bytes.fromhex(value) for name, value in json.loads(Path(responses_file).read_text()).items()}
-    server = Server([ConstantBackend(responses)], codec=None if default_codec else ContractCodec())
+    server = (BatchingServer if batched else Server)(
+        [ConstantBackend(responses)], codec=None if default_codec else ContractCodec()
+    )
     sock = listening_socket("127.0.0.1", 0)  # the same socket setup as stigmer server (TCP_NODELAY)
     await server.start(sock=sock)
     print(f"{LISTENING_PREFIX}127.0.0.1:{sock.getsockname()[1]}", flush=True)
@@ -155,19 +172,23 @@ async def bare_server(responses_file: str, default_codec: bool) -> None:
 class BareServer:
     """A bare grpclib server subprocess and a generated stub on a channel to it."""
 
-    def __init__(self, responses_file: Path, token: str, *, default_codec: bool) -> None:
+    def __init__(self, responses_file: Path, token: str, *, default_codec: bool, batched: bool = False) -> None:
         from grpclib.client import Channel
 
         command = [sys.executable, __file__, "--bare-server", str(responses_file)]
         self.process = subprocess.Popen(
-            command + (["--default-codec"] if default_codec else []), stdout=subprocess.PIPE, text=True
+            command + (["--default-codec"] if default_codec else []) + (["--batched"] if batched else []),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.process.stdout.readline().strip()
         if not line.startswith(LISTENING_PREFIX):
             self.close()
             raise RuntimeError(f"the bare server did not start: {line!r}")
         host, _, port = line[len(LISTENING_PREFIX) :].rpartition(":")
-        self.channel = Channel(host, int(port), codec=None if default_codec else ContractCodec())
+        self.channel = (BatchingChannel if batched else Channel)(
+            host, int(port), codec=None if default_codec else ContractCodec()
+        )
         # The same header CloudBackend sends (the bare server does not check it) and the same deadline.
         self.stub = pb.BackendServiceStub(self.channel, metadata=[("authorization", f"Bearer {token}")], timeout=30.0)
 
@@ -304,7 +325,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         server = ServerProcess.start(["--db", str(database), "--token-file", str(token_file)], env=env)
         remote = CloudBackend(server.endpoint, token=token)
         local = SqliteBackend(database)
-        bare = bare_default = None
+        bare = bare_default = bare_batched = None
         try:
             created, claimed, renewed, succeeded = await _fill(remote, 60)
             get_request = pb.GetExecutionRequest(execution_id=succeeded.execution.id)
@@ -324,6 +345,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             responses_file.write_text(json.dumps({name: data.hex() for name, data in wire.items()}))
             bare = BareServer(responses_file, token, default_codec=False)
             bare_default = BareServer(responses_file, token, default_codec=True)
+            bare_batched = BareServer(responses_file, token, default_codec=False, batched=True)
             # The bare lifecycle's requests have the sizes of the remote ones (ids of the same length).
             bare_execution = created.execution.id
 
@@ -360,6 +382,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
                     "remote": (remote_lifecycle, server.pid),
                     "bare": (lambda: bare.lifecycle(bare_execution), bare.process.pid),
                     "bare_default_codec": (lambda: bare_default.lifecycle(bare_execution), bare_default.process.pid),
+                    "bare_batched": (lambda: bare_batched.lifecycle(bare_execution), bare_batched.process.pid),
                 }
                 for call, _ in sides.values():
                     await timed(call, 2 * concurrency, concurrency, None)
@@ -387,7 +410,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         finally:
             await remote.aclose()
             await local.aclose()
-            for side in (bare, bare_default):
+            for side in (bare, bare_default, bare_batched):
                 if side is not None:
                     side.close()
             server.close()
@@ -434,9 +457,11 @@ def report(figures: dict[str, Any]) -> str:
         lines += [
             f"  {concurrency:>2} in flight, lifecycles/s: remote {_s(rates['remote'], ',.0f')}"
             f"  bare {_s(rates['bare'], ',.0f')}"
-            f"  bare with betterproto2 codec {_s(rates['bare_default_codec'], ',.0f')}",
+            f"  bare with betterproto2 codec {_s(rates['bare_default_codec'], ',.0f')}"
+            f"  bare with batched writes {_s(rates['bare_batched'], ',.0f')}",
             f"  {'':>2}   CPU ms per lifecycle: remote {_s(cpu['remote'], '.2f')}  bare {_s(cpu['bare'], '.2f')}"
-            f"  bare with betterproto2 codec {_s(cpu['bare_default_codec'], '.2f')}",
+            f"  bare with betterproto2 codec {_s(cpu['bare_default_codec'], '.2f')}"
+            f"  bare with batched writes {_s(cpu['bare_batched'], '.2f')}",
             f"  lifecycle {concurrency:>2} remote/bare rate {_s(ratio, '.3f')}  goal >= {LIFECYCLE_GOAL:.2f} {verdict};"
             f"  CPU remote/bare {_s(cpu['ratios']['bare'], '.2f')}",
         ]
@@ -460,8 +485,8 @@ def report(figures: dict[str, Any]) -> str:
 # -- profiling ------------------------------------------------------------------------------------
 
 
-async def _profiled_lifecycles(count: int) -> Any:
-    """``count`` lifecycles with client and server in this process, under cProfile."""
+async def _profiled(scenario: str, count: int) -> Any:
+    """``count`` lifecycles or list-50 calls (``scenario``) with client and server in this process, under cProfile."""
     import cProfile
 
     from stigmer_backend.backends.sqlite import SqliteBackend
@@ -475,11 +500,15 @@ async def _profiled_lifecycles(count: int) -> Any:
         await server.start(listening_socket("127.0.0.1", 0))
         remote = CloudBackend(f"127.0.0.1:{server.address[1]}", token=token)
         try:
-            await _fill(remote, 20)
+            await _fill(remote, 60 if scenario == "list" else 20)
+            list_request = pb.ListExecutionsRequest(page_size=50)
             profile = cProfile.Profile()
             profile.enable()
             for number in range(count):
-                await run_lifecycle(remote, f"profiled-{number:05d}")
+                if scenario == "list":
+                    await remote.list_executions(list_request)
+                else:
+                    await run_lifecycle(remote, f"profiled-{number:05d}")
             profile.disable()
         finally:
             await remote.aclose()
@@ -489,10 +518,14 @@ async def _profiled_lifecycles(count: int) -> Any:
 
 
 _AREAS = (
-    ("codec (stigmer_backend.backends.codec, upb)", ("/backends/codec/", "google/protobuf", "google._upb")),
+    (
+        "codec (stigmer_backend.backends.codec, upb)",
+        ("/backends/codec/", "<stigmer_backend.backends.codec ", "google/protobuf", "google._upb"),
+    ),
     ("SQLite backend and contract rules", ("/backends/sqlite/", "/backends/rules/", "sqlite3", "sqlite_utils")),
     ("betterproto2 (message init, defaults)", ("betterproto2", "/gen/")),
     ("CloudBackend adapter", ("/backends/cloud/",)),
+    ("write batching (backends/batched_writes)", ("/backends/batched_writes",)),
     ("server gate and handlers", ("/server/",)),
     ("grpclib", ("grpclib",)),
     ("h2 / hpack / hyperframe (HTTP/2)", ("/h2/", "/hpack/", "/hyperframe/")),
@@ -506,14 +539,17 @@ def _area(function: tuple[str, int, str]) -> str:
     return next((area for area, marks in _AREAS if any(mark in where for mark in marks)), "other")
 
 
-def profile_report(count: int = 300) -> str:
-    """Where ``count`` lifecycles (client and server in one process) spend their time.
+_NOT_OURS = ("grpclib", "h2 / hpack / hyperframe (HTTP/2)", "asyncio event loop and sockets")
+
+
+def profile_report(count: int = 300, scenario: str = "lifecycle") -> str:
+    """Where ``count`` lifecycles or list-50 calls (client and server in one process) spend their time.
 
     Time spent in the standard library or a builtin is counted for the area that called it.
     """
     import pstats
 
-    profile = asyncio.run(_profiled_lifecycles(count))
+    profile = asyncio.run(_profiled(scenario, count))
     stats = pstats.Stats(profile).stats  # function -> (calls, primitive calls, own time, cumulative, callers)
     total = sum(row[2] for row in stats.values())
     by_area = dict.fromkeys([area for area, _ in _AREAS] + ["other"], 0.0)
@@ -525,8 +561,11 @@ def profile_report(count: int = 300) -> str:
         called_total = sum(row[2] for row in callers.values()) or 1.0
         for caller, row in callers.items():
             by_area[_area(caller)] += own * row[2] / called_total
-    lines = [f"{count} lifecycles, client and server in one process: {total:.2f} s of profiled time (own time)"]
+    what = "lifecycles" if scenario == "lifecycle" else "ListExecutions calls (page of 50)"
+    lines = [f"{count} {what}, client and server in one process: {total:.2f} s of profiled time (own time)"]
     lines += [f"  {share / total:6.1%}  {area}" for area, share in sorted(by_area.items(), key=lambda kv: -kv[1])]
+    not_ours = sum(by_area[area] for area in _NOT_OURS)
+    lines.append(f"  {not_ours / total:6.1%}  of it not ours: {', '.join(_NOT_OURS)}")
     lines += ["", "top functions by own time:"]
     top = sorted(stats.items(), key=lambda item: -item[1][2])[:15]
     for (filename, line, name), row in top:
@@ -539,15 +578,18 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds (a smoke run)")
     parser.add_argument("--rounds", type=int, help="rounds per measurement (default 9, 3 with --quick)")
-    parser.add_argument("--profile", action="store_true", help="profile lifecycles instead of measuring")
+    parser.add_argument("--profile", action="store_true", help="profile lifecycles and lists instead of measuring")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--bare-server", metavar="RESPONSES_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--default-codec", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batched", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.bare_server:
-        asyncio.run(bare_server(arguments.bare_server, arguments.default_codec))
+        asyncio.run(bare_server(arguments.bare_server, arguments.default_codec, arguments.batched))
     elif arguments.profile:
-        print(profile_report(100 if arguments.quick else 300))
+        print(profile_report(100 if arguments.quick else 300, "lifecycle"))
+        print()
+        print(profile_report(100 if arguments.quick else 300, "list"))
     else:
         result = measure(arguments.quick, arguments.rounds)
         print(json.dumps(result, indent=2) if arguments.json else report(result))

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpclib.config import Configuration
-from grpclib.server import Server
+from grpclib.protocol import H2Protocol
+from grpclib.server import Handler, Server
+
+from stigmer_backend.backends.batched_writes import BatchedWrites
 
 from .rate_limited_log import RateLimitedWarnings
 
@@ -63,7 +66,7 @@ DEFAULT_LIMITS = ConnectionLimits()
 class _Guarded(asyncio.Protocol):
     """grpclib's ``H2Protocol`` for one connection, with the guard told of what happens on it."""
 
-    def __init__(self, inner: Any, guard: _Guard) -> None:
+    def __init__(self, inner: H2Protocol, guard: _Guard) -> None:
         self._inner = inner
         self._guard = guard
         self.transport: asyncio.Transport | None = None
@@ -71,13 +74,14 @@ class _Guarded(asyncio.Protocol):
         self.spoke = False
         self._started = False
 
-    def connection_made(self, transport: Any) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # what a stream server's loop.create_server gives
         self.transport = transport
         if not self._guard.admit(self):
             transport.abort()
             return
         self._started = True
-        self._inner.connection_made(transport)
+        self._inner.connection_made(BatchedWrites(transport))  # a response's frames in one socket write
 
     def data_received(self, data: bytes) -> None:
         self.spoke = True
@@ -106,7 +110,11 @@ class _Guarded(asyncio.Protocol):
     @property
     def busy(self) -> bool:
         """A call is running on this connection (grpclib's handler keeps one task per stream)."""
-        return self._started and any(not task.done() for task in self._inner.handler._tasks.values())
+        if not self._started:
+            return False
+        handler = self._inner.handler
+        assert isinstance(handler, Handler)  # the protocol Server._protocol_factory makes serves with one
+        return any(not task.done() for task in handler._tasks.values())
 
     def close(self) -> None:
         if self.transport is not None:

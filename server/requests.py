@@ -140,8 +140,9 @@ def check_wire(cls: Any, body: bytes) -> None:
     while pending:
         message = pending.pop()
         descriptor: Descriptor = message.DESCRIPTOR
-        for unknown in UnknownFieldSet(message):
-            field = descriptor.fields_by_number.get(unknown.field_number)
+        unknown_fields = UnknownFieldSet(message)
+        for index in range(len(unknown_fields)):
+            field = descriptor.fields_by_number.get(unknown_fields[index].field_number)
             if field is not None:
                 raise Malformed(f"field {field.name} arrived with the wrong wire type")
         _check_range(descriptor.full_name, message)

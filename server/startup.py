@@ -36,7 +36,7 @@ class StartupError(Exception):
     """The server cannot start; the message is one line for the operator."""
 
 
-def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
+def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int]]:
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
@@ -44,6 +44,8 @@ def _resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple]:
     except socket.gaierror as error:
         raise StartupError(f"cannot listen on {host}: unknown host ({error.strerror})") from None
     family, _, _, _, address = infos[0]
+    if not isinstance(address[0], str):  # (int, bytes): an IPv6 build without address support
+        raise StartupError(f"cannot listen on {host}: it resolves to no IP address")
     return family, address
 
 
@@ -60,7 +62,9 @@ def is_loopback(host: str) -> bool:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except socket.gaierror:
         return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+    return bool(infos) and all(
+        isinstance(info[4][0], str) and ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos
+    )
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stigmer_backend"
-SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "private_files"}
+SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "batched_writes", "private_files"}
 """The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
 CALLERS = {"cli", "server", "runner", "conformance", "fullstack"}
 

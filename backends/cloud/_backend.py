@@ -16,9 +16,9 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
 
+import betterproto2
 from grpclib import GRPCError
 from grpclib.client import Channel
 from grpclib.const import Status
@@ -27,6 +27,7 @@ from grpclib.metadata import Deadline
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ..base import Backend
+from ..batched_writes import BatchingChannel
 from ..codec import ContractCodec
 from ..wire import authorization, client_ssl_context, format_endpoint, is_header_safe, parse_endpoint
 from .retries import RetryPolicy, is_retry_safe, is_transient
@@ -48,21 +49,27 @@ RPC_NAMES: tuple[str, ...] = tuple(
 """Every RPC of the generated service base, as Python method names, in proto order."""
 
 
-def _forwarding(name: str) -> Any:
+def _forwarding(name: str) -> Callable[..., object]:
     """The method ``name`` of ``CloudBackend``: the base's signature and docstring, the call sent over the wire."""
     base = getattr(pb.BackendServiceBase, name)
+    rpc: Callable[..., object]
     if inspect.isasyncgenfunction(base):
 
-        async def rpc(self: CloudBackend, message):
+        async def stream_rpc(
+            self: CloudBackend, message: betterproto2.Message
+        ) -> AsyncGenerator[betterproto2.Message, None]:
             # Closed explicitly, so a caller that stops early cancels the call now, not at garbage collection.
             async with contextlib.aclosing(self._stream(name, message)) as responses:
                 async for response in responses:
                     yield response
 
+        rpc = stream_rpc
     else:
 
-        async def rpc(self: CloudBackend, message):
+        async def unary_rpc(self: CloudBackend, message: betterproto2.Message) -> betterproto2.Message:
             return await self._unary(name, message)
+
+        rpc = unary_rpc
 
     functools.update_wrapper(rpc, base)
     rpc.__qualname__ = f"CloudBackend.{name}"
@@ -124,7 +131,7 @@ class CloudBackend(Backend):
         self._stub_instance: pb.BackendServiceStub | None = None
         # Streams on connections of their own, so open watches never hold up unary calls.
         self._watch_channels = WatchChannels(
-            lambda: Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
+            lambda: BatchingChannel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
         )
         self._closed = False
 
@@ -147,7 +154,7 @@ class CloudBackend(Backend):
         if self._stub_instance is None:
             # Made on first use, inside the running loop that grpclib binds the channel to.
             # upb writes and parses the bytes (``codec``); callers still get betterproto2 messages.
-            self._channel = Channel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
+            self._channel = BatchingChannel(self._host, self._port, ssl=self._ssl, codec=ContractCodec())
             self._stub_instance = pb.BackendServiceStub(self._channel)
         return self._stub_instance
 
@@ -173,13 +180,14 @@ class CloudBackend(Backend):
         log.info("%s to %s failed (%s); attempt %d in %.2fs", rpc, self.endpoint, error.message, attempt + 1, wait)
         return wait
 
-    async def _unary(self, rpc: str, message: Any) -> Any:
+    async def _unary(self, rpc: str, message: betterproto2.Message) -> betterproto2.Message:
         method = getattr(self._stub, rpc)
         deadline = Deadline.from_timeout(self._timeout) if self._timeout is not None else None
         attempt = 1
         while True:
             try:
-                return await method(message, deadline=deadline, metadata=self._metadata)
+                response: betterproto2.Message = await method(message, deadline=deadline, metadata=self._metadata)
+                return response
             except Exception as raised:
                 error = self._reported(raised, rpc)
                 wait = self._next_wait(rpc, error, attempt, deadline)
@@ -188,7 +196,7 @@ class CloudBackend(Backend):
             await asyncio.sleep(wait)
             attempt += 1
 
-    async def _stream(self, rpc: str, message: Any) -> AsyncIterator[Any]:
+    async def _stream(self, rpc: str, message: betterproto2.Message) -> AsyncGenerator[betterproto2.Message, None]:
         """A server stream, retried only until its first message.
 
         Once messages have been delivered a repeat would deliver them again,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 from ..home import stigmer_home
 from ..keychain import KeychainUnavailable, open_keychain
@@ -47,8 +48,9 @@ def save_token(endpoint: str, token: str) -> str:
 def load_token(endpoint: str) -> str | None:
     """The token saved for ``endpoint``, or ``None`` if there is none (or the keychain cannot be read)."""
     saved = _read_file()
-    if saved is not None and saved.get("endpoint") == endpoint and isinstance(saved.get("token"), str):
-        return saved["token"]
+    token = saved.get("token") if saved is not None and saved.get("endpoint") == endpoint else None
+    if isinstance(token, str):
+        return token
     try:
         return open_keychain().get(_account(endpoint))
     except KeychainUnavailable:
@@ -69,7 +71,8 @@ def delete_token(endpoint: str) -> list[str]:
     return removed
 
 
-def _read_file() -> dict | None:
+def _read_file() -> dict[str, Any] | None:
+    """The token file's JSON object (as ``_write_file`` writes it; read back, any JSON), or ``None``."""
     text = read_private(token_file_path(), "the token file", secret=True)  # refuses a file others control
     if text is None:
         return None

@@ -43,7 +43,7 @@ def transport_error(error: Exception, endpoint: str, rpc: str) -> GRPCError | No
             f"{endpoint} unreachable: its TLS certificate is not trusted ({reason}); give the CA that signed it",
         )
     elif isinstance(error, ssl.SSLError):
-        reason = error.reason or error
+        reason = error.reason or str(error)
         translated = GRPCError(Status.UNAVAILABLE, f"{endpoint} unreachable: TLS failed ({reason}); does it use TLS?")
     elif isinstance(error, OSError | StreamTerminatedError | ProtocolError | h2.exceptions.H2Error | EOFError):
         translated = GRPCError(Status.UNAVAILABLE, f"{endpoint} unreachable: {_describe(error)}")

@@ -12,12 +12,18 @@ services use Google's classes) go through grpclib's ``ProtoCodec`` as before.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
 
 import betterproto2
 from grpclib.encoding.proto import ProtoCodec
 
 from .convert import from_google, google_class, to_google
+
+if TYPE_CHECKING:
+    from grpclib._typing import IProtoMessage
+
+# What grpclib hands a codec: the contract's betterproto2 messages, or Google's (health, reflection).
+AnyMessage: TypeAlias = "betterproto2.Message | IProtoMessage"
 
 __all__ = ["ContractCodec"]
 
@@ -25,14 +31,17 @@ __all__ = ["ContractCodec"]
 class ContractCodec(ProtoCodec):
     """Encodes and decodes betterproto2 messages with upb; other messages as ``ProtoCodec`` does."""
 
-    def encode(self, message: Any, message_type: type) -> bytes:
-        if not isinstance(message, betterproto2.Message):
-            return super().encode(message, message_type)
+    def encode(self, message: AnyMessage, message_type: type[AnyMessage]) -> bytes:
+        if isinstance(message, betterproto2.Message) != issubclass(message_type, betterproto2.Message):
+            # One of ours for one of Google's, or the reverse: what grpclib's ProtoCodec says of any mismatch.
+            raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
+        if not isinstance(message, betterproto2.Message) or not issubclass(message_type, betterproto2.Message):
+            return super().encode(message, message_type)  # Google's classes
         if not isinstance(message, message_type):
             raise TypeError(f"Message must be of type {message_type!r}, not {type(message)!r}")
         return to_google(message).SerializeToString(deterministic=True)
 
-    def decode(self, data: bytes, message_type: type) -> Any:
+    def decode(self, data: bytes, message_type: type[AnyMessage]) -> AnyMessage:
         if not issubclass(message_type, betterproto2.Message):
             return super().decode(data, message_type)
         parsed = google_class(message_type).FromString(data)

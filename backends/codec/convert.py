@@ -20,60 +20,78 @@ passed to the betterproto2 class. Bytes with unknown fields never get here:
 from __future__ import annotations
 
 import datetime
+import enum
 import keyword
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import betterproto2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message as GoogleMessage
+
+from stigmer_backend.gen.google.protobuf import Duration
 
 __all__ = ["from_google", "google_class", "to_google"]
 
 # The upb constructor takes a dict for these as a JSON value, not as their fields.
 _JSON_SHAPED = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 
-Encode = Callable[[Any], Any]
-Decode = Callable[[Any], Any]
+MessageClass: TypeAlias = type[betterproto2.Message]
+# A converter takes a field's value (or a whole message) on one side and returns it for the other:
+# any field type of the contract, hence ``Any``.
+Encode: TypeAlias = Callable[[Any], Any]
+Decode: TypeAlias = Callable[[Any], Any]
 
-_encoders: dict[type, Callable[[Any], Any]] = {}
-_decoders: dict[type, Callable[[Any], Any]] = {}
-_google_classes: dict[type, type] = {}
+_encoders: dict[MessageClass, Encode] = {}
+_decoders: dict[MessageClass, Decode] = {}
+_google_classes: dict[MessageClass, type[GoogleMessage]] = {}
 
 
-def google_class(cls: type[betterproto2.Message]) -> type:
+def _descriptor(cls: MessageClass) -> Descriptor:
+    """The generated class's ``DESCRIPTOR``, which betterproto2's base class does not declare."""
+    descriptor = getattr(cls, "DESCRIPTOR", None)
+    if not isinstance(descriptor, Descriptor):
+        raise TypeError(f"{cls.__qualname__} is not a generated message class: it has no DESCRIPTOR")
+    return descriptor
+
+
+def google_class(cls: MessageClass) -> type[GoogleMessage]:
     """The upb message class for the betterproto2 class ``cls`` (same descriptor)."""
     google = _google_classes.get(cls)
     if google is None:
-        google = _google_classes[cls] = message_factory.GetMessageClass(cls.DESCRIPTOR)
+        google = _google_classes[cls] = message_factory.GetMessageClass(_descriptor(cls))
     return google
 
 
-def to_google(message: betterproto2.Message) -> Any:
+def to_google(message: betterproto2.Message) -> GoogleMessage:
     """``message`` as a upb message with the same fields (and unknown fields)."""
     cls = type(message)
     arguments = _encoder(cls)(message)
     if isinstance(arguments, dict):
         return google_class(cls)(**arguments)
+    assert isinstance(arguments, GoogleMessage)  # built whole: a JSON-shaped type or unknown fields (_build_encoder)
     return arguments
 
 
-def from_google(google: Any, cls: type[betterproto2.Message]) -> betterproto2.Message:
+def from_google(google: GoogleMessage, cls: MessageClass) -> betterproto2.Message:
     """The upb message ``google`` as an instance of the betterproto2 class ``cls``."""
-    return _decoder(cls)(google)
+    message = _decoder(cls)(google)
+    assert isinstance(message, cls)  # what _build_decoder's function returns: cls(...)
+    return message
 
 
 # -- betterproto2 -> upb --------------------------------------------------------------------------
 
 
-def _encoder(cls: type) -> Encode:
+def _encoder(cls: MessageClass) -> Encode:
     encoder = _encoders.get(cls)
     if encoder is None:
         encoder = _encoders[cls] = _built(_encoders, cls, _build_encoder)
     return encoder
 
 
-def _built(table: dict[type, Callable[[Any], Any]], cls: type, build: Callable[[type], Callable[[Any], Any]]):
+def _built(table: dict[MessageClass, Encode], cls: MessageClass, build: Callable[[MessageClass], Encode]) -> Encode:
     """``build(cls)``, with a forwarder in ``table`` meanwhile: a message that contains itself
     (Struct -> Value -> Struct) calls its converter before it is built."""
     table[cls] = lambda message: table[cls](message)
@@ -84,7 +102,7 @@ def _built(table: dict[type, Callable[[Any], Any]], cls: type, build: Callable[[
         raise
 
 
-def _build_encoder(cls: type) -> Encode:
+def _build_encoder(cls: MessageClass) -> Encode:
     google = google_class(cls)
     lines = ["def encode(message):", "    arguments = {}"]
     namespace: dict[str, Any] = {"google": google}
@@ -107,7 +125,7 @@ def _build_encoder(cls: type) -> Encode:
             lines.append("    if value:")
         lines.append(f"        arguments[{field.name!r}] = {value}")
     lines += ["    unknown = message._unknown_fields"]
-    if cls.DESCRIPTOR.full_name in _JSON_SHAPED:
+    if _descriptor(cls).full_name in _JSON_SHAPED:
         lines += ["    built = google(**arguments)"]
     else:
         lines += ["    if not unknown:", "        return arguments", "    built = google(**arguments)"]
@@ -115,52 +133,68 @@ def _build_encoder(cls: type) -> Encode:
     return _compiled(cls, "encode", lines, namespace)
 
 
-def _has_presence(field: FieldDescriptor, field_meta: Any) -> bool:
+def _has_presence(field: FieldDescriptor, field_meta: betterproto2.FieldMetadata) -> bool:
     if field_meta.repeated or field_meta.map_meta is not None:
         return False
     return bool(field_meta.optional or field_meta.group is not None or field.message_type is not None)
 
 
-def _compiled(cls: type, name: str, lines: list[str], namespace: dict[str, Any]) -> Callable[[Any], Any]:
+def _compiled(cls: MessageClass, name: str, lines: list[str], namespace: dict[str, Any]) -> Encode:
     """The function ``name`` written in ``lines``: one straight line of code per field, no loop
     over field tables at run time (the technique ``dataclasses`` uses for ``__init__``)."""
     source = "\n".join(lines)
     exec(compile(source, f"<stigmer_backend.backends.codec {name} {cls.__qualname__}>", "exec"), namespace)
-    return namespace[name]
+    function: Encode = namespace[name]
+    return function
 
 
-def _single_encoder(value_class: type, field_meta: Any, field: FieldDescriptor) -> Encode | None:
+def _single_encoder(value_class: type, field_meta: betterproto2.FieldMetadata, field: FieldDescriptor) -> Encode | None:
     if field.message_type is None:
         return None  # scalars and enums (IntEnum) go to upb as they are
-    wrapper = field_meta.unwrap() if field_meta.unwrap is not None else None
-    if wrapper is None:
-        return _encoder(value_class)
+    if field_meta.unwrap is None:
+        return _encoder(_message_class(value_class))
     if field.message_type.full_name == "google.protobuf.Timestamp":
         return _timestamp_arguments
-    # betterproto2's own conversion of the Python value, with a dict in place of its message.
     if field.message_type.full_name == "google.protobuf.Duration":
-        from_timedelta = wrapper.from_timedelta.__func__
-        return lambda value: from_timedelta(_seconds_nanos, value)
+        return _duration_arguments
+    wrapper = _message_class(field_meta.unwrap())
     wrapped_encoder = _encoder(wrapper)
-    return lambda value: wrapped_encoder(wrapper.from_wrapped(value))
+    from_wrapped = _method(wrapper, "from_wrapped")  # betterproto2's own conversion of the Python value
+    return lambda value: wrapped_encoder(from_wrapped(value))
 
 
-def _seconds_nanos(seconds: int, nanos: int) -> dict[str, int]:
-    return {"seconds": seconds, "nanos": nanos}
+def _message_class(cls: type) -> MessageClass:
+    if not issubclass(cls, betterproto2.Message):
+        raise TypeError(f"{cls.__qualname__} is not a betterproto2 message class")
+    return cls
+
+
+def _method(cls: type, name: str) -> Callable[..., Any]:
+    """``cls``'s method ``name``, which betterproto2's wrapper classes have but do not declare on a common base."""
+    method: Callable[..., Any] = getattr(cls, name)
+    if not callable(method):
+        raise TypeError(f"{cls.__qualname__}.{name} is not callable")
+    return method
+
+
+def _duration_arguments(value: datetime.timedelta) -> dict[str, int]:
+    duration = Duration.from_timedelta(value)  # betterproto2's own arithmetic
+    return {"seconds": duration.seconds, "nanos": duration.nanos}
 
 
 # Timestamps are most of an execution's fields: converted here with betterproto2's arithmetic
 # (``Timestamp.from_datetime`` / ``to_datetime``: whole microseconds counted from the epoch) in
 # fewer steps; the encoding tests hold the two to the same results.
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_MICROSECOND = datetime.timedelta(microseconds=1)
 
 
 def _timestamp_arguments(value: datetime.datetime) -> dict[str, int]:
     if value.tzinfo is None:
         raise ValueError("datetime must be timezone aware")
-    seconds, microseconds = divmod((value - _EPOCH) // _MICROSECOND, 1_000_000)
-    return {"seconds": seconds, "nanos": microseconds * 1000}
+    # A timedelta is normalised to days, seconds in [0, 86400) and microseconds in [0, 10**6): the
+    # floor division of whole microseconds by 10**6, without building that integer.
+    since = value - _EPOCH
+    return {"seconds": since.days * 86_400 + since.seconds, "nanos": since.microseconds * 1000}
 
 
 def _timestamp_value(google: Any) -> datetime.datetime:
@@ -178,14 +212,14 @@ def _each_item(convert: Encode) -> Encode:
 # -- upb -> betterproto2 --------------------------------------------------------------------------
 
 
-def _decoder(cls: type) -> Decode:
+def _decoder(cls: MessageClass) -> Decode:
     decoder = _decoders.get(cls)
     if decoder is None:
         decoder = _decoders[cls] = _built(_decoders, cls, _build_decoder)
     return decoder
 
 
-def _build_decoder(cls: type) -> Decode:
+def _build_decoder(cls: MessageClass) -> Decode:
     lines = ["def decode(google):", "    return cls("]
     namespace: dict[str, Any] = {"cls": cls}
     for number, (attribute, field, field_meta, value_field, value_meta, value_class) in enumerate(_fields(cls)):
@@ -206,34 +240,39 @@ def _build_decoder(cls: type) -> Decode:
     return _compiled(cls, "decode", lines, namespace)
 
 
-def _single_decoder(value_class: type, field_meta: Any, field: FieldDescriptor) -> Decode | None:
+def _single_decoder(value_class: type, field_meta: betterproto2.FieldMetadata, field: FieldDescriptor) -> Decode | None:
     if field.enum_type is not None:
-        members = {member.value: member for member in value_class}
+        if not issubclass(value_class, enum.Enum):
+            raise TypeError(f"{value_class.__qualname__} is not an enum class")
+        enum_class = value_class
+        members = {member.value: member for member in enum_class}
         # The enum's own call for values it does not know: it keeps them, as betterproto2's parser does.
-        return lambda number: members[number] if number in members else value_class(number)
+        return lambda number: members[number] if number in members else enum_class(number)
     if field.message_type is None:
         return None
-    wrapper = field_meta.unwrap() if field_meta.unwrap is not None else None
-    if wrapper is None:
-        return _decoder(value_class)
+    if field_meta.unwrap is None:
+        return _decoder(_message_class(value_class))
     if field.message_type.full_name == "google.protobuf.Timestamp":
         return _timestamp_value
     # betterproto2's own conversion, reading seconds and nanos from the upb message.
     if field.message_type.full_name == "google.protobuf.Duration":
-        return wrapper.to_timedelta
-    wrapped_decoder = _decoder(wrapper)
+        return Duration.to_timedelta
+    wrapped_decoder = _decoder(_message_class(field_meta.unwrap()))
     return lambda google: wrapped_decoder(google).to_wrapped()
 
 
-def _fields(cls: type) -> list[tuple[str, FieldDescriptor, Any, FieldDescriptor, Any, type]]:
+def _fields(
+    cls: MessageClass,
+) -> list[tuple[str, FieldDescriptor, betterproto2.FieldMetadata, FieldDescriptor, betterproto2.FieldMetadata, type]]:
     """Each field of ``cls``: attribute name, descriptor and betterproto2 metadata, then the same
     for its values (those of the map entry's ``value`` for a map) and the class of its values."""
-    meta = cls._betterproto
-    descriptor: Descriptor = cls.DESCRIPTOR
+    meta = cls._betterproto  # type: ignore[arg-type]  # betterproto2 types its classproperty for type[Never]
+    descriptor = _descriptor(cls)
     fields = []
     for attribute, field_meta in meta.meta_by_field_name.items():
         field = descriptor.fields_by_number[field_meta.number]
         if field_meta.map_meta is not None:
+            assert field.message_type is not None  # a map is a repeated entry message
             value_field = field.message_type.fields_by_name["value"]
             value_class = meta.cls_by_field[f"{attribute}.value"]
             fields.append((attribute, field, field_meta, value_field, field_meta.map_meta[1], value_class))
