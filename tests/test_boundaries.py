@@ -15,8 +15,9 @@ Every import counts, including those inside functions and under ``TYPE_CHECKING`
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.import_statements import imports, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stigmer_backend"
@@ -26,31 +27,11 @@ CALLERS = {"cli", "server", "runner", "conformance", "fullstack"}
 
 
 def _module_name(root: Path, path: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join([PACKAGE, *parts])
+    return module_name(root, path, PACKAGE)
 
 
 def _imports(root: Path, path: Path) -> list[tuple[int, str, list[str]]]:
-    """``(line, imported module, imported names)`` for every import in ``path``, relative ones resolved."""
-    module = _module_name(root, path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name, []) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            names = [alias.name for alias in node.names]
-            found.append((node.lineno, target, names))
-            # `from package import x` may import the module x.
-            found += [(node.lineno, f"{target}.{name}", []) for name in names]
-    return found
+    return imports(root, path, PACKAGE)
 
 
 def _part(module: str, folder: str) -> str | None:

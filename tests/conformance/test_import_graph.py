@@ -10,18 +10,12 @@ the importer); ``from package import name`` of a name that is no module does.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.import_statements import imports, module_name
 
 ROOT = Path(__file__).resolve().parents[2] / "conformance"
 PACKAGE = "stigmer_backend.conformance"
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join([PACKAGE, *parts])
 
 
 def _is_module(name: str) -> bool:
@@ -33,22 +27,13 @@ def import_graph() -> dict[str, set[str]]:
     """Each module of ``conformance/`` and the modules of ``conformance/`` it imports."""
     graph: dict[str, set[str]] = {}
     for path in sorted(ROOT.rglob("*.py")):
-        module = _module_name(path)
-        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        module = module_name(ROOT, path, PACKAGE)
         targets: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                    source = ".".join([*base, node.module] if node.module else base)
-                else:
-                    source = node.module or ""
-                submodules = {f"{source}.{alias.name}" for alias in node.names}
-                targets.update(submodules)
-                if not all(_is_module(name) for name in submodules):
-                    targets.add(source)  # a name defined in `source` itself
+        for _, source, names in imports(ROOT, path, PACKAGE):
+            if not names:  # `import x`, or a name of a `from` import seen as a module
+                targets.add(source)
+            elif not all(_is_module(f"{source}.{name}") for name in names):
+                targets.add(source)  # a name defined in `source` itself
         graph[module] = {t for t in targets if t.startswith(PACKAGE) and _is_module(t) and t != module}
     return graph
 
