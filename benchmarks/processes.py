@@ -25,15 +25,16 @@ pays more for each), to the 0.31 calls per lifecycle that met the lock on the ev
 again on the storage thread (the reads and decisions before ``BEGIN`` done twice, two thread
 switches), and to retrying ``BEGIN`` there.
 
-``--kinds backend raw backend-sqlite-wait`` adds a diagnostic kind: the backend with its write-lock
-wait on the storage thread (``_begin_immediate``: retries after 50 us doubling to 2 ms) replaced by
-SQLite's own busy handler (sleeps of 1, 2, 5, 10... ms), as raw sqlite3 waits.
+``--kinds backend raw backend-short-steps`` adds a diagnostic kind: the backend as it waited for
+the write lock before (on the storage thread, ``BEGIN IMMEDIATE`` retried after 50 us doubling to
+2 ms) instead of in SQLite's busy handler (sleeps of 1, 2, 5, 10... ms, as raw sqlite3 waits).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import resource
 import sqlite3
@@ -51,12 +52,46 @@ from stigmer_backend.backends.sqlite import SqliteBackend
 __all__ = ["scaling"]
 
 
+class _ShortStepConnection:
+    """A connection whose waiting ``BEGIN IMMEDIATE`` retries in short steps instead of SQLite's busy handler."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._wait_ms = 0  # the backend's current busy timeout: 0 on the event loop
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+    def execute(self, sql: str, *args):
+        if sql.startswith("PRAGMA busy_timeout = "):
+            self._wait_ms = int(sql.rpartition(" ")[2])
+        if sql != "BEGIN IMMEDIATE" or not self._wait_ms:
+            return self._conn.execute(sql, *args)
+        self._conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + self._wait_ms / 1000
+            delay = 0.00005
+            while True:
+                try:
+                    return self._conn.execute(sql)
+                except sqlite3.OperationalError as error:
+                    if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                        raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {self._wait_ms}")
+
+
 class _ObservedConnection:
     """A connection that times its write transactions: waiting for the lock, and holding it."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self.counters = {"transactions": 0, "busy": 0, "wait_s": 0.0, "held_s": 0.0}
+        # (first attempt, lock taken, lock released) per write transaction, on the clock every
+        # process shares (CLOCK_MONOTONIC): the parent lays them side by side (``lock_timeline``).
+        self.transactions: list[tuple[float, float, float]] = []
         self._first_attempt: float | None = None
         self._held_since: float | None = None
 
@@ -75,12 +110,14 @@ class _ObservedConnection:
             now = time.perf_counter()
             self.counters["wait_s"] += now - self._first_attempt
             self.counters["transactions"] += 1
-            self._first_attempt, self._held_since = None, now
+            self._held_since = now
             return cursor
         cursor = self._conn.execute(sql, *args)
         if sql in ("COMMIT", "ROLLBACK") and self._held_since is not None:
-            self.counters["held_s"] += time.perf_counter() - self._held_since
-            self._held_since = None
+            released = time.perf_counter()
+            self.counters["held_s"] += released - self._held_since
+            self.transactions.append((self._first_attempt, self._held_since, released))
+            self._first_attempt = self._held_since = None
         return cursor
 
 
@@ -88,8 +125,10 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
     """One process: open, say ready, wait for go, run ``count`` lifecycles, say done (with counters)."""
     counters: dict[str, float] = {}
 
-    async def run_backend() -> None:
+    async def run_backend(short_steps: bool) -> None:
         async with SqliteBackend(path) as backend:
+            if short_steps:
+                backend._conn = _ShortStepConnection(backend._conn)
             if observe:
                 observed = backend._conn = _ObservedConnection(backend._conn)
                 counters.update(observed.counters)
@@ -106,16 +145,11 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
             await backend_round(backend, tag, count)
             after = resource.getrusage(resource.RUSAGE_SELF)
             if observe:
-                counters.update(observed.counters)
+                counters.update(observed.counters, timeline=observed.transactions)
             print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
 
-    if kind == "backend-sqlite-wait":
-        from stigmer_backend.backends.sqlite import _backend
-
-        _backend._begin_immediate = _sqlite_busy_handler_begin
-        kind = "backend"
-    if kind == "backend":
-        asyncio.run(run_backend())
+    if kind in ("backend", "backend-short-steps"):
+        asyncio.run(run_backend(kind == "backend-short-steps"))
     else:
         raw = RawWriter(Path(path))
         if observe:
@@ -126,14 +160,8 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
         raw.run(tag, count)
         after = resource.getrusage(resource.RUSAGE_SELF)
         if observe:
-            counters.update(observed.counters)
+            counters.update(observed.counters, timeline=observed.transactions)
         print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
-
-
-def _sqlite_busy_handler_begin(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE`` waiting in SQLite's busy handler (the backend restores the timeout after)."""
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-    conn.execute("BEGIN IMMEDIATE")
 
 
 def _with_usage(counters: dict, before, after) -> dict:
@@ -176,12 +204,69 @@ def aggregate_rate(
             reports.append(json.loads(report))
         elapsed = time.perf_counter() - started
         if counters is not None:
-            counters += reports
+            counters += lock_timeline(reports)
     finally:
         for worker in workers:
             worker.stdin.close()
             worker.wait()
     return processes * count / elapsed
+
+
+def lock_timeline(reports: list[dict]) -> list[dict]:
+    """``reports`` with each process's ``timeline`` replaced by what it says about the lock's time.
+
+    The write transactions of all processes, in the order they took the lock, cover the time from
+    the first ``BEGIN`` to the last ``COMMIT`` with lock time and gaps where nobody held it. A
+    transaction is stamped released when ``COMMIT`` returns, which can be after the next process
+    took the lock (the commit's own checkpoint runs unlocked, or the process was descheduled right
+    after unlocking): its lock time ends at the next take at the latest. Per process: ``lock_s`` (so
+    clipped; all processes' sum plus the gaps is the whole span), ``idle_s`` (the gaps before each
+    of its takes), ``idle_waited_s`` (the part of those gaps during which some process had asked
+    for the lock and not got it: the lock free while wanted), ``handovers`` and
+    ``idle_handover_s`` (its takes, and their gaps, after another process's transaction).
+    """
+    held = sorted(
+        (taken, released, process, asked)
+        for process, report in enumerate(reports)
+        for asked, taken, released in report["timeline"]
+    )
+    waits = _union(sorted((asked, taken) for taken, _, _, asked in held if taken > asked))
+    out = [{k: v for k, v in report.items() if k != "timeline"} for report in reports]
+    for report in out:
+        report.update(lock_s=0.0, idle_s=0.0, idle_waited_s=0.0, handovers=0, idle_handover_s=0.0)
+    following = [*held[1:], (None,) * 4]
+    for (taken, released, process, _), (next_taken, _, next_process, _) in zip(held, following, strict=True):
+        released = released if next_taken is None else min(released, next_taken)
+        out[process]["lock_s"] += released - taken
+        if next_taken is None:
+            continue
+        report = out[next_process]
+        report["idle_s"] += next_taken - released
+        report["idle_waited_s"] += _overlap(waits, released, next_taken)
+        if next_process != process:
+            report["handovers"] += 1
+            report["idle_handover_s"] += next_taken - released
+    return out
+
+
+def _union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for start, end in intervals:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _overlap(union: list[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of ``[start, end]`` covered by the sorted disjoint ``union``."""
+    total = 0.0
+    i = max(bisect.bisect_right(union, (start, float("inf"))) - 1, 0)
+    while i < len(union) and union[i][0] < end:
+        total += max(0.0, min(end, union[i][1]) - max(start, union[i][0]))
+        i += 1
+    return total
 
 
 def scaling(
@@ -245,7 +330,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--counters", action="store_true", help="observe every transaction (slower; see above)")
-    parser.add_argument("--kinds", nargs="+", default=["backend", "raw"], help="backend, raw, backend-sqlite-wait")
+    parser.add_argument("--kinds", nargs="+", default=["backend", "raw"], help="backend, raw, backend-short-steps")
     parser.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "TAG", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--observe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
