@@ -140,7 +140,6 @@ class SqliteBackend(Backend):
         self._master_key = master_key
         self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
-        self._lock_wait = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -193,7 +192,6 @@ class SqliteBackend(Backend):
 
     def _set_busy_timeout(self, seconds: float) -> None:
         """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
-        self._lock_wait = seconds
         if self._conn is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
@@ -228,28 +226,24 @@ class SqliteBackend(Backend):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction: all of it commits, or none.
 
-        On the event loop the busy timeout is 0: a lock held elsewhere fails ``BEGIN`` at once and
-        the call goes to the storage thread, which waits in short steps (``_begin_immediate``).
+        On the event loop the busy timeout is 0: a lock held by another process fails ``BEGIN`` at
+        once and the call goes to the storage thread, where SQLite's busy handler waits for it,
+        sleeping 1, 2, 5, 10... ms between tries, as raw sqlite3 does. A waiter that sleeps that
+        long leaves the lock to one process for many transactions in a row, at its one-process
+        speed. Retrying every 50 us to 2 ms instead found the lock in the holder's short gaps
+        between its own transactions: the lock changed hands at most lifecycles, each time after
+        a wait that left it free, and each loser ran its call again on its thread, taking CPU
+        from the holder (``benchmarks/processes.py --counters``, lock timeline).
         """
         conn = self._db
-        waits = self._lock_wait > 0
-        if waits:
-            conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            if waits:
-                _begin_immediate(conn, self._lock_wait)
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            if waits:  # after the lock is released: the rest of the job's statements wait as before
-                conn.execute(f"PRAGMA busy_timeout = {int(self._lock_wait * 1000)}")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
         self._changes.notify()  # thread-safe: the storage thread commits too
 
     @contextmanager
@@ -616,32 +610,6 @@ def _is_busy(error: BaseException) -> bool:
         sqlite3.SQLITE_BUSY,
         sqlite3.SQLITE_LOCKED,
     )
-
-
-def _begin_immediate(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """``BEGIN IMMEDIATE`` on a connection that does not wait, retried in short steps up to ``busy_timeout``.
-
-    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, while a write here holds the
-    lock for tens of microseconds. With four processes on one file on a loaded 2-core machine
-    (``benchmarks/processes.py --kinds backend backend-sqlite-wait [--counters]``) the two waits
-    reached the same aggregate rate within the noise (medians of 9 interleaved rounds: these short
-    steps 813, SQLite's handler 819 lifecycles/s; another run favoured short steps in 4 rounds of
-    5); the short steps hand
-    the lock over sooner (979 against 1,932 us waited per lifecycle) but cost more CPU (986
-    against 707 us per lifecycle), their wake-ups competing with the holder. Only the storage
-    thread waits: on the event loop ``BEGIN`` fails at once, with no pragma run around it.
-    """
-    deadline = time.monotonic() + busy_timeout
-    delay = 0.00005
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.002)
 
 
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
