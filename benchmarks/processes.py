@@ -25,9 +25,11 @@ pays more for each), to the 0.31 calls per lifecycle that met the lock on the ev
 again on the storage thread (the reads and decisions before ``BEGIN`` done twice, two thread
 switches), and to retrying ``BEGIN`` there.
 
-``--kinds backend raw backend-short-steps`` adds a diagnostic kind: the backend as it waited for
-the write lock before (on the storage thread, ``BEGIN IMMEDIATE`` retried after 50 us doubling to
-2 ms) instead of in SQLite's busy handler (sleeps of 1, 2, 5, 10... ms, as raw sqlite3 waits).
+``--kinds backend raw backend-short-steps backend-auto-checkpoint`` adds diagnostic kinds: the
+backend as it waited for the write lock before (on the storage thread, ``BEGIN IMMEDIATE`` retried
+after 50 us doubling to 2 ms) instead of in SQLite's busy handler (sleeps of 1, 2, 5, 10... ms, as
+raw sqlite3 waits); the backend leaving checkpoints to SQLite's automatic checkpoint, as it did
+before (``_backend._checkpoint``).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class _ObservedConnection:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self.counters = {"transactions": 0, "busy": 0, "wait_s": 0.0, "held_s": 0.0}
+        self.counters = {"transactions": 0, "busy": 0, "wait_s": 0.0, "held_s": 0.0, "commit_s": 0.0}
         # (first attempt, lock taken, lock released) per write transaction, on the clock every
         # process shares (CLOCK_MONOTONIC): the parent lays them side by side (``lock_timeline``).
         self.transactions: list[tuple[float, float, float]] = []
@@ -112,9 +114,11 @@ class _ObservedConnection:
             self.counters["transactions"] += 1
             self._held_since = now
             return cursor
+        started = time.perf_counter()
         cursor = self._conn.execute(sql, *args)
         if sql in ("COMMIT", "ROLLBACK") and self._held_since is not None:
             released = time.perf_counter()
+            self.counters["commit_s"] += released - started  # with a checkpoint, when the commit runs one
             self.counters["held_s"] += released - self._held_since
             self.transactions.append((self._first_attempt, self._held_since, released))
             self._first_attempt = self._held_since = None
@@ -125,10 +129,15 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
     """One process: open, say ready, wait for go, run ``count`` lifecycles, say done (with counters)."""
     counters: dict[str, float] = {}
 
-    async def run_backend(short_steps: bool) -> None:
+    async def run_backend(variant: str) -> None:
         async with SqliteBackend(path) as backend:
-            if short_steps:
+            if variant == "short-steps":
                 backend._conn = _ShortStepConnection(backend._conn)
+            if variant == "auto-checkpoint":
+                from stigmer_backend.backends.sqlite import _backend
+
+                _backend._CHECKPOINT_EVERY = sys.maxsize
+                backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
             if observe:
                 observed = backend._conn = _ObservedConnection(backend._conn)
                 counters.update(observed.counters)
@@ -148,8 +157,8 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
                 counters.update(observed.counters, timeline=observed.transactions)
             print("done", json.dumps(_with_usage(counters, before, after)), flush=True)
 
-    if kind in ("backend", "backend-short-steps"):
-        asyncio.run(run_backend(kind == "backend-short-steps"))
+    if kind.startswith("backend"):
+        asyncio.run(run_backend(kind.removeprefix("backend").removeprefix("-")))
     else:
         raw = RawWriter(Path(path))
         if observe:
@@ -330,7 +339,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--counters", action="store_true", help="observe every transaction (slower; see above)")
-    parser.add_argument("--kinds", nargs="+", default=["backend", "raw"], help="backend, raw, backend-short-steps")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["backend", "raw"],
+        help="backend, raw, backend-short-steps, backend-auto-checkpoint (see above)",
+    )
     parser.add_argument("--worker", nargs=4, metavar=("KIND", "PATH", "TAG", "COUNT"), help=argparse.SUPPRESS)
     parser.add_argument("--observe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
