@@ -141,6 +141,7 @@ class SqliteBackend(Backend):
         self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
         self._writes_since_checkpoint = 0
+        self._waits = False  # whether the connection waits for locks now: on the storage thread
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -151,7 +152,7 @@ class SqliteBackend(Backend):
         try:
             self._conn = self._connect()
             migrate(self._conn, str(self.path))
-            self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # checkpointed by _write, see there
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # it checkpoints itself, see _checkpoint
             self._set_busy_timeout(0)  # calls try without waiting first; the storage thread waits
         except sqlite3.Error as error:
             self._close_connection()
@@ -194,6 +195,7 @@ class SqliteBackend(Backend):
 
     def _set_busy_timeout(self, seconds: float) -> None:
         """How long the connection waits for another writer's lock: 0 on the event loop, see ``_thread``."""
+        self._waits = seconds > 0
         if self._conn is not None:
             self._conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
 
@@ -250,7 +252,30 @@ class SqliteBackend(Backend):
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= _CHECKPOINT_EVERY:
             self._writes_since_checkpoint = 0
-            _checkpoint(conn)
+            self._checkpoint(conn)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copies the log into the database file and has the next write start it again, if no one reads it.
+
+        SQLite's automatic checkpoint (a passive one, after every commit once the log holds 1,000
+        pages) lets the log start again from its beginning only after it copied all of it with no
+        reader in it. With several processes reading and writing one file there nearly always is
+        a reader: in a 4-process benchmark run the log grew to 70-110 MB and every commit ran a
+        checkpoint, two fsyncs included, which was most of what four processes lost against one.
+        So the connection checkpoints itself, every ``_CHECKPOINT_EVERY`` commits, in ``RESTART``
+        mode without waiting: the copying is done in fewer, larger steps, and when no reader is
+        in the log (often, as reads are short) the next write starts it again; the log then
+        stayed under 25 MB. The write has committed whatever happens here: a checkpoint that
+        meets a reader or another checkpoint, or fails, is left to the next one.
+        """
+        if self._waits:  # on the storage thread: a checkpoint never waits for readers
+            conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        finally:
+            if self._waits:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -618,24 +643,8 @@ def _is_busy(error: BaseException) -> bool:
     )
 
 
-# About SQLite's automatic checkpoint size (1,000 pages): a write here adds a few pages to the log.
+# About SQLite's automatic checkpoint size (1,000 pages): a write here adds about 5 pages to the log.
 _CHECKPOINT_EVERY = 250
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    """Copies the log into the database file as far as readers allow, without waiting for any.
-
-    SQLite's automatic checkpoint runs after every commit once the log holds 1,000 pages, and
-    the log starts again from its beginning only after a checkpoint copied all of it with no
-    reader in it. With several processes reading and writing one file there nearly always is a
-    reader, so the log kept growing (to 100 MB in a 4-process benchmark run) and every commit
-    ran a checkpoint, two fsyncs included: most of what four processes lost against one.
-    Checkpointing every ``_CHECKPOINT_EVERY`` commits of this connection does the same copying
-    in fewer, larger steps. The write has committed whatever happens here: a checkpoint that
-    fails (another one running, a full disk) is left to the next one.
-    """
-    with contextlib.suppress(sqlite3.Error):
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:

@@ -223,3 +223,30 @@ async def test_a_lock_held_past_the_busy_timeout_is_unavailable_and_writes_nothi
             )
         )
         assert retried.execution.version == 2
+
+
+async def test_the_backend_checkpoints_the_log_itself_so_it_starts_again(db_path):
+    """SQLite's automatic checkpoint is off; every ``_CHECKPOINT_EVERY`` writes the connection checkpoints.
+
+    Each of those checkpoints lets the next write start the log from its beginning, so the
+    log's file stops growing: without them it would grow by as much in every round.
+    """
+    from stigmer_backend.backends.sqlite._backend import _CHECKPOINT_EVERY
+
+    wal = db_path.with_name(db_path.name + "-wal")
+    sizes = []
+    async with SqliteBackend(db_path) as backend:
+        assert backend._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        await backend.apply_agent_instance(agent_request())
+        agent = pb.AgentInstanceRef(name="helper")
+        for round_ in range(4):
+            for i in range(_CHECKPOINT_EVERY):
+                await backend.create_execution(
+                    pb.CreateExecutionRequest(
+                        request_id=f"r{round_}-{i}", agent_instance=agent, input=pb.ExecutionInput(message="hi")
+                    )
+                )
+            sizes.append(wal.stat().st_size)
+    assert sizes[3] < 1.5 * sizes[0], sizes
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 4 * _CHECKPOINT_EVERY
