@@ -131,9 +131,9 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
 
     async def run_backend(variant: str) -> None:
         async with SqliteBackend(path) as backend:
-            if variant == "short-steps":
+            if "short-steps" in variant:
                 backend._conn = _ShortStepConnection(backend._conn)
-            if variant == "auto-checkpoint":
+            if "auto-checkpoint" in variant:
                 from stigmer_backend.backends.sqlite import _backend
 
                 _backend._CHECKPOINT_EVERY = sys.maxsize

@@ -255,24 +255,29 @@ class SqliteBackend(Backend):
             self._checkpoint(conn)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Copies the log into the database file and has the next write start it again, if no one reads it.
+        """Copies the log into the database file; when the log is long, has the next write start it again.
 
         SQLite's automatic checkpoint (a passive one, after every commit once the log holds 1,000
         pages) lets the log start again from its beginning only after it copied all of it with no
         reader in it. With several processes reading and writing one file there nearly always is
         a reader: in a 4-process benchmark run the log grew to 70-110 MB and every commit ran a
         checkpoint, two fsyncs included, which was most of what four processes lost against one.
-        So the connection checkpoints itself, every ``_CHECKPOINT_EVERY`` commits, in ``RESTART``
-        mode without waiting: the copying is done in fewer, larger steps, and when no reader is
-        in the log (often, as reads are short) the next write starts it again; the log then
-        stayed under 25 MB. The write has committed whatever happens here: a checkpoint that
-        meets a reader or another checkpoint, or fails, is left to the next one.
+        So the connection checkpoints itself every ``_CHECKPOINT_EVERY`` commits: passive, as
+        SQLite's (it takes no lock writers need), and, once the log holds ``_LONG_LOG`` pages, in
+        ``RESTART`` mode without waiting, which holds the write lock while it copies but lets the
+        next write start the log again when no reader is in it (often: reads are short). Passive
+        alone let the log reach 260-290 MB in the same run; ``RESTART`` every time kept it under
+        25 MB but cost a tenth of the 4-process rate. The write has committed whatever happens
+        here: a checkpoint that meets a reader or another checkpoint, or fails, is left to the
+        next one.
         """
         if self._waits:  # on the storage thread: a checkpoint never waits for readers
             conn.execute("PRAGMA busy_timeout = 0")
         try:
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                _, log_pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if log_pages >= _LONG_LOG:
+                    conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
         finally:
             if self._waits:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
@@ -645,6 +650,7 @@ def _is_busy(error: BaseException) -> bool:
 
 # About SQLite's automatic checkpoint size (1,000 pages): a write here adds about 5 pages to the log.
 _CHECKPOINT_EVERY = 250
+_LONG_LOG = 10_000  # pages: 40 MB of 4 KB pages
 
 
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
