@@ -12,24 +12,31 @@ scaling at 4 processes at least raw's. Not a test: nothing asserts.
 ``--counters`` runs the same rounds with every write transaction of every process observed (a
 proxy around its connection; this costs time, so those rates are not the table's): per lifecycle,
 ``BEGIN IMMEDIATE`` attempts that met the lock, seconds from the first attempt to holding the lock,
-seconds holding it (``BEGIN`` to ``COMMIT``), CPU seconds, context switches, and for the backend the
-calls that fell back from the event loop to the storage thread.
+seconds holding it (``BEGIN`` to ``COMMIT`` returning) and in ``COMMIT``, CPU seconds, context
+switches, for the backend the calls that fell back from the event loop to the storage thread, and
+the lock's timeline across processes (``lock_timeline``): lock time, idle gaps, the part of them
+when some process wanted the lock, and handovers from one process to another.
 
-What the counters showed (3 rounds, 2 loaded cores): per lifecycle, four backend processes spend
-650 us of CPU against 406 us for one (raw sqlite3: 267 against 203), and hold the lock 1,245 us of
-wall time against 523 (raw: 890 against 377) for about 290 us of CPU done inside it (raw: 250).
-The lock is held several times longer than the work in it takes because a holder is preempted by
-the other processes, for raw sqlite3 as for the backend. The backend's extra CPU goes to context
-switches (1.74 voluntary and 0.98 involuntary against raw's 0.47 and 0.23: its larger working set
-pays more for each), to the 0.31 calls per lifecycle that met the lock on the event loop and ran
-again on the storage thread (the reads and decisions before ``BEGIN`` done twice, two thread
-switches), and to retrying ``BEGIN`` there.
+What they showed (3 rounds, quiet 2-core machine, 4 processes against 1; ``backend-short-steps-
+auto-checkpoint`` is the backend before these findings): raw sqlite3 hands the lock to another
+process 0.06 times per lifecycle (its waiters sleep 1 ms and more in SQLite's busy handler), so
+one process runs at a time at its one-process speed (lock 229 us per lifecycle, against 241 with
+one process). The backend's waiters retried every 50 us to 2 ms and caught the lock in the
+holder's gaps between its own transactions: 1.93 handovers per lifecycle, 1.15 calls run again on
+the storage thread, 5.9 voluntary context switches (0.3 with one process), and 1,266 us of CPU
+per lifecycle against 368. And SQLite's automatic checkpoint, which runs after every commit once
+the log holds 1,000 pages, never let the log start again with four processes reading it (it grew
+to 70-110 MB), so every commit ran a checkpoint with its fsyncs: ``COMMIT`` took 794 us per
+lifecycle against 190. With the busy handler's wait and the backend's own checkpoints
+(``SqliteBackend._checkpoint``): 0.21 handovers, 0.15 calls on the thread, 0.76 switches, 466 us
+of CPU (362 with one process), ``COMMIT`` 115 us (98). 9 interleaved rounds: 4 processes / 1 =
+0.93 (0.88-1.02), raw 0.95 (0.82-1.00); the busy handler's wait alone 0.73, before 0.60.
 
-``--kinds backend raw backend-short-steps backend-auto-checkpoint`` adds diagnostic kinds: the
-backend as it waited for the write lock before (on the storage thread, ``BEGIN IMMEDIATE`` retried
-after 50 us doubling to 2 ms) instead of in SQLite's busy handler (sleeps of 1, 2, 5, 10... ms, as
-raw sqlite3 waits); the backend leaving checkpoints to SQLite's automatic checkpoint, as it did
-before (``_backend._checkpoint``).
+``--kinds backend raw backend-short-steps backend-auto-checkpoint backend-short-steps-auto-checkpoint``
+adds diagnostic kinds: the backend waiting for the write lock as it did before (on the storage
+thread, ``BEGIN IMMEDIATE`` retried after 50 us doubling to 2 ms) instead of in SQLite's busy
+handler (sleeps of 1, 2, 5, 10... ms, as raw sqlite3 waits); leaving checkpoints to SQLite's
+automatic checkpoint, as it did before; or both.
 """
 
 from __future__ import annotations

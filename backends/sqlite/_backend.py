@@ -267,9 +267,9 @@ class SqliteBackend(Backend):
         ``RESTART`` mode without waiting, which holds the write lock while it copies but lets the
         next write start the log again when no reader is in it (often: reads are short). Passive
         alone let the log reach 260-290 MB in the same run; ``RESTART`` every time kept it under
-        25 MB but cost a tenth of the 4-process rate. The write has committed whatever happens
-        here: a checkpoint that meets a reader or another checkpoint, or fails, is left to the
-        next one.
+        25 MB but 4 processes then reached 0.86 of one process's rate, against 0.93 this way (log
+        75-95 MB; ``benchmarks/processes.py``). The write has committed whatever happens here: a
+        checkpoint that meets a reader or another checkpoint, or fails, is left to the next one.
         """
         if self._waits:  # on the storage thread: a checkpoint never waits for readers
             conn.execute("PRAGMA busy_timeout = 0")
