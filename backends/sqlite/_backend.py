@@ -201,6 +201,11 @@ class SqliteBackend(Backend):
 
     def _close_connection(self) -> None:
         if self._conn is not None:
+            # A short-lived process (a CLI command) writes far fewer than _CHECKPOINT_EVERY times; when
+            # another process keeps the file open, no close is the last one, and nothing else would copy
+            # its writes out of the log: left to them, the log would grow with every command.
+            if self._writes_since_checkpoint:
+                self._checkpoint(self._conn)
             self._conn.close()
             self._conn = None
 

@@ -250,3 +250,24 @@ async def test_the_backend_checkpoints_the_log_itself_so_it_starts_again(db_path
     assert sizes[3] < 1.5 * sizes[0], sizes
     with raw(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 4 * _CHECKPOINT_EVERY
+
+
+async def test_a_process_that_writes_a_little_leaves_its_writes_copied_out_of_the_log(db_path, tmp_path):
+    """A CLI command writes a few times and closes while a server keeps the file open."""
+    async with SqliteBackend(db_path) as server:  # holds the file open: no close below is the last
+        await server.list_executions(pb.ListExecutionsRequest())
+        async with SqliteBackend(db_path) as command:
+            await command.apply_agent_instance(agent_request())
+            for i in range(3):
+                await command.create_execution(
+                    pb.CreateExecutionRequest(
+                        request_id=f"r{i}",
+                        agent_instance=pb.AgentInstanceRef(name="helper"),
+                        input=pb.ExecutionInput(message="hi"),
+                    )
+                )
+        # The database file alone, without its log, holds what the command wrote.
+        alone = tmp_path / "alone.db"
+        alone.write_bytes(db_path.read_bytes())
+        with raw(alone) as conn:
+            assert conn.execute("SELECT count(*) FROM executions").fetchone()[0] == 3
