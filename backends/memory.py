@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-from . import rules
 from .base import Backend
 from .rules import agent_instances, errors, execution_context, executions, ids, paging, validation
+from .rules.backend_info import backend_info
 
 __all__ = ["MemoryBackend"]
 
@@ -63,12 +63,7 @@ class MemoryBackend(Backend):
         return execution if expired is None else self._store(expired)
 
     async def get_backend_info(self, message: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
-        return pb.GetBackendInfoResponse(
-            contract_version=rules.CONTRACT_VERSION,
-            backend_kind=self.kind,
-            backend_version="in-memory",
-            capabilities=[pb.Capability.SECRETS],
-        )
+        return backend_info(self.kind, [pb.Capability.SECRETS], version="in-memory")
 
     async def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
         validation.validate_create_execution(message)

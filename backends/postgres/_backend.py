@@ -19,7 +19,6 @@ import dataclasses
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
@@ -30,10 +29,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-from .. import rules
 from ..base import Backend
 from ..encryption import KeyRotation, KeyStatus, MasterKey, MasterKeyAdmin, MasterKeySource
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
+from ..rules.backend_info import backend_info
 from . import _rows
 from ._changes import ExecutionChanges
 from ._errors import connection_error, describe, storage_error
@@ -62,13 +61,6 @@ def _now() -> datetime:
 
 
 @functools.cache
-def _package_version() -> str:
-    try:
-        return version("stigmer-backend")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _storage_boundary(
     method: Callable[Concatenate[PostgresBackend, P], Awaitable[R]],
 ) -> Callable[Concatenate[PostgresBackend, P], Coroutine[Any, Any, R]]:
@@ -284,12 +276,7 @@ class PostgresBackend(Backend, MasterKeyAdmin):
     # -- RPCs ---------------------------------------------------------------------------------
 
     async def get_backend_info(self, message: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
-        return pb.GetBackendInfoResponse(
-            contract_version=rules.CONTRACT_VERSION,
-            backend_kind=self.kind,
-            backend_version=_package_version(),
-            capabilities=[pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS],
-        )
+        return backend_info(self.kind, [pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS])
 
     @_storage_boundary
     async def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:

@@ -32,11 +32,11 @@ from grpclib.const import Status
 
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-from .. import rules
 from ..base import Backend
 from ..home import stigmer_home
 from ..private_files import check_file
 from ..rules import agent_instances, errors, execution_context, executions, ids, paging, validation
+from ..rules.backend_info import backend_info
 from . import _rows
 from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
@@ -72,15 +72,6 @@ def _now() -> datetime:
 
 
 @functools.cache  # a metadata lookup scans installed distributions; the answer cannot change
-def _package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # costly to import; few calls need it
-
-    try:
-        return version("stigmer-backend")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def _storage_boundary(
     method: Callable[Concatenate[SqliteBackend, P], R],
 ) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
@@ -373,12 +364,7 @@ class SqliteBackend(Backend):
     # -- RPCs ---------------------------------------------------------------------------------
 
     async def get_backend_info(self, message: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
-        return pb.GetBackendInfoResponse(
-            contract_version=rules.CONTRACT_VERSION,
-            backend_kind=self.kind,
-            backend_version=_package_version(),
-            capabilities=[pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS],
-        )
+        return backend_info(self.kind, [pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS])
 
     @_storage_boundary
     def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
