@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -87,24 +89,37 @@ def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, mo
     assert model.count("delayed") == 200, "each execution called the model once"
 
 
-def test_a_runner_killed_outright_leaves_its_execution_failed_within_one_lease(home, model):
-    home.agent("slow", "slow", model.endpoint)
-    execution_id = home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip()
-    runner = home.start("runner", "start", "--lease", "2")
-    runner.wait_for(f"{execution_id}: running as")
-    assert model.streaming.wait(WAIT), "the model call never started"
-    runner.popen.send_signal(signal.SIGKILL)
-    runner.wait()
-    killed_at = datetime.now(UTC)
+@pytest.mark.parametrize("where", ["local file", "stigmer server"])
+def test_a_runner_killed_outright_leaves_its_executions_failed_within_one_lease(home, model, tmp_path, where):
+    lease = timedelta(seconds=2)
+    with contextlib.ExitStack() as stack:
+        if where == "stigmer server":
+            server, token = stack.enter_context(served(tmp_path, home, "slow", "slow", model.endpoint))
+        else:
+            home.agent("slow", "slow", model.endpoint)
+        ids = [home.run("agent", "execute", "slow", "hi", "--detach").stdout.strip() for _ in range(3)]
+        runner = home.start("runner", "start", "--lease", "2", "--concurrency", "3", "--runner-id", "doomed")
+        for execution_id in ids:
+            runner.wait_for(f"{execution_id}: running as")
+        assert model.streaming.wait(WAIT), "no model call started"
+        runner.popen.send_signal(signal.SIGKILL)
+        runner.wait()
+        killed_at = datetime.now(UTC)
 
-    async def after_kill() -> pb.Execution:
-        async with SqliteBackend(home.path / "local.db") as backend:
-            return await final_state(backend, execution_id)
+        async def after_kill() -> list[pb.Execution]:
+            if where == "stigmer server":
+                backend = CloudBackend(server.endpoint, token=token)
+            else:
+                backend = SqliteBackend(home.path / "local.db")
+            async with backend:
+                return await asyncio.gather(*(final_state(backend, execution_id) for execution_id in ids))
 
-    final = asyncio.run(after_kill())
-    assert final.status.phase == Phase.FAILED and final.status.error.code == "LEASE_EXPIRED"
-    # The lease ends at most one lease after the last renewal, which came before the kill.
-    assert final.status.end_time <= killed_at + timedelta(seconds=2)
+        finals = asyncio.run(after_kill())
+    for final in finals:
+        assert final.status.phase == Phase.FAILED and final.status.error.code == "LEASE_EXPIRED", final.status
+        assert final.status.runner_id == "doomed"
+        # The lease ends at most one lease after the last renewal, which came before the kill.
+        assert final.status.end_time <= killed_at + lease
 
 
 def test_sigterm_stops_claiming_and_cancels_what_outlasts_the_grace_period(home, model):
