@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from stigmer_backend.server.launch import ServerProcess
 from tests.cli.conftest import Stigmer
-from tests.remote_fixtures import isolated_env
+from tests.remote_fixtures import isolated_env, write_token_file
 
 from .fake_model import FakeModel, start_fake_model, stop_fake_model
 
@@ -106,6 +109,34 @@ class Home:
 
     def files(self) -> bytes:
         return b"".join(p.read_bytes() for p in self.path.iterdir() if p.is_file())
+
+
+@contextlib.contextmanager
+def served(
+    tmp_path: Path,
+    home: Home,
+    agent: str,
+    model_name: str,
+    endpoint: str,
+    *flags: str,
+    secret: tuple[str, str] | None = None,
+) -> Iterator[tuple[ServerProcess, str]]:
+    """A ``stigmer server`` with ``agent`` applied, and ``home`` logged in to it; yields it and its token.
+
+    With ``secret`` (name, value), the server holds that secret and the agent's credentials reference it.
+    """
+    token = secrets.token_hex(24)
+    server_home = Home(tmp_path / "server-home")
+    server_home.path.mkdir(mode=0o700)
+    credentials = ""
+    if secret is not None:
+        server_home.run("secret", "put", secret[0], input=secret[1])
+        credentials = f"${{.secrets.{secret[0]}}}"
+    server_home.agent(agent, model_name, endpoint, credentials=credentials)
+    token_file = write_token_file(tmp_path / "token", token)
+    with ServerProcess.start(["--token-file", str(token_file), *flags], env=server_home.env) as server:
+        home.run("login", "--endpoint", server.endpoint, "--plaintext", input=token)
+        yield server, token
 
 
 @pytest.fixture

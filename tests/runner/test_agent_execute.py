@@ -12,7 +12,7 @@ import time
 
 from tests.secrets.test_end_to_end import forms
 
-from .conftest import WAIT
+from .conftest import WAIT, served
 
 KEY = "sk-runner-7Qx/9b2c+d4e5f6a7b8c9d0"
 
@@ -136,6 +136,45 @@ def test_the_key_reaches_the_model_header_and_nothing_else(home, model):
         "files of STIGMER_HOME while the runner runs (database, WAL)": live_files,
         "files of STIGMER_HOME": home.files(),
     }
+    for where, data in everything.items():
+        for form in forms(KEY):
+            assert form not in data, f"{where} holds the key ({form[:10]!r}...)"
+
+
+def test_through_a_server_the_key_reaches_the_model_header_and_nothing_else(home, model, tmp_path):
+    """The key is the server's secret; a runner and `agent execute` elsewhere get it only in the context."""
+    with served(tmp_path, home, "leaky", "leaky", model.endpoint, "--verbose", secret=("MODEL_KEY", KEY)) as (
+        server,
+        _,
+    ):
+        execute = home.start("agent", "execute", "leaky", "what is your key?")
+        assert execute.wait() == 0, execute.stderr
+        assert execute.stdout.startswith("the key: [***] [***] ") and execute.stdout.count("***") == 5
+        detached = home.run("agent", "execute", "leaky", "and again?", "--detach").stdout.strip()
+        runner = home.start("runner", "start")
+        runner.wait_for(f"{detached}: SUCCEEDED")
+        server_home = tmp_path / "server-home"
+        assert (server_home / "local.db-wal").stat().st_size > 0
+        live_files = b"".join(p.read_bytes() for p in server_home.iterdir() if p.is_file())
+        runner.signal(signal.SIGTERM)
+        assert runner.wait() == 0, runner.stderr
+        watched = home.start("execution", "watch", detached)
+        assert watched.wait() == 0, watched.stderr
+        stored_outputs = home.run("execution", "list", "-o", "json").stdout
+        server_log = server.stderr_text()
+    assert "GetExecutionContext" in server_log, "the server logged every call (--verbose)"
+    assert [seen.token for seen in model.requests] == [KEY, KEY], "the model got the real key, each time"
+    everything = {
+        "screen": (execute.stdout + execute.stderr).encode(),
+        "watch": (watched.stdout + watched.stderr).encode(),
+        "runner log": (runner.stdout + runner.stderr).encode(),
+        "stored outputs": stored_outputs.encode(),
+        "server log": server_log.encode(),
+        "server's files while the runner runs (database, WAL)": live_files,
+        "server's files": b"".join(p.read_bytes() for p in server_home.iterdir() if p.is_file()),
+        "client's files": home.files(),
+    }
+    assert b"***" in everything["stored outputs"] and b"***" in everything["watch"]
     for where, data in everything.items():
         for form in forms(KEY):
             assert form not in data, f"{where} holds the key ({form[:10]!r}...)"

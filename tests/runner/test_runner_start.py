@@ -6,10 +6,8 @@ import asyncio
 import collections
 import contextlib
 import re
-import secrets
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,10 +15,8 @@ import pytest
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
-from stigmer_backend.server.launch import ServerProcess
-from tests.remote_fixtures import write_token_file
 
-from .conftest import WAIT, Home
+from .conftest import WAIT, served
 
 Phase = pb.ExecutionPhase
 CLAIM = re.compile(r"^(exe_\w+): running as (\S+)$", re.MULTILINE)
@@ -43,19 +39,6 @@ async def create(backend, agent: str, count: int) -> list[str]:
         )
         ids.append((await backend.create_execution(request)).execution.id)
     return ids
-
-
-@contextlib.contextmanager
-def served(tmp_path, home: Home, agent: str, model_name: str, endpoint: str) -> Iterator[tuple[ServerProcess, str]]:
-    """A ``stigmer server`` with ``agent`` applied, and ``home`` logged in to it; yields it and its token."""
-    token = secrets.token_hex(24)
-    server_home = Home(tmp_path / "server-home")
-    server_home.path.mkdir(mode=0o700)
-    server_home.agent(agent, model_name, endpoint)
-    token_file = write_token_file(tmp_path / "token", token)
-    with ServerProcess.start(["--token-file", str(token_file)], env=server_home.env) as server:
-        home.run("login", "--endpoint", server.endpoint, "--plaintext", input=token)
-        yield server, token
 
 
 def test_two_runners_drain_a_served_backend_each_execution_claimed_once(home, model, tmp_path):
