@@ -64,7 +64,9 @@ async def run_execution(
     say = on_status or (lambda text: None)
     execution = await steps.claim(backend, execution, runner_id, lease)
     say(f"{execution.id}: running as {runner_id}")
-    work = asyncio.ensure_future(steps.call_model(backend, execution.id, runner_id, lease=lease, on_text=on_text))
+    work = asyncio.ensure_future(
+        steps.call_model(backend, execution.id, runner_id, lease=lease, on_text=on_text, on_status=say)
+    )
     held = asyncio.ensure_future(_while_held(backend, execution.id, runner_id, lease))
     try:
         await asyncio.wait({work, held}, return_when=asyncio.FIRST_COMPLETED)

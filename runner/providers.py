@@ -101,8 +101,12 @@ class Provider(Protocol):
         *,
         on_text: TextSink,
         budget: CallBudget,
+        on_retry: TextSink | None = None,
     ) -> pb.ExecutionOutput:
-        """The model's answer; every piece of its text also goes to ``on_text`` (unmasked: the caller masks)."""
+        """The model's answer; every piece of its text also goes to ``on_text`` (unmasked: the caller masks).
+
+        ``on_retry`` gets one line before each retry: why, and how long until it (unmasked too).
+        """
         ...
 
 
@@ -117,6 +121,7 @@ class EchoProvider:
         *,
         on_text: TextSink,
         budget: CallBudget,
+        on_retry: TextSink | None = None,
     ) -> pb.ExecutionOutput:
         on_text(execution_input.message)
         return pb.ExecutionOutput(text=execution_input.message, data=execution_input.data)
@@ -133,6 +138,7 @@ class ChatCompletionsProvider:
         *,
         on_text: TextSink,
         budget: CallBudget,
+        on_retry: TextSink | None = None,
     ) -> pb.ExecutionOutput:
         import httpx
 
@@ -167,6 +173,9 @@ class ChatCompletionsProvider:
                     wait = retryable.retry_after or _backoff(attempt)
                     if streamed.any or wait > min(budget.left(), budget.max_wait):
                         raise ModelCallFailed(retryable.code, f"{retryable} (after {attempt} attempt(s))") from None
+                    if on_retry is not None:  # a silent wait of minutes looks like a hang
+                        said = "as its Retry-After says" if retryable.retry_after else "backing off"
+                        on_retry(f"{retryable.summary}; attempt {attempt + 1} in {wait:.1f} s ({said})")
                     await asyncio.sleep(wait)
                 except TimeoutError:
                     raise ModelCallFailed(
@@ -204,9 +213,12 @@ class _Streamed:
 
 
 class _Retryable(Exception):
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
+    """A failed attempt worth another; ``summary`` is one short line for people, ``str()`` the whole story."""
+
+    def __init__(self, code: str, message: str, summary: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.summary = summary
         self.retry_after = retry_after
 
 
@@ -222,7 +234,8 @@ async def _attempt(
                 message = f"the model answered HTTP {response.status_code}: {detail}"
                 if response.status_code in _RETRIED_STATUSES:
                     retry_after = _retry_after(response.headers.get("Retry-After"))
-                    raise _Retryable("MODEL_HTTP_ERROR", message, retry_after)
+                    summary = f"the model answered HTTP {response.status_code}"
+                    raise _Retryable("MODEL_HTTP_ERROR", message, summary, retry_after)
                 if response.status_code in (401, 403):
                     raise ModelCallFailed(
                         "MODEL_UNAUTHORIZED", f"the model refused the credentials (spec.model.credentials): {message}"
@@ -235,7 +248,9 @@ async def _attempt(
     except httpx.TransportError as error:
         if streamed.any:
             raise ModelCallFailed("MODEL_STREAM_BROKEN", f"the model's answer broke off: {error!r}") from None
-        raise _Retryable("MODEL_UNREACHABLE", f"cannot reach {url}: {type(error).__name__} {error}") from None
+        raise _Retryable(
+            "MODEL_UNREACHABLE", f"cannot reach {url}: {type(error).__name__} {error}", f"cannot reach {url}"
+        ) from None
     except ValueError:
         raise ModelCallFailed("MODEL_BAD_RESPONSE", "the model's answer is not JSON") from None
     return pb.ExecutionOutput(text="".join(streamed.parts))

@@ -90,11 +90,13 @@ async def call_model(
     *,
     lease: timedelta,
     on_text: Callable[[str], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> pb.UpdateExecutionStatusRequest:
     """Fetches the context and calls the model, in one step; returns the masked terminal report.
 
     :param on_text: receives the answer as it streams, masked: a secret split
         across two pieces is held back until it can be masked whole.
+    :param on_status: receives a line, masked, before each retry of the model call.
 
     The result is a SUCCEEDED or FAILED ``UpdateExecutionStatusRequest``
     (without ids) whose every string went through the context's ``Masker``
@@ -120,7 +122,8 @@ async def call_model(
         budget = CallBudget(timeout_of(spec), max_wait=lease.total_seconds())
         provider = provider_for(model.provider)
         given = execution.input or pb.ExecutionInput()
-        output = await provider.complete(spec, given, context.secrets, on_text=stream, budget=budget)
+        retrying = None if on_status is None else _retry_lines(execution_id, masker, on_status)
+        output = await provider.complete(spec, given, context.secrets, on_text=stream, budget=budget, on_retry=retrying)
         outcome = pb.UpdateExecutionStatusRequest(phase=Phase.SUCCEEDED, output=output, message="done")
     except ModelCallFailed as failed:
         outcome = failure(failed.code, str(failed))
@@ -130,6 +133,10 @@ async def call_model(
         outcome = failure("RUNNER_ERROR", f"{type(error).__name__}: {error}")
     stream.close()
     return _fitted(masker.mask_message(outcome))
+
+
+def _retry_lines(execution_id: str, masker: Masker, say: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda line: say(masker.mask(f"{execution_id}: {line}"))
 
 
 def failure(code: str, message: str) -> pb.UpdateExecutionStatusRequest:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import time
 
 from tests.secrets.test_end_to_end import forms
@@ -46,6 +47,25 @@ def test_a_429_with_retry_after_is_retried_after_the_delay(home, model):
     first, second = model.requests
     assert second.time - first.time >= 1.0, "Retry-After: 1 was not honoured"
     assert second.time - first.time < 1.0 + WAIT / 2
+    execution_id = only_execution(home)["id"]
+    retrying = f"{execution_id}: the model answered HTTP 429; attempt 2 in 1.0 s (as its Retry-After says)"
+    assert retrying in execute.stderr.splitlines(), "the wait is shown, not a silent pause"
+
+
+def test_an_unreachable_model_shows_each_retry_while_it_waits_masked(home, model):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        host = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    home.run("secret", "put", "MODEL_KEY", input=KEY)
+    # A key pasted into the endpoint by mistake: the lines that name the endpoint mask it.
+    home.agent("down", "m", f"{host}/{KEY}/v1", credentials="${.secrets.MODEL_KEY}")
+    execute = home.start("agent", "execute", "down", "hi", "--timeout", "60")
+    execute.wait_for(f"cannot reach {host}/***/v1/chat/completions; attempt 2 in ")
+    execute.signal(signal.SIGINT)
+    assert execute.wait() == 130, execute.stderr
+    for form in forms(KEY):
+        assert form not in (execute.stdout + execute.stderr).encode()
+    assert only_execution(home)["status"]["phase"] == "EXECUTION_PHASE_CANCELLED"
 
 
 def test_a_401_fails_at_once_with_a_clear_error(home, model):
