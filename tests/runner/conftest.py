@@ -54,12 +54,16 @@ class Process:
         with self._changed:
             return self._text["stderr"]
 
-    def wait_for(self, text: str, stream: str = "stderr", timeout: float = WAIT) -> str:
-        """Waits until ``text`` appears on ``stream``; returns the stream so far."""
+    def wait_for(self, text: str, stream: str = "stderr", timeout: float = WAIT, count: int = 1) -> str:
+        """Waits until ``text`` has appeared ``count`` times on ``stream``; returns the stream so far."""
+
+        def seen() -> bool:
+            return self._text[stream].count(text) >= count
+
         with self._changed:
-            found = self._changed.wait_for(lambda: text in self._text[stream] or self.popen.poll() is not None, timeout)
-            if not found or text not in self._text[stream]:
-                raise AssertionError(f"{text!r} never appeared on {stream}: {self._text}")
+            found = self._changed.wait_for(lambda: seen() or self.popen.poll() is not None, timeout)
+            if not found or not seen():
+                raise AssertionError(f"{text!r} never appeared {count} time(s) on {stream}: {self._text}")
             return self._text[stream]
 
     def signal(self, signum: int) -> None:

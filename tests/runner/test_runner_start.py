@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import re
+import secrets
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,10 +17,12 @@ import pytest
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
+from tests.remote_fixtures import write_token_file
 
-from .conftest import WAIT, served
+from .conftest import WAIT, Home, Process, served
 
 Phase = pb.ExecutionPhase
+CALL = re.compile(r"^(?P<at>\S+ \S+) DEBUG \S+: call /[\w.]+/(?P<method>\w+) from ")
 CLAIM = re.compile(r"^(exe_\w+): running as (\S+)$", re.MULTILINE)
 
 
@@ -168,3 +172,28 @@ def test_a_second_signal_ends_the_grace_period_at_once(home, model):
     assert runner.wait() == 0, runner.stderr
     assert model.disconnected.wait(WAIT)
     assert home.run("execution", "get", execution_id).stdout.count("CANCELLED") == 1
+
+
+def test_an_idle_runner_process_asks_the_server_for_work_less_and_less_often(home, tmp_path):
+    """``stigmer runner start`` as it ships (no tuning flags) against ``stigmer server --verbose``: no busy loop."""
+    token = secrets.token_hex(24)
+    server_home = Home(tmp_path / "server-home")
+    server_home.path.mkdir(mode=0o700)
+    token_file = write_token_file(tmp_path / "token", token)
+    server = Process(["server", "--port", "0", "--token-file", str(token_file), "--verbose"], server_home.env)
+    home.processes.append(server)
+    endpoint = server.wait_for("\n", stream="stdout").removeprefix("listening on ").strip()
+    home.run("login", "--endpoint", endpoint, "--plaintext", input=token)
+    runner = home.start("runner", "start")
+    log = server.wait_for("/ListExecutions from", count=6)
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.stderr
+    calls = [CALL.search(line) for line in log.splitlines()]
+    made = [(found["method"], datetime.strptime(found["at"], "%Y-%m-%d %H:%M:%S,%f")) for found in calls if found]
+    first = next(n for n, (method, _) in enumerate(made) if method == "ListExecutions")
+    listed = [at for _, at in made[first:]]
+    assert {method for method, _ in made[first:]} == {"ListExecutions"}, "an idle runner only lists"
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(listed[:6])]
+    # Back-off from 0.2 s, doubling, to 2 s; the log's milliseconds and the timer's slack: 5 %.
+    for gap, least in zip(gaps, [0.2, 0.4, 0.8, 1.6, 2.0], strict=True):
+        assert gap >= least * 0.95, gaps
