@@ -146,6 +146,8 @@ def execute(
                     with contextlib.suppress(Exception):  # the backend's CANCELLED stands; the workflow follows it
                         await asyncio.shield(cancel_workflow(stack, execution.id))
                 if not limit.expired():
+                    screen.end()  # the answer's last line is ended first: both share the terminal
+                    status(f"execution {execution.id} cancelled: {cancel_reason()}")
                     raise
                 raise ExecutionEnded(
                     f"execution {execution.id} timed out after {timeout:g} s and was cancelled", EXIT_TIMEOUT

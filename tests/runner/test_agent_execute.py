@@ -95,9 +95,12 @@ def test_ctrl_c_cancels_the_execution_and_closes_the_model_connection(home, mode
     assert execute.wait() == 130, execute.stderr
     elapsed = time.monotonic() - interrupted
     assert elapsed < 10, f"took {elapsed:.1f} s to stop (expected well under 1 s)"
-    status = only_execution(home)["status"]
-    assert status["phase"] == "EXECUTION_PHASE_CANCELLED"
-    assert status["message"] == "interrupted (Ctrl-C) in `stigmer agent execute`"
+    execution = only_execution(home)
+    assert execution["status"]["phase"] == "EXECUTION_PHASE_CANCELLED"
+    assert execution["status"]["message"] == "interrupted (Ctrl-C) in `stigmer agent execute`"
+    said = f"execution {execution['id']} cancelled: interrupted (Ctrl-C) in `stigmer agent execute`"
+    assert said in execute.stderr.splitlines(), "the screen says what became of the execution"
+    assert execute.stdout == "thinking\n", "the streamed line is ended before the status line"
 
 
 def test_a_cancel_from_another_process_aborts_the_model_call(home, model):
@@ -227,6 +230,7 @@ def test_sigterm_cancels_the_execution_too(home, model):
     execute.signal(signal.SIGTERM)
     assert execute.wait() == 143, execute.stderr
     assert model.disconnected.wait(WAIT)
-    status = only_execution(home)["status"]
-    assert status["phase"] == "EXECUTION_PHASE_CANCELLED"
-    assert status["message"] == "terminated (SIGTERM) in `stigmer agent execute`"
+    execution = only_execution(home)
+    assert execution["status"]["phase"] == "EXECUTION_PHASE_CANCELLED"
+    assert execution["status"]["message"] == "terminated (SIGTERM) in `stigmer agent execute`"
+    assert f"execution {execution['id']} cancelled: terminated (SIGTERM)" in execute.stderr
