@@ -163,10 +163,17 @@ class Worker:
                 claimed.set_result(False)
 
     async def _wait(self, timeout: float | None) -> None:
-        """Until an execution ends, ``stop()`` or ``timeout``, whichever comes first."""
+        """Until an execution ends, ``stop()`` or ``timeout``, whichever comes first.
+
+        Only tasks still running count: one that already ended (a claim the backend refused,
+        whose task leaves ``_running`` a moment later) would end the wait at once, and a claim
+        refused every time (an invalid ``--runner-id``, a credential bound to another runner)
+        would list the backend in a busy loop.
+        """
         waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._stopping.wait())}
-        if self._running:
-            waits.add(asyncio.ensure_future(asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)))
+        running = {task for task in self._running if not task.done()}
+        if running:
+            waits.add(asyncio.ensure_future(asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
