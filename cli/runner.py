@@ -23,7 +23,11 @@ def runner() -> None:
 
 @runner.command("start")
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, help="Executions run at once.")
-@click.option("--runner-id", help="This runner's id, stored in what it claims (default: HOSTNAME-PID).")
+@click.option(
+    "--runner-id",
+    callback=lambda ctx, param, value: _checked_runner_id(value),
+    help="This runner's id, stored in what it claims: letters, digits and . _ : - (default: HOSTNAME-PID).",
+)
 @click.option(
     "--agent",
     "agents",
@@ -82,3 +86,20 @@ async def start(
     status(f"runner {worker.runner_id} started (concurrency {concurrency})")
     await worker.run()
     status(f"runner {worker.runner_id} stopped")
+
+
+def _checked_runner_id(value: str | None) -> str | None:
+    """Refused before the runner starts: every claim with it would be refused, one by one."""
+    if value is None:
+        return None
+    if not value:
+        raise click.BadParameter("must not be empty (leave the option out for HOSTNAME-PID)")
+    from grpclib import GRPCError
+
+    from stigmer_backend.backends.rules.validation import validate_runner_id
+
+    try:
+        validate_runner_id(value)
+    except GRPCError as error:
+        raise click.BadParameter(str(error.message).removeprefix("runner_id: ")) from None
+    return value

@@ -34,6 +34,7 @@ __all__ = [
     "validate_id",
     "validate_list_executions",
     "validate_put_secret",
+    "validate_runner_id",
     "validate_secret_name",
     "validate_update_execution_status",
 ]
@@ -202,6 +203,11 @@ def validate_list_executions(request: pb.ListExecutionsRequest) -> None:
 
 def _runner_id(value: str) -> None:
     _pattern(value, "runner_id", _TOKEN, f"a valid runner id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})")
+
+
+def validate_runner_id(value: str) -> None:
+    """``INVALID_ARGUMENT`` unless ``value`` is a runner id the contract accepts (a runner checks its own at start)."""
+    _runner_id(value)
 
 
 def _expected_version(value: int) -> None:

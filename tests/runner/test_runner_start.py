@@ -197,3 +197,20 @@ def test_an_idle_runner_process_asks_the_server_for_work_less_and_less_often(hom
     # Back-off from 0.2 s, doubling, to 2 s; the log's milliseconds and the timer's slack: 5 %.
     for gap, least in zip(gaps, [0.2, 0.4, 0.8, 1.6, 2.0], strict=True):
         assert gap >= least * 0.95, gaps
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("bad id/x", "'bad id/x' is not a valid runner id (^[A-Za-z0-9._:-]+$, at most 128)"),
+        ("r" * 129, "is not a valid runner id"),
+        ("", "must not be empty (leave the option out for HOSTNAME-PID)"),
+    ],
+)
+def test_a_runner_id_the_contract_refuses_is_refused_before_the_runner_starts(home, given, said):
+    """Regression: the runner started, and each claim was refused (in a busy loop, before the worker's fix)."""
+    runner = home.start("runner", "start", "--runner-id", given)
+    assert runner.wait() == 2, runner.stderr  # without the check: it serves until stopped, and this times out
+    error = runner.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: Invalid value for '--runner-id': ") and said in error, error
+    assert "started" not in runner.stderr
