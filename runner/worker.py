@@ -69,6 +69,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._hurry = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
+        self._missing: set[str] = set()
 
     def stop(self) -> None:
         """Stop claiming; ``run`` then finishes or cancels what it holds and returns.
@@ -127,9 +128,13 @@ class Worker:
                 ref = pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=name))
                 agent = (await self.backend.get_agent_instance(ref)).agent_instance
             except GRPCError as error:
-                if error.status != Status.NOT_FOUND:  # not applied (yet): nothing to run
+                if error.status != Status.NOT_FOUND:
                     raise
+                if name not in self._missing:  # a typo would otherwise wait in silence for ever
+                    self._missing.add(name)
+                    self._say(f"agent instance {name!r} not found: nothing of it to run until it is applied")
                 continue
+            self._missing.discard(name)
             assert agent is not None  # GetAgentInstance answers with it or fails NOT_FOUND
             request.agent_instance_id = agent.id
             found += (await self.backend.list_executions(request)).executions

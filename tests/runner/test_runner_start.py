@@ -131,6 +131,17 @@ def test_sigterm_stops_claiming_and_cancels_what_outlasts_the_grace_period(home,
     assert final.status.message == "runner leaving stopped before the execution finished"
 
 
+def test_a_runner_for_an_agent_not_applied_says_so_and_serves_it_once_applied(home, model):
+    runner = home.start("runner", "start", "--agent", "later")
+    runner.wait_for("agent instance 'later' not found: nothing of it to run until it is applied")
+    home.agent("later", "stream", model.endpoint)
+    execution_id = home.run("agent", "execute", "later", "hi", "--detach").stdout.strip()
+    runner.wait_for(f"{execution_id}: SUCCEEDED")
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.stderr
+    assert runner.stderr.count("not found") == 1, runner.stderr
+
+
 def test_an_idle_runner_serves_only_its_agents_and_stops_at_once(home, model):
     home.agent("mine", "stream", model.endpoint)
     home.agent("theirs", "stream", model.endpoint)
