@@ -7,6 +7,7 @@ runner talks to it with its real client. Models:
 - ``gated``: streams ``"first "``, then waits for ``release`` before ``"second"``:
   a test that sees ``first`` on a screen before releasing proves the answer streamed.
 - ``flaky``: the first request gets 429 with ``Retry-After: 1``, later ones stream ``"ok"``.
+- ``unavailable``: the first request gets 503 without ``Retry-After``, later ones stream ``"ok"``.
 - ``unauthorized``: 401.
 - ``slow``: streams ``"thinking"`` (then sets ``streaming``), then keeps the stream open
   (an SSE comment every 20 ms) until the client goes away, which ``disconnected`` records.
@@ -79,6 +80,8 @@ class _Handler(BaseHTTPRequestHandler):
             nth = sum(1 for seen in self.fake.requests if seen.model == model)
         if model == "flaky" and nth == 1:
             return self._json(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
+        if model == "unavailable" and nth == 1:
+            return self._json(503, {"error": {"message": "overloaded"}})
         if model == "unauthorized":
             return self._json(401, {"error": {"message": "invalid api key"}})
         if model == "plain":
@@ -91,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunks("first ")
                 self.fake.release.wait(60)
                 self._chunks("second")
-            elif model == "flaky":
+            elif model in ("flaky", "unavailable"):
                 self._chunks("ok")
             elif model == "delayed":
                 time.sleep(0.1)  # the model "thinking": what keeps several runners busy at once

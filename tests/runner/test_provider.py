@@ -32,6 +32,21 @@ async def test_streamed_pieces_arrive_separately_and_the_output_is_their_join(mo
     assert pieces == ["Hello", ", ", "world"] and output.text == "Hello, world"
 
 
+async def test_a_503_without_retry_after_is_retried_after_a_backoff(model):
+    retries: list[str] = []
+    output = await provider_for("openai-compatible").complete(
+        spec("unavailable", model.endpoint),
+        pb.ExecutionInput(message="hi"),
+        {},
+        on_text=lambda text: None,
+        budget=CallBudget(WAIT, WAIT),
+        on_retry=retries.append,
+    )
+    assert output.text == "ok" and model.count("unavailable") == 2
+    assert len(retries) == 1 and retries[0].startswith("the model answered HTTP 503; attempt 2 in "), retries
+    assert retries[0].endswith(" s (backing off)")
+
+
 async def test_a_retry_after_longer_than_the_time_left_fails_without_waiting(model):
     with pytest.raises(ModelCallFailed) as failed:
         await call(spec("flaky", model.endpoint), CallBudget(timeout=WAIT, max_wait=0.5))
