@@ -85,7 +85,7 @@ class Worker:
         idle = self.min_idle
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._running)
+                free = self.concurrency - len(self._busy())
                 if free <= 0:
                     await self._wait(None)
                     continue
@@ -176,7 +176,7 @@ class Worker:
         would list the backend in a busy loop.
         """
         waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._stopping.wait())}
-        running = {task for task in self._running if not task.done()}
+        running = self._busy()
         if running:
             waits.add(asyncio.ensure_future(asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)))
         try:
@@ -184,6 +184,10 @@ class Worker:
         finally:
             for waiting in waits:
                 waiting.cancel()
+
+    def _busy(self) -> set[asyncio.Task[None]]:
+        """The tasks still running (an ended one leaves ``_running`` only once its callback has run)."""
+        return {task for task in self._running if not task.done()}
 
     async def _drain(self) -> None:
         if not self._running:
