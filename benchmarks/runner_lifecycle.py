@@ -219,9 +219,12 @@ def unauthorized(rounds: int) -> dict[str, list[float]]:
             started = time.monotonic()
             execute = home.start("agent", "execute", "locked", "hi")
             figures["exit code"].append(execute.wait())
-            figures["s start -> exit (process start-up included)"].append(time.monotonic() - started)
+            exited = time.monotonic()
+            figures["s start -> exit (process start-up included)"].append(exited - started)
+            figures["s the 401 sent -> exit"].append(exited - model.requests[0].time)
             figures["requests the model saw"].append(model.count("unauthorized"))
-            print("   401 error line:", execute.stderr.strip().splitlines()[-1][:160])
+            said = execute.stderr.strip().splitlines()[-1]
+    print(f"   its error line: {said}")
     return figures
 
 
