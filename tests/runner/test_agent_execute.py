@@ -6,11 +6,14 @@ stored, which exit code) and bounds waits generously: the CI box is loaded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
 import time
 
+from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.secrets.test_end_to_end import forms
 
 from .conftest import WAIT, served
@@ -219,6 +222,32 @@ def test_detach_only_creates_and_watch_shows_phases_and_the_answer(home, model):
     assert lines[1].startswith("v2 RUNNING: claimed by ")
     assert lines[2].endswith("SUCCEEDED: done") and lines[3] == "Hello, world"
     assert len(lines) == 4, "lease renewals are not shown"
+    runner.signal(signal.SIGTERM)
+    assert runner.wait() == 0, runner.stderr
+
+
+def test_watch_shows_phase_changes_and_the_answer_but_not_the_lease_renewals_between(home, model):
+    home.agent("gated", "gated", model.endpoint)
+    execution_id = home.run("agent", "execute", "gated", "hi", "--detach").stdout.strip()
+    watch = home.start("execution", "watch", execution_id)
+    watch.wait_for("PENDING", stream="stdout")
+    runner = home.start("runner", "start", "--lease", "3")  # renewed every second
+
+    async def renewed_twice() -> int:
+        async with asyncio.timeout(WAIT), SqliteBackend(home.path / "local.db") as backend:
+            request = pb.WatchExecutionRequest(execution_id=execution_id)
+            async for response in backend.watch_execution(request):
+                if response.execution.version >= 4:  # v2 the claim, v3 and v4 renewals
+                    return response.execution.version
+        raise AssertionError("the watch ended before two renewals")
+
+    assert asyncio.run(renewed_twice()) >= 4
+    model.release.set()
+    assert watch.wait() == 0, watch.stderr
+    lines = watch.stdout.splitlines()
+    assert [line.split()[1] for line in lines[:3]] == ["PENDING", "RUNNING:", "SUCCEEDED:"], lines
+    assert int(lines[2].split()[0].removeprefix("v")) >= 5, "the renewals happened, and were not shown"
+    assert lines[3:] == ["first second"]
     runner.signal(signal.SIGTERM)
     assert runner.wait() == 0, runner.stderr
 
