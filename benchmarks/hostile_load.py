@@ -10,7 +10,8 @@ be measured by the same client code in the same way:
 
 (rss)   four request bodies of ``--body-mib`` MiB (default 500) sent at once to
         ``Health`` without a token, each on its own connection: the server's
-        peak RSS (``VmHWM``) and its RSS afterwards, next to its RSS before.
+        peak RSS (``VmHWM``) and its RSS afterwards, next to its RSS before;
+        then one 100 MiB ``PutSecret`` with the token, and the peak after it.
 (stall) another process holds SQLite's write lock (``BEGIN IMMEDIATE``) for
         ``--hold`` seconds while a ``CreateExecution`` sent to the server waits
         for it; ``Health`` is called one after another meanwhile: p50 and max
@@ -176,12 +177,17 @@ async def rss(server: Server, body_mib: int) -> None:
     channel = server.channel()
     try:
         health, _ = await call(channel, HEALTH, b"")
+        secret = bytes(pb.PutSecretRequest(name="BIG", value="x" * (100 << 20)))
+        put, _ = await call(channel, SERVICE + "PutSecret", secret, token=server.token, timeout=600)
     finally:
         channel.close()
     print(
         f"(rss) 4 x {body_mib} MiB to Health, no token: answers {sorted(status for status, _ in answers)} "
         f"in {elapsed:.1f} s; server RSS before {before / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, "
         f"after {after / 1024:.0f} MiB; a Health call afterwards: {health}"
+    )
+    print(
+        f"(rss) then a 100 MiB PutSecret with the token: {put}; server peak RSS {server.status('VmHWM') / 1024:.0f} MiB"
     )
 
 
