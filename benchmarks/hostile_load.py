@@ -15,7 +15,8 @@ be measured by the same client code in the same way:
 (stall) another process holds SQLite's write lock (``BEGIN IMMEDIATE``) for
         ``--hold`` seconds while a ``CreateExecution`` sent to the server waits
         for it; ``Health`` is called one after another meanwhile: p50 and max
-        latency, and whether the write was still waiting when they were done.
+        latency, whether the write was still waiting when they were done, and
+        how long a ``GetExecution`` sent then took (it reads the same file).
 (idle)  ``--idle`` connections that send the HTTP/2 preface and then nothing,
         against a server whose descriptor limit is 1,024 (a common default):
         how long a ``Health`` call then takes, how many of the connections the
@@ -217,6 +218,10 @@ async def stall(server: Server, hold: float, calls: int) -> None:
             statuses.add(status)
         measured_until = time.perf_counter() - locked
         waiting = not write.done()
+        started = time.perf_counter()
+        read = bytes(pb.GetExecutionRequest(execution_id="exe_00000000000000000000000000"))
+        got, _ = await call(channel, SERVICE + "GetExecution", read, token=server.token, timeout=hold * 3)
+        read_took = time.perf_counter() - started
         written, _ = await write
         write_took = time.perf_counter() - locked
         holder.wait()
@@ -226,7 +231,8 @@ async def stall(server: Server, hold: float, calls: int) -> None:
         f"(stall) {calls} Health calls while a write waited for a {hold:.0f} s lock held by another process: "
         f"p50 {statistics.median(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms, answers "
         f"{sorted(statuses)}; done {measured_until:.2f} s after the lock was taken, the write still waiting "
-        f"then: {waiting}; the write answered {written} after {write_took:.1f} s"
+        f"then: {waiting}; the write answered {written} after {write_took:.1f} s; a GetExecution sent then "
+        f"answered {got} after {read_took:.2f} s"
     )
 
 
