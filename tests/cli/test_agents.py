@@ -128,7 +128,7 @@ def test_execute_refuses_data_nested_ten_thousand_deep_without_a_traceback(stigm
     deep = '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}"
     result = stigmer("agent", "execute", "echo-bot", "hi", "--data", deep)
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "Error: Invalid value for --data: nested too deeply (objects and lists at most 32 deep)" in result.stderr
+    assert "Error: Invalid value for --data: nested too deeply to be read as JSON" in result.stderr
 
 
 @pytest.mark.parametrize(
