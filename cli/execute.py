@@ -226,6 +226,8 @@ def _parse_data(data: str | None) -> dict[str, Any] | None:
         parsed = json.loads(data)
     except ValueError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from None
+    except RecursionError:  # json's decoder recurses per level, far past the contract's depth limit
+        raise click.BadParameter("nested too deeply to be read as JSON", param_hint="--data") from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--data")
     return parsed

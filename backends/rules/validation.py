@@ -8,6 +8,7 @@ so a rejected request changes nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import timedelta
@@ -103,34 +104,37 @@ def _references(value: str, field: str) -> None:
         raise errors.invalid_argument(field, str(problem)) from None
 
 
-def _struct_depth(value: Struct) -> int:
-    """How deeply objects and lists nest in ``value``; iterative, so any depth is measured safely."""
-    deepest = 0
-    pending: list[tuple[object, int]] = [(value, 1)]
+def _struct_problem(value: Struct) -> str | None:
+    """Why ``value`` is not a JSON object the contract accepts, or None; iterative, so any depth is walked safely.
+
+    Nesting past ``MAX_STRUCT_DEPTH``, a ``Value`` with no kind set and a NaN or infinite number are
+    valid protobuf but not JSON: stored, they could not be turned into JSON, so the call would fail
+    half-way through its write, and they are refused first.
+    """
+    pending: list[tuple[Struct | ListValue, int]] = [(value, 1)]
     while pending:
         node, depth = pending.pop()
-        children: Iterable[Value]
-        if isinstance(node, Struct):
-            children = node.fields.values()
-        elif isinstance(node, ListValue):
-            children = node.values
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_STRUCT_DEPTH:
-            break
+        if depth > MAX_STRUCT_DEPTH:
+            return f"must nest objects and lists at most {MAX_STRUCT_DEPTH} deep"
+        children: Iterable[Value] = node.fields.values() if isinstance(node, Struct) else node.values
         for child in children:
             if child.struct_value is not None:
                 pending.append((child.struct_value, depth + 1))
             elif child.list_value is not None:
                 pending.append((child.list_value, depth + 1))
-    return deepest
+            elif child.number_value is not None:
+                if not math.isfinite(child.number_value):
+                    return f"holds the number {child.number_value}, which JSON cannot hold"
+            elif child.null_value is None and child.string_value is None and child.bool_value is None:
+                return "holds a value with no kind set (not null, a number, a string, a bool, an object or a list)"
+    return None
 
 
 def _struct(value: Struct | None, field: str) -> None:
     if value is not None:
-        if _struct_depth(value) > MAX_STRUCT_DEPTH:
-            raise errors.invalid_argument(field, f"must nest objects and lists at most {MAX_STRUCT_DEPTH} deep")
+        problem = _struct_problem(value)
+        if problem:
+            raise errors.invalid_argument(field, problem)
         size = len(bytes(value))
         if size > MAX_STRUCT_BYTES:
             raise errors.invalid_argument(field, f"must be at most {MAX_STRUCT_BYTES} bytes encoded (got {size})")

@@ -123,6 +123,26 @@ def test_execute_rejects_non_object_data(stigmer, manifest):
     assert result.exit_code == 2 and "JSON object" in result.output
 
 
+def test_execute_refuses_data_nested_ten_thousand_deep_without_a_traceback(stigmer, manifest):
+    stigmer("apply", "-f", manifest(ECHO))
+    deep = '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    result = stigmer("agent", "execute", "echo-bot", "hi", "--data", deep)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Error: Invalid value for --data: nested too deeply to be read as JSON" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [('{"a": ' + "[" * 40 + "]" * 40 + "}", "must nest objects and lists at most 32 deep"), ('{"a": NaN}', "nan")],
+    ids=["40 deep", "NaN"],
+)
+def test_execute_refuses_data_the_contract_does_not_take_in_one_line(stigmer, manifest, data, problem):
+    stigmer("apply", "-f", manifest(ECHO))
+    line = one_line_error(stigmer("agent", "execute", "echo-bot", "hi", "--data", data))
+    assert line.startswith("Error: INVALID_ARGUMENT: input.data: ") and problem in line
+    assert "echo-bot" not in stigmer("execution", "list").stdout, "a refused call writes nothing"
+
+
 def test_structured_input_round_trips(stigmer, manifest):
     stigmer("apply", "-f", manifest(ECHO))
     result = stigmer("agent", "execute", "echo-bot", "hi", "--data", '{"city": "Zürich", "days": 3}', "-o", "json")

@@ -72,3 +72,45 @@ async def test_a_page_token_nested_deep_is_invalid_argument(served, token, paylo
             await backend.list_secrets(pb.ListSecretsRequest(page_token=forged))
     assert caught.value.status == Status.INVALID_ARGUMENT
     assert "Traceback" not in served.stderr_text()
+
+
+KEYED = pb.AgentInstanceSpec(
+    model=pb.ModelConfig(provider="ollama", model="llama3", credentials="${.secrets.MODEL_KEY}"),
+)
+
+
+@pytest.mark.parametrize("alteration", ["older value restored", "ciphertext stored as TEXT"])
+async def test_an_altered_secret_row_is_internal_naming_the_secret_not_the_server_path(
+    served, db_path, token, alteration
+):
+    """Sealed format 2 binds the secret's version; a non-bytes ciphertext is an altered database, not a TypeError."""
+    async with CloudBackend(served.endpoint, token=token) as backend:
+        await backend.put_secret(pb.PutSecretRequest(name="MODEL_KEY", value="sk-first-value"))
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+            (first,) = conn.execute("SELECT ciphertext FROM secrets").fetchone()
+        await backend.put_secret(pb.PutSecretRequest(name="MODEL_KEY", value="sk-second-value"))
+        await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="keyed", spec=KEYED))
+        created = await backend.create_execution(
+            pb.CreateExecutionRequest(
+                request_id="r-1",
+                agent_instance=pb.AgentInstanceRef(name="keyed"),
+                input=pb.ExecutionInput(message="hi"),
+            )
+        )
+        execution_id = created.execution.id
+        await backend.update_execution_status(
+            pb.UpdateExecutionStatusRequest(execution_id=execution_id, phase=pb.ExecutionPhase.RUNNING, runner_id="r")
+        )
+        request = pb.GetExecutionContextRequest(execution_id=execution_id, runner_id="r")
+        assert (await backend.get_execution_context(request)).secrets == {"MODEL_KEY": "sk-second-value"}
+        stored: object = first if alteration == "older value restored" else base64.b64encode(first).decode()
+        with sqlite3.connect(db_path) as conn:  # another program, or a restored backup, changes the row
+            conn.execute("UPDATE secrets SET ciphertext = ?", (stored,))
+        with pytest.raises(GRPCError) as caught:
+            await backend.get_execution_context(request)
+    assert caught.value.status == Status.INTERNAL
+    message = caught.value.message or ""
+    assert "'MODEL_KEY'" in message and "sk-first-value" not in message
+    assert ("older value" if alteration == "older value restored" else "the database was altered") in message
+    assert str(db_path.parent) not in message
+    assert "Traceback" not in served.stderr_text()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import time
+from collections import Counter
 from datetime import timedelta
 
 from grpclib.const import Status
@@ -49,6 +50,20 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, wire_type: int, payload: bytes = b"") -> bytes:
     return _varint(number << 3 | wire_type) + payload
+
+
+def _length_delimited(number: int, payload: bytes) -> bytes:
+    return _field(number, 2, _varint(len(payload)) + payload)
+
+
+def _nested_data(depth: int) -> bytes:
+    """``CreateExecutionRequest.input.data`` = ``{"d": [[...[]...]]}``, ``depth`` lists deep, encoded by hand."""
+    lists = b""  # the innermost, empty ListValue
+    for _ in range(depth - 1):
+        lists = _length_delimited(1, _length_delimited(6, lists))  # ListValue{values: [Value{list_value: lists}]}
+    value = _length_delimited(6, lists)  # Value.list_value
+    data = _length_delimited(1, _length_delimited(1, b"d") + _length_delimited(2, value))  # Struct.fields["d"]
+    return _length_delimited(3, _length_delimited(2, data))
 
 
 def _crafted(rng: random.Random, valid: bytes) -> list[bytes]:
@@ -138,8 +153,15 @@ async def test_hundreds_of_hostile_payloads_get_documented_codes_and_leave_the_s
     served_rpcs = {path.rsplit("/", 1)[1] for path in pb.BackendServiceBase().__mapping__()}
     assert set(valid) == served_rpcs, "every RPC of the service gets payloads"
     targets = [(SERVICE + rpc, body, rpc == "WatchExecution") for rpc, body in valid.items()]
+    # Structured data at the depth limit and at the depth that once poisoned every listing, then mutated.
+    for depth in (31, 120):
+        request_id = _length_delimited(1, f"deep-{depth}".encode())  # a later field 1 wins: a fresh request id
+        targets.append(
+            (SERVICE + "CreateExecution", valid["CreateExecution"] + request_id + _nested_data(depth), False)
+        )
     targets.append((HEALTH_CHECK, b"", False))
     undocumented: list[str] = []
+    seen: Counter[str] = Counter()
     calls = 0
     started = time.monotonic()
     channel = raw_channel(served.endpoint)
@@ -151,12 +173,14 @@ async def test_hundreds_of_hostile_payloads_get_documented_codes_and_leave_the_s
                         channel, method, payload, token=credential, timeout=20, streaming=streaming
                     )
                     calls += 1
+                    seen[status.name] += 1
                     if status not in DOCUMENTED:
                         undocumented.append(f"{method} case {number} ({payload[:40]!r}): {status.name} {detail}")
         # An oversized message to every method: refused unread.
         for method, _, streaming in targets:
             status, _ = await raw_call(channel, method, b"\x00" * (5 << 20), token=token, streaming=streaming)
             calls += 1
+            seen[status.name] += 1
             if status != Status.RESOURCE_EXHAUSTED:
                 undocumented.append(f"{method} oversized: {status.name}")
         health, _ = await raw_call(channel, HEALTH_CHECK, b"")
@@ -171,4 +195,39 @@ async def test_hundreds_of_hostile_payloads_get_documented_codes_and_leave_the_s
     assert len(log.splitlines()) < 100, "refusals are logged rate-limited, not one line per request"
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    print(f"\n[hostile input] {calls} calls in {elapsed:.1f}s, all with documented codes")
+        stored = conn.execute("SELECT count(*) FROM executions").fetchone()[0]
+    # Whatever the payloads got stored stays readable by a remote client, page by page and one by one.
+    async with CloudBackend(served.endpoint, token=token) as backend:
+        read = await _read_back_everything(backend)
+    assert read == stored, (read, stored)
+    print(
+        f"\n[hostile input] {calls} calls in {elapsed:.1f}s, all with documented codes: "
+        + ", ".join(f"{name} {count}" for name, count in seen.most_common())
+        + f"; {stored} stored executions read back"
+    )
+
+
+async def _read_back_everything(backend: CloudBackend) -> int:
+    """Every execution, agent and secret name through the list and get RPCs; the number of executions read."""
+    executions, token = 0, ""
+    while True:
+        page = await backend.list_executions(pb.ListExecutionsRequest(page_size=50, page_token=token))
+        for execution in page.executions:
+            await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))
+        executions += len(page.executions)
+        if not (token := page.next_page_token):
+            break
+    token = ""
+    while True:
+        agents = await backend.list_agent_instances(pb.ListAgentInstancesRequest(page_size=50, page_token=token))
+        for agent in agents.agent_instances:
+            ref = pb.AgentInstanceRef(name=agent.name)
+            await backend.get_agent_instance(pb.GetAgentInstanceRequest(agent_instance=ref))
+        if not (token := agents.next_page_token):
+            break
+    token = ""
+    while True:
+        names = await backend.list_secrets(pb.ListSecretsRequest(page_size=50, page_token=token))
+        if not (token := names.next_page_token):
+            break
+    return executions

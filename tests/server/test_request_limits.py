@@ -14,7 +14,7 @@ from grpclib import GRPCError
 from grpclib.const import Status
 
 from stigmer_backend.backends.cloud import CloudBackend
-from stigmer_backend.gen.google.protobuf import Struct
+from stigmer_backend.gen.google.protobuf import ListValue, Struct, Value
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import SPEC
 from tests.remote_fixtures import count_rows
@@ -69,6 +69,32 @@ async def test_a_request_nested_too_deep_is_refused_and_every_page_stays_readabl
         listed = await backend.list_executions(pb.ListExecutionsRequest())
         assert [e.id for e in listed.executions] == [created.execution.id]
         assert listed.executions[0].input.data == _nested_lists(31)
+
+
+NOT_JSON = {
+    "no-kind": Value(),
+    "no-kind-in-a-list": Value(list_value=ListValue(values=[Value(string_value="a"), Value()])),
+    "nan": Value(number_value=float("nan")),
+    "infinity": Value(number_value=float("-inf")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_JSON))
+async def test_structured_input_that_is_not_json_is_invalid_argument_and_writes_nothing(served, db_path, token, case):
+    """Valid protobuf that no JSON can hold: once INTERNAL, "holds a row Stigmer cannot read", for a fresh request."""
+    async with CloudBackend(served.endpoint, token=token) as backend:
+        await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
+        with pytest.raises(GRPCError) as caught:
+            await backend.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id="not-json",
+                    agent_instance=pb.AgentInstanceRef(name="helper"),
+                    input=pb.ExecutionInput(message="hi", data=Struct(fields={"d": NOT_JSON[case]})),
+                )
+            )
+    assert caught.value.status == Status.INVALID_ARGUMENT, caught.value.message
+    assert caught.value.message.startswith("input.data: holds ")
+    assert count_rows(db_path, "executions") == 0
 
 
 async def test_a_request_over_the_size_cap_is_refused_before_it_is_read(served):
