@@ -48,7 +48,9 @@ _NORMATIVE = re.compile(
     r"changes nothing|twice|optionally|spaces|tabs|first|resolv\w*|unresolved|both|survives?|retry|"
     r"by identifier|by name|records?|starts?|ends?|sets|stores?|stored as|as stored|deletes|created|creating|"
     r"replacing|claimed|latest|while|entered|expired|expires|uses|terminal|MAJOR|lower-case|true|false|"
-    r"allowed|from now|as written|as it was|after|now|EXECUTION_PHASE_\w+|expected_version|conditional)\b",
+    r"allowed|from now|as written|as it was|as of|after|now|EXECUTION_PHASE_\w+|expected_version|"
+    r"conditional)\b"
+    r"|^`[\w.]+` (?:of|says) ",  # "`AgentInstance.id` of the agent instance this execution runs", "`error` says which"
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"(])")

@@ -62,6 +62,12 @@ def test_sentences_that_state_what_a_call_does_are_normative():
         "Everything acknowledged survives a restart of the backend process.",
         "Literal text: secret references here are not resolved (instructions are sent to the model provider).",
         'The backend itself uses "LEASE_EXPIRED" when a runner\'s lease ends.',
+        "`AgentInstance.id` of the agent instance this execution runs.",
+        "`ExecutionStatus.error` says which.",
     ]
     assert [text for text in binding if text not in found] == []
-    assert "GetExecutionRequest names one execution." not in found, "a sentence naming a field binds nothing"
+    for describing in (
+        "GetExecutionRequest names one execution.",
+        "ModelConfig says which model an agent calls and how to reach it.",
+    ):
+        assert describing not in found, "a sentence describing an element binds nothing"
