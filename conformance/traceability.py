@@ -42,7 +42,15 @@ _NORMATIVE = re.compile(
     r"INVALID_ARGUMENT|NOT_FOUND|ABORTED|FAILED_PRECONDITION|ALREADY_EXISTS|UNAUTHENTICATED|"
     r"PERMISSION_DENIED|UNIMPLEMENTED|before|until|no later|consecutive|once|"
     r"rejected|case-sensitive|no others|writes nothing|nothing is written|current|next|again|storing|"
-    r"ending|delivered|promptly|free|\d[\d,]*)\b",
+    r"ending|delivered|promptly|free|\d[\d,]*|"
+    # Sentences that state what a field holds or a call does bind as much as a "must": a backend that
+    # leaves `end_time` unset or answers `created` wrongly breaks "sets `end_time`", "true if created".
+    r"changes nothing|twice|optionally|spaces|tabs|first|resolv\w*|unresolved|both|survives?|retry|"
+    r"by identifier|by name|records?|starts?|ends?|sets|stores?|stored as|as stored|deletes|created|creating|"
+    r"replacing|claimed|latest|while|entered|expired|expires|uses|terminal|MAJOR|lower-case|true|false|"
+    r"allowed|from now|as written|as it was|as of|after|now|EXECUTION_PHASE_\w+|expected_version|"
+    r"conditional)\b"
+    r"|^`[\w.]+` (?:of|says) ",  # "`AgentInstance.id` of the agent instance this execution runs", "`error` says which"
     re.IGNORECASE,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"(])")

@@ -9,10 +9,7 @@ from the file named by `STIGMER_CONFORMANCE_ROLES`, lines `ROLE NAME TOKEN` as
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +23,6 @@ from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 pytestmark = pytest.mark.requires_capability(pb.Capability.ROLES)
 ROLES_ENV = "STIGMER_CONFORMANCE_ROLES"
-_ADDRESS = re.compile(r"\[?[A-Za-z0-9.:-]+\]?:\d+")
 
 
 def _role_lines() -> dict[str, list[tuple[str, str]]]:
@@ -48,25 +44,20 @@ class AsRole(Protocol):
 
 
 @pytest.fixture
-def as_role(stigmer_run: ConformanceRun) -> Iterator[AsRole]:
+def as_role(stigmer_run: ConformanceRun) -> AsRole:
     """``as_role("person"|"runner", index)`` -> ``(name, Client)`` calling the target with that role's credential."""
-    from stigmer_backend.conformance.targets import Target, open_target
-
-    options = stigmer_run.options
-    if not options.target or not _ADDRESS.fullmatch(options.target):
-        pytest.skip("optional: role credentials are tested against a host:port target")
+    target = stigmer_run.target
+    if target is None or target.as_caller(None) is None:
+        pytest.skip("optional: role credentials are tested against an endpoint (host:port or --server-command)")
     roles = _role_lines()
-    opened: list[Target] = []
 
     def connect(role: str, index: int = 0) -> tuple[str, Client]:
         name, token = roles[role][index]
-        target = stigmer_run.loop.run_until_complete(open_target(dataclasses.replace(options, token=token)))
-        opened.append(target)
-        return name, Client(target.backend, stigmer_run.loop)
+        caller = target.as_caller(token)
+        assert caller is not None  # an endpoint: checked above
+        return name, Client(caller, stigmer_run.loop)
 
-    yield connect
-    for target in opened:
-        stigmer_run.loop.run_until_complete(target.close())
+    return connect
 
 
 def _keyed_spec(secret: str) -> pb.AgentInstanceSpec:

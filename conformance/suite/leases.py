@@ -121,8 +121,9 @@ class TestLeaseTimeliness:
         agent, _, running = runs["get"]
         check(_get(client, running.id), "GetExecution")
         agent, _, running = runs["list"]
-        for listed in client.list_executions(pb.ListExecutionsRequest(agent_instance_id=agent.id)).executions:
-            check(listed, "ListExecutions")
+        listed = client.list_executions(pb.ListExecutionsRequest(agent_instance_id=agent.id)).executions
+        assert [e.id for e in listed] == [running.id], "ListExecutions left out the execution whose lease expired"
+        check(listed[0], "ListExecutions")
         agent, _, running = runs["watch"]
         watch = client.watch(running.id)
         assert watch.wait_until(lambda w: len(w.states) >= 1 or w.done), "WatchExecution sent nothing"

@@ -51,6 +51,18 @@ class TestCreateExecution:
                 pb.CreateExecutionRequest(request_id=rid, agent_instance=ref, input=pb.ExecutionInput(message="two"))
             )
 
+    def test_invalid_argument_before_already_exists(self, client: Client) -> None:
+        """A used `request_id` with an invalid input: INVALID_ARGUMENT (validation comes before any read)."""
+        agent = apply_agent(client)
+        rid, ref = request_id(), pb.AgentInstanceRef(name=agent.name)
+        client.create_execution(
+            pb.CreateExecutionRequest(request_id=rid, agent_instance=ref, input=pb.ExecutionInput(message="one"))
+        )
+        with expect_status(Status.INVALID_ARGUMENT, naming="input"):
+            client.create_execution(
+                pb.CreateExecutionRequest(request_id=rid, agent_instance=ref, input=pb.ExecutionInput())
+            )
+
 
 class TestUpdateExecutionStatus:
     def test_invalid_argument_before_not_found(self, client: Client) -> None:
@@ -104,6 +116,12 @@ class TestGetExecutionContext:
         with expect_status(Status.INVALID_ARGUMENT, naming="runner_id"):
             client.get_execution_context(pb.GetExecutionContextRequest(execution_id=UNKNOWN, runner_id="a b"))
 
+    def test_invalid_argument_before_failed_precondition(self, client: Client) -> None:
+        """An invalid `runner_id` for an execution that is not running: INVALID_ARGUMENT."""
+        pending = create_execution(client)
+        with expect_status(Status.INVALID_ARGUMENT, naming="runner_id"):
+            client.get_execution_context(pb.GetExecutionContextRequest(execution_id=pending.id, runner_id="a b"))
+
     def test_not_found_before_failed_precondition(self, client: Client) -> None:
         """An execution that does not exist is NOT_FOUND whoever asks."""
         with expect_status(Status.NOT_FOUND):
@@ -132,3 +150,26 @@ class TestIdentifiers:
         assert watch.wait_until(lambda w: w.done), "the watch of an impossible identifier did not end"
         with expect_status(Status.INVALID_ARGUMENT, naming="execution_id"):
             watch.reraise("WatchExecution fails with INVALID_ARGUMENT if execution_id cannot be an identifier")
+
+    def test_a_64_character_identifier_is_not_found_not_invalid_argument(self, client: Client) -> None:
+        """The bound is inclusive: 64 printable ASCII characters can be an identifier, so one that names nothing
+        is NOT_FOUND on every RPC, and filters `ListExecutions` to nothing."""
+        possible_id = "x" * 64
+        ref = pb.AgentInstanceRef(id=possible_id)
+        calls = [
+            ("get_execution", pb.GetExecutionRequest(execution_id=possible_id)),
+            ("update_execution_status", _update(possible_id)),
+            ("cancel_execution", pb.CancelExecutionRequest(execution_id=possible_id)),
+            ("get_execution_context", pb.GetExecutionContextRequest(execution_id=possible_id, runner_id=RUNNER)),
+            ("get_agent_instance", pb.GetAgentInstanceRequest(agent_instance=ref)),
+            ("delete_agent_instance", pb.DeleteAgentInstanceRequest(agent_instance=ref)),
+            ("create_execution", pb.CreateExecutionRequest(request_id=request_id(), agent_instance=ref, input=pb.ExecutionInput(message="m"))),
+        ]  # fmt: skip
+        for rpc, request in calls:
+            with expect_status(Status.NOT_FOUND):
+                getattr(client, rpc)(request)
+        assert not client.list_executions(pb.ListExecutionsRequest(agent_instance_id=possible_id)).executions
+        watch = client.watch(possible_id)
+        assert watch.wait_until(lambda w: w.done), "the watch of an unknown identifier did not end"
+        with expect_status(Status.NOT_FOUND):
+            watch.reraise("WatchExecution fails with NOT_FOUND if the execution does not exist")

@@ -81,6 +81,15 @@ def _deep_struct(depth: int) -> Struct:
     return Struct.from_dict(value)
 
 
+def _struct_of_encoded_size(size: int) -> Struct:
+    """A struct of exactly ``size`` bytes in binary encoding: one string, shortened by the encoding's overhead
+    (for a large ``size`` the length prefixes are as long for the shorter string)."""
+    overhead = len(bytes(Struct.from_dict({"blob": "x" * size}))) - size
+    struct = Struct.from_dict({"blob": "x" * (size - overhead)})
+    assert len(bytes(struct)) == size, f"built {len(bytes(struct))} bytes, not {size}"
+    return struct
+
+
 # (case id, (rpc, request), field the message must name)
 CASES = [
     ("CreateExecution/request_id-missing", _create(request_id=""), "request_id"),
@@ -264,6 +273,35 @@ class TestBoundsAreInclusive:
             )
         )
         assert status(done).output == output
+
+    def test_the_deepest_and_largest_structured_data(self, client: Client) -> None:
+        """`input.data` and `output.data` nested exactly 32 deep, or of exactly 1,048,576 bytes encoded, are valid
+        and kept; and `phases` may hold 16 entries."""
+        agent = apply_agent(client)
+        for data in (_deep_struct(32), _struct_of_encoded_size(MIB)):
+            created = execution_of(
+                client.create_execution(
+                    pb.CreateExecutionRequest(
+                        request_id=request_id(),
+                        agent_instance=pb.AgentInstanceRef(id=agent.id),
+                        input=pb.ExecutionInput(data=data),
+                    )
+                )
+            )
+            assert created.input == pb.ExecutionInput(data=data)
+            output = pb.ExecutionOutput(data=data)
+            running = execution_of(
+                client.update_execution_status(
+                    pb.UpdateExecutionStatusRequest(
+                        execution_id=created.id, phase=Phase.RUNNING, runner_id=RUNNER, output=output
+                    )
+                )
+            )
+            assert status(running).output == output
+        listed = client.list_executions(
+            pb.ListExecutionsRequest(agent_instance_id=agent.id, phases=[Phase.RUNNING] * 16)
+        )
+        assert len(listed.executions) == 2
 
     def test_env_names_are_case_sensitive(self, client: Client) -> None:
         """`A` and `a` are two variables, not a duplicate name."""

@@ -190,6 +190,30 @@ class LongIdsAreNotFound(MemoryBackend):
         return await super().get_execution(message)
 
 
+@breaks("error-code order", "precedence/CreateExecution/invalid_argument_before_already_exists")
+class RequestIdBeforeValidating(MemoryBackend):
+    """Decides a used `request_id` before validating the request (ALREADY_EXISTS wins over INVALID_ARGUMENT)."""
+
+    async def create_execution(self, message):
+        if (
+            message.request_id in self._by_request
+            and message.input != self._current(self._by_request[message.request_id]).input
+        ):
+            raise errors.already_exists(f"request_id {message.request_id!r} was used for another request")
+        return await super().create_execution(message)
+
+
+@breaks("error-code order", "precedence/GetExecutionContext/invalid_argument_before_failed_precondition")
+class ContextPhaseBeforeValidating(MemoryBackend):
+    """Refuses a context for an execution that is not running before validating `runner_id`."""
+
+    async def get_execution_context(self, message):
+        current = self._executions.get(message.execution_id)
+        if current is not None and current.status.phase != Phase.RUNNING:
+            raise errors.failed_precondition(f"execution {message.execution_id!r} is not running")
+        return await super().get_execution_context(message)
+
+
 # -- documented bounds --------------------------------------------------------------------------
 
 
@@ -254,6 +278,31 @@ class EndpointWithoutHost(MemoryBackend):
             model = dataclasses.replace(model, endpoint="")
             message = dataclasses.replace(message, spec=dataclasses.replace(message.spec, model=model))
         return await super().apply_agent_instance(message)
+
+
+@breaks("bounds", "precedence/Identifiers/a_64_character_identifier_is_not_found_not_invalid_argument")
+class LongestIdIsInvalid(MemoryBackend):
+    """Rejects an execution id of exactly 64 characters as INVALID_ARGUMENT (the bound is inclusive)."""
+
+    async def get_execution(self, message):
+        if len(message.execution_id) >= 64:
+            raise errors.invalid_argument("execution_id", "must be shorter than 64 characters")
+        return await super().get_execution(message)
+
+
+@breaks("bounds", "validation/BoundsAreInclusive/the_deepest_and_largest_structured_data")
+class StructDepthExclusive(MemoryBackend):
+    """Rejects `input.data` nested exactly 32 deep (the limit is inclusive)."""
+
+    async def create_execution(self, message):
+        depth, value = 0, message.input.data if message.input is not None else None
+        while value is not None:
+            depth += 1
+            inner = [v.struct_value for v in value.fields.values() if v.struct_value is not None]
+            value = inner[0] if inner else None
+        if depth >= 32:
+            raise errors.invalid_argument("input.data", "must nest objects less than 32 deep")
+        return await super().create_execution(message)
 
 
 # -- secrets ------------------------------------------------------------------------------------
@@ -370,6 +419,22 @@ class ListShowsExpiredLeases(MemoryBackend):
         rows = [e for e in rows if not message.agent_instance_id or e.agent_instance_id == message.agent_instance_id]
         rows = [e for e in rows if not message.phases or e.status.phase in message.phases]
         return pb.ListExecutionsResponse(executions=rows[: paging.page_size(message.page_size)])
+
+
+@breaks("timeliness", "leases/LeaseTimeliness/no_response_shows_an_expired_lease_as_running")
+class ListHidesExpiredLeases(MemoryBackend):
+    """Leaves out of `ListExecutions` the executions whose lease has passed, instead of showing them FAILED."""
+
+    async def list_executions(self, message):
+        now = datetime.now(UTC)
+        expired = {
+            e.id
+            for e in self._executions.values()
+            if e.status.phase == Phase.RUNNING and e.status.lease_expire_time and e.status.lease_expire_time <= now
+        }
+        response = await super().list_executions(message)
+        response.executions = [e for e in response.executions if e.id not in expired]
+        return response
 
 
 @breaks("timeliness", "leases/LeaseTimeliness/a_renewal_extends_the_lease_to_now_plus_lease_duration/600s")

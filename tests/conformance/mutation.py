@@ -4,7 +4,10 @@
 mutant, its named conformance test alone (so the kill is that test's, and the
 whole family takes seconds), all in this one process, and prints the kill
 figure by class of contract sentence. The exit code is 0 only if every mutant was killed at its named
-test. ``tests/conformance/test_mutation.py`` runs it in CI.
+test, by a failure that says what the backend did wrong: an assertion (the suite's messages name the
+contract clause) or the status the backend answered. A crash of the suite itself (``TypeError`` on a
+field the backend left unset, ``raise None``) is not a kill: it tells a backend author nothing.
+``tests/conformance/test_mutation.py`` runs it in CI.
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
+from grpclib import GRPCError
 
 from stigmer_backend.conformance import SUITE_DIR, conformance_id
 
@@ -30,6 +35,27 @@ from .broken_server import SERVER_MUTANTS
 ALL = [*MUTANTS, *SERVER_MUTANTS]
 _ARGS = ["-c", os.devnull, "--rootdir", str(SUITE_DIR), "-p", "no:cacheprovider", "-o", "python_files=*.py", "-q",
          "-W", "ignore::pytest.PytestAssertRewriteWarning", "-p", "no:asyncio"]  # fmt: skip
+
+
+class _Why:
+    """Records the exception each failing test raised, by conformance id."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, BaseException] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.failed and call.excinfo is not None:
+            self.errors.setdefault(conformance_id(item), call.excinfo.value)
+        return report
+
+
+def said_what_was_wrong(error: BaseException | None) -> bool:
+    """A failure a backend author can act on: an assertion of the suite or a status the backend answered."""
+    return isinstance(error, AssertionError | GRPCError)
 
 
 class _Only:
@@ -58,18 +84,25 @@ def run(mutant: Mutant, workdir: Path) -> dict:
     else:
         args += ["--stigmer-target", f"tests.conformance.broken_backends:{mutant.name}"]
     started = time.monotonic()
+    why = _Why()
     with contextlib.redirect_stdout(io.StringIO()) as printed:
-        code = pytest.main(args, plugins=[_Only(mutant.must_fail)])
-    failed = json.loads(report.read_text())["failed"] if report.exists() else []
+        code = pytest.main(args, plugins=[_Only(mutant.must_fail), why])
+    summary = json.loads(report.read_text()) if report.exists() else {}
+    failed = summary.get("failed", [])
+    error = why.errors.get(mutant.must_fail)
+    reported = next((f for f in summary.get("failures", []) if f["id"] == mutant.must_fail), {})
     return {
         "name": mutant.name,
         "kind": mutant.kind,
         "must_fail": mutant.must_fail,
         "violation": mutant.violation,
-        "killed": code == pytest.ExitCode.TESTS_FAILED and failed == [mutant.must_fail],
+        "killed": code == pytest.ExitCode.TESTS_FAILED and failed == [mutant.must_fail] and said_what_was_wrong(error),
         "failed": failed,
+        "error": type(error).__name__ if error is not None else "",
+        "reason": reported.get("reason", ""),
+        "clause": reported.get("clause", ""),
         "seconds": round(time.monotonic() - started, 2),
-        "output": "" if failed == [mutant.must_fail] else printed.getvalue()[-3000:],
+        "output": "" if failed == [mutant.must_fail] and said_what_was_wrong(error) else printed.getvalue()[-3000:],
     }
 
 
@@ -115,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     print(kill_table(results))
     for result in results:
         if not result["killed"]:
-            print(f"\n{result['name']} survived ({result['violation']}); failed: {result['failed']}")
+            print(f"\n{result['name']} survived ({result['violation']}); failed: {result['failed']}", end="")
+            print(f" with {result['error']}: {result['reason']}" if result["error"] else "")
             print(result["output"])
     if options.json:
         Path(options.json).write_text(json.dumps(results, indent=2) + "\n")

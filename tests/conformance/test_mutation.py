@@ -22,8 +22,27 @@ def test_every_mutant_fails_the_suite_at_its_named_test(tmp_path):
     results = json.loads(report.read_text())
     assert {r["name"] for r in results} == {m.name for m in mutation.ALL}
     assert all(r["killed"] for r in results)
+    assert all(r["error"] in ("AssertionError", "GRPCError") for r in results), "a crash of the suite is no kill"
     table = mutation.kill_table(results)
     assert table in (REPO / "README.md").read_text(), f"README.md should report the kill figure:\n{table}"
+    crashed_once = {r["name"]: r for r in results if r["name"] in CRASHED_ONCE}
+    for name, (reason, clause) in CRASHED_ONCE.items():
+        assert (crashed_once[name]["reason"], crashed_once[name]["clause"]) == (reason, clause), name
+
+
+# The backends the suite used to crash on (a TypeError, `raise None`): now a failure naming the clause.
+CRASHED_ONCE = {
+    "NoEndTime": (
+        "the backend left ExecutionStatus.end_time unset; the contract says: when the execution entered its "
+        "terminal phase",
+        "BackendService.UpdateExecutionStatus#aa5bdf",  # "A terminal phase ends the lease and sets `end_time`."
+    ),
+    "WatchEndsSilently": (
+        "the watch ended normally after 0 message(s) instead of failing; the contract says: WatchExecution fails "
+        "with NOT_FOUND if the execution does not exist",
+        "BackendService.WatchExecution#db71fd",
+    ),
+}
 
 
 def test_every_mutant_names_an_existing_test_and_a_class():

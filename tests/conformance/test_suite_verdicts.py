@@ -120,3 +120,27 @@ def test_a_server_in_another_process_conforms_through_the_bare_stub(tmp_path):
     assert summary["categories"]["durability"] == {"skipped": 1}, "a bare address cannot be restarted"
     cases = list(ET.parse(junit).iter("testcase"))
     assert len(cases) == sum(summary["totals"].values())
+
+
+def test_roles_are_checked_through_a_server_command(tmp_path):
+    """`--server-command` reaches an endpoint like `host:port`: the authorization module runs, not skips."""
+    import secrets
+
+    from tests.remote_fixtures import isolated_env, write_token_file
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    tokens = {role: secrets.token_hex(20) for role in ("admin", "person", "runner-1", "runner-2")}
+    lines = "\n".join(f"{role.split('-')[0]} {role} {token}" for role, token in tokens.items())
+    tokens_file = write_token_file(tmp_path / "tokens", lines)
+    admin = write_token_file(tmp_path / "admin-token", tokens["admin"])
+    server = f"{STIGMER} server --port 0 --db {tmp_path / 'served.db'} --tokens-file {tokens_file}"
+    report = tmp_path / "summary.json"
+    env = {**isolated_env(home), "STIGMER_CONFORMANCE_ROLES": str(tokens_file)}
+    result = subprocess.run(
+        [STIGMER, "conformance", "run", "--server-command", server, "--token-file", str(admin),
+         "--json-report", str(report), "-k", "People or Runners"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert json.loads(report.read_text())["categories"] == {"authorization": {"passed": 5}}

@@ -49,3 +49,25 @@ def test_new_sentences_are_found_and_need_a_mapping(tmp_path):
         "no conformance test matches 'area/no_such_check'"
         in traceability.problems(sentences, mapped, {"area/check"})[0]
     )
+
+
+def test_sentences_that_state_what_a_call_does_are_normative():
+    """A sentence binds without "must": a backend leaving `end_time` unset breaks "sets `end_time`"."""
+    found = {s.text for s in traceability.normative_sentences()}
+    binding = [
+        "A terminal phase ends the lease and sets `end_time`.",
+        "For a lease expiry this is `lease_expire_time` of the expired lease.",
+        "True if this call created the execution; false if it already existed.",
+        "With `phase` `EXECUTION_PHASE_RUNNING`: how long the lease lasts from now.",
+        "Everything acknowledged survives a restart of the backend process.",
+        "Literal text: secret references here are not resolved (instructions are sent to the model provider).",
+        'The backend itself uses "LEASE_EXPIRED" when a runner\'s lease ends.',
+        "`AgentInstance.id` of the agent instance this execution runs.",
+        "`ExecutionStatus.error` says which.",
+    ]
+    assert [text for text in binding if text not in found] == []
+    for describing in (
+        "GetExecutionRequest names one execution.",
+        "ModelConfig says which model an agent calls and how to reach it.",
+    ):
+        assert describing not in found, "a sentence describing an element binds nothing"
