@@ -3,7 +3,7 @@
 - ``backends/`` never imports ``cli/``, ``server/``, ``runner/`` or ``conformance/``:
   a backend knows nothing of who calls it.
 - An adapter (each folder or module in ``backends/`` that is not a shared layer:
-  ``sqlite/``, ``cloud/``, ``memory.py``, a future ``postgres/``) imports the
+  ``sqlite/``, ``cloud/``, ``postgres/``, ``memory.py``) imports the
   shared layers (``rules/``, ``encryption/``, ``base``, ``wire``, ...) and never
   another adapter; the shared layers import no adapter.
 - ``server/``, ``runner/`` and ``fullstack/`` never import ``cli/``.
@@ -21,7 +21,18 @@ from tests.import_statements import imports, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "stigmer_backend"
-SHARED = {"rules", "encryption", "base", "home", "keychain", "wire", "codec", "batched_writes", "private_files"}
+SHARED = {
+    "rules",
+    "encryption",
+    "base",
+    "home",
+    "keychain",
+    "wire",
+    "codec",
+    "batched_writes",
+    "private_files",
+    "registry",
+}
 """The parts of ``backends/`` every adapter may use; anything else in ``backends/`` is an adapter."""
 CALLERS = {"cli", "server", "runner", "conformance", "fullstack"}
 
