@@ -6,7 +6,7 @@ import json
 
 from stigmer_backend.backends import registry
 from stigmer_backend.cli._context import Context, load_context, save_context
-from tests.cli.conftest import one_line_error
+from tests.builders import one_line_error
 
 
 def _use(stigmer, **config) -> None:
