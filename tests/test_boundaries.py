@@ -7,6 +7,9 @@
   shared layers (``rules/``, ``encryption/``, ``base``, ``wire``, ...) and never
   another adapter; the shared layers import no adapter.
 - ``server/``, ``runner/`` and ``fullstack/`` never import ``cli/``.
+- ``conformance/`` (a library third parties install to check their backend)
+  imports no ``cli/``, ``server/``, ``runner/`` or ``fullstack/``: it reaches
+  storage backends through ``backends/registry.py`` like everyone else.
 - A CLI command module imports no private name (``_x``) of another command
   module: what two commands share lives in a private module of its own.
 
@@ -58,7 +61,7 @@ def violations(root: Path) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root)
         folder = relative.parts[0]
-        if folder not in {"backends", "server", "runner", "fullstack", "cli"}:
+        if folder not in {"backends", "server", "runner", "fullstack", "cli", "conformance"}:
             continue
         where = relative.as_posix()
         own = _part(_module_name(root, path), folder)
@@ -69,6 +72,8 @@ def violations(root: Path) -> list[str]:
                 found.append(f"{where}:{line}: a backend imports {caller}/")
             if folder in {"server", "runner", "fullstack"} and caller == "cli":
                 found.append(f"{where}:{line}: {folder}/ imports cli/")
+            if folder == "conformance" and caller in CALLERS - {"conformance"}:
+                found.append(f"{where}:{line}: the conformance suite imports {caller}/")
             if folder == "backends":
                 other = _part(target, "backends")
                 if other and other not in SHARED and other != own:
@@ -101,6 +106,7 @@ def test_every_kind_of_reach_is_caught(tmp_path):
         "cli/__init__.py": "",
         "cli/agents.py": "from ._runtime import run\n",
         "cli/executions.py": "from .agents import _ref, AGENT_COLUMNS\nfrom ._agent_refs import agent_ref\n",
+        "conformance/targets.py": "from stigmer_backend.backends import registry\nfrom ..cli import _backends\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -111,5 +117,6 @@ def test_every_kind_of_reach_is_caught(tmp_path):
         "backends/rules/__init__.py:1: the shared layer 'rules' imports the adapter 'sqlite'",
         "backends/sqlite/_backend.py:1: the adapter 'sqlite' imports the adapter 'memory'",
         "cli/executions.py:1: imports _ref private to cli/agents.py",
+        "conformance/targets.py:2: the conformance suite imports cli/",
         "server/startup.py:1: server/ imports cli/",
     ]
