@@ -1,19 +1,20 @@
-"""The backend a CLI context opens: one registration per kind.
+"""The backend a CLI context opens.
 
-Storage backends are registered by the class that implements them; the class
-is called with the context's ``url`` (``None`` for its default place), so a
-new storage backend is its own folder under ``backends/`` plus one line in
-``STORAGE_BACKENDS``. The remote kind is built from the saved login (endpoint,
-CA file, token), which is the CLI's state: the adapter never reads it.
+A storage kind is opened through ``stigmer_backend.backends.registry``, the
+one table of storage backends (``STORAGE_BACKENDS``), which ``stigmer server
+--backend`` and the conformance suite read too. The remote kind is built
+from the saved login (endpoint, CA file, token), which is the CLI's state:
+the adapter never reads it.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from grpclib import GRPCError
 from grpclib.const import Status
+
+from stigmer_backend.backends.registry import open_storage, require_kind
 
 from ._context import REMOTE, Context
 
@@ -29,46 +30,14 @@ if TYPE_CHECKING:
         retry: RetryPolicy | None
 
 
-__all__ = ["STORAGE_BACKENDS", "backend_for", "open_storage", "storage_kind"]
-
-STORAGE_BACKENDS: dict[str, str] = {
-    "sqlite": "stigmer_backend.backends.sqlite:SqliteBackend",
-    "postgresql": "stigmer_backend.backends.postgres:PostgresBackend",
-}
-"""Kind (also the URL scheme that selects it) -> ``module:Class``, called as ``Class(url)`` or ``Class()``."""
-
-
-def storage_kind(url: str) -> str:
-    """The kind a storage URL names: its scheme (``postgresql://...``); a plain file path is SQLite."""
-    scheme, separator, _ = url.partition("://")
-    return scheme.lower() if separator else "sqlite"
-
-
-def open_storage(kind: str, url: str | None = None, **options: object) -> Backend:
-    """A storage backend of ``kind`` at ``url`` (``None``: the kind's default place).
-
-    :param options: passed on to the kind's class (``pool_size=`` for a database server, ...).
-
-    An unregistered kind, or one whose optional packages are not installed,
-    is ``GRPCError(FAILED_PRECONDITION)``, reported by the CLI in one line.
-    """
-    target = STORAGE_BACKENDS.get(kind)
-    if target is None:
-        known = ", ".join(sorted([*STORAGE_BACKENDS, REMOTE]))
-        raise GRPCError(Status.FAILED_PRECONDITION, f"unknown backend kind {kind!r} (known: {known})")
-    module, _, name = target.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except ImportError as error:  # an adapter's own message names the extra to install
-        raise GRPCError(Status.FAILED_PRECONDITION, f"cannot load the {kind} backend ({error})") from None
-    backend: Backend = factory(url, **options) if url else factory(**options)
-    return backend
+__all__ = ["backend_for", "from_saved_login"]
 
 
 def backend_for(context: Context) -> Backend:
     """The backend ``context`` names."""
     if context.kind == REMOTE:
         return from_saved_login(context)
+    require_kind(context.kind, REMOTE)
     return open_storage(context.kind, context.url or None)
 
 

@@ -3,7 +3,7 @@
 Kept in ``$STIGMER_HOME/config.json`` (no secrets in it: a remote token lives
 in the OS keychain or a 0600 file, see ``stigmer_backend.backends.cloud``). No file
 means the local SQLite database. ``_backends`` turns a context into a backend;
-a new kind is one registration there, and its settings fit ``url``.
+a new storage kind is one line in ``backends/registry.py``, and its settings fit ``url``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ REMOTE = "cloud"
 class Context:
     """The active backend.
 
-    :param kind: a kind registered in ``_backends`` (``sqlite``, ``cloud``, ...);
+    :param kind: a storage kind of ``backends/registry.py`` (``sqlite``, ``postgresql``, ...) or ``cloud``;
         empty means ``cloud`` when ``endpoint`` is set, else ``sqlite``, which is
         how a config file written before kinds existed reads.
     :param url: where a storage backend keeps its data, in the form its class

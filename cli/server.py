@@ -1,7 +1,7 @@
 """``stigmer server``: serve a backend over gRPC for runners and CLIs elsewhere.
 
 The local SQLite file by default; ``--backend URL`` serves any storage
-backend registered in ``_backends`` instead (``postgresql://…``: a PostgreSQL
+backend registered in ``backends/registry.py`` instead (``postgresql://…``: a PostgreSQL
 database, which any number of replicas may share).
 """
 
@@ -113,7 +113,8 @@ def server(
     import logging
     import os
 
-    from ._backends import open_storage, storage_kind
+    from stigmer_backend.backends.registry import open_storage, storage_kind
+
     from ._context import LOCAL
     from ._runtime import run
 

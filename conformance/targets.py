@@ -3,7 +3,9 @@
 ``--stigmer-target`` takes one of:
 
 - ``sqlite`` — Stigmer's SQLite backend on a fresh temporary database (restartable);
-- ``postgresql://…`` — Stigmer's PostgreSQL backend on that (empty) database (restartable);
+- ``KIND://…`` — the storage backend registered for that URL scheme in
+  ``backends/registry.py`` (``postgresql://…``: Stigmer's PostgreSQL backend), on
+  that (empty) storage (restartable);
 - ``module:factory`` — an in-process Python backend: ``factory()`` returns a
   ``BackendServiceBase`` subclass instance (``stigmer_backend.backends.memory:MemoryBackend``);
 - ``host:port`` — any gRPC endpoint, reached with the generated stub (or with
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from stigmer_backend.backends import wire
+from stigmer_backend.backends.registry import open_storage, storage_kind
 
 if TYPE_CHECKING:
     from stigmer_backend.backends.base import Backend
@@ -94,50 +97,42 @@ async def open_target(options: Options) -> Target:
     if not options.target:
         raise TargetError("no target: give --stigmer-target or --stigmer-server-command")
     if options.target == "sqlite":
-        return await _open_sqlite()
-    if options.target.startswith(("postgresql://", "postgres://")):
-        return await _open_postgres(options.target)
+        return await _open_storage("sqlite", None)
+    if "://" in options.target:
+        return await _open_storage(storage_kind(options.target), options.target)
     if _ADDRESS.fullmatch(options.target):
         closers: list[Callable[[], Awaitable[None]]] = []
         caller = _connect(options.target, options, closers)
         return Target(description=options.target, backend=caller(options.token), _close=closers, _caller=caller)
     if ":" in options.target:
         return _open_factory(options.target)
-    raise TargetError(f"cannot understand target {options.target!r}: expected sqlite, module:factory or host:port")
+    raise TargetError(
+        f"cannot understand target {options.target!r}: expected sqlite, KIND://..., module:factory or host:port"
+    )
 
 
-async def _open_sqlite() -> Target:
-    from stigmer_backend.backends.encryption import MasterKeySource
-    from stigmer_backend.backends.sqlite import SqliteBackend
-
-    directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
-    path = Path(directory.name) / "conformance.db"
-
-    async def start() -> Backend:
-        # A throwaway key in the throwaway directory: never the user's keychain or ~/.stigmer.
-        return SqliteBackend(path, master_key=MasterKeySource(directory.name, environ={}, keychain=None))
-
-    return _restartable(f"sqlite ({path})", await start(), start, directory)
-
-
-async def _open_postgres(conninfo: str) -> Target:
+async def _open_storage(kind: str, url: str | None) -> Target:
+    """The registered storage backend of ``kind`` at ``url``; ``None``: a fresh file in a temporary directory."""
     from grpclib import GRPCError
 
     from stigmer_backend.backends.encryption import MasterKeySource
-    from stigmer_backend.backends.postgres import PostgresBackend
 
     directory = tempfile.TemporaryDirectory(prefix="stigmer-conformance-")
+    where = url or str(Path(directory.name) / "conformance.db")
 
-    async def start() -> PostgresBackend:
-        key = MasterKeySource(directory.name, environ={}, keychain=None)  # throwaway, as for sqlite
-        return await PostgresBackend(conninfo, master_key=key).open()
+    async def start() -> Backend:
+        # A throwaway key in the throwaway directory: never the user's keychain or ~/.stigmer.
+        key = MasterKeySource(directory.name, environ={}, keychain=None)
+        return await open_storage(kind, where, master_key=key).__aenter__()
 
     try:
         backend = await start()
     except GRPCError as error:
         directory.cleanup()
         raise TargetError(error.message) from None
-    return _restartable(f"postgresql ({backend.where})", backend, start, directory)
+    # Where it runs, as the backend names it: a URL without its password, or the file.
+    shown = getattr(backend, "where", None) or getattr(backend, "path", where)
+    return _restartable(f"{kind} ({shown})", backend, start, directory)
 
 
 def _restartable(

@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer_backend.backends.rules import secret_refs
+from stigmer_backend.backends.rules import secret_refs, validation
 
 __all__ = [
     "AuthorizedService",
@@ -50,7 +49,7 @@ __all__ = [
 ]
 
 _SERVICE = "/stigmer.backend.v1.BackendService/"
-_NAME = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a runner id, so a runner's name can be its runner_id
+_NAME = validation.TOKEN  # a runner id's pattern, so a runner's name can be its runner_id
 
 
 class Role(enum.Enum):
@@ -189,7 +188,7 @@ def parse_tokens_file(text: str, source: str, is_token_safe: Any, min_length: in
                 f"{where}: unknown role {role_text!r} (use {', '.join(r.value for r in Role)})"
             ) from None
         if not _NAME.fullmatch(name):
-            raise TokensFileError(f"{where}: the name must match ^[A-Za-z0-9._:-]{{1,128}}$")
+            raise TokensFileError(f"{where}: the name must match ^{_NAME.pattern}$")
         if not is_token_safe(token) or len(token) < min_length:
             raise TokensFileError(
                 f"{where}: the token must be at least {min_length} printable ASCII characters without spaces"

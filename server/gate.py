@@ -39,6 +39,8 @@ from grpclib import GRPCError
 from grpclib.const import Handler as MethodHandler
 from grpclib.const import Status
 
+from stigmer_backend.backends import wire
+
 from .authorization import Principal, Role, caller
 from .rate_limited_log import RateLimitedWarnings
 
@@ -62,7 +64,7 @@ class CallGate:
         if token is not None:
             credentials = {token: Principal(Role.ADMIN, "admin")}
         self._expected = (
-            [(f"Bearer {known}".encode(), principal) for known, principal in credentials.items()]
+            [(wire.authorization(known).encode(), principal) for known, principal in credentials.items()]
             if credentials
             else None
         )

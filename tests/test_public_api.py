@@ -34,6 +34,7 @@ PUBLIC = {
         "parse_endpoint",
     ],
     "stigmer_backend.backends.base": ["Backend"],
+    "stigmer_backend.backends.registry": ["STORAGE_BACKENDS", "open_storage", "require_kind", "storage_kind"],
     "stigmer_backend.backends.sqlite": ["SqliteBackend", "default_database_path"],
     "stigmer_backend.backends.postgres": ["PostgresBackend"],
     "stigmer_backend.backends.memory": ["MemoryBackend"],
@@ -97,9 +98,13 @@ def test_every_python_backend_is_the_generated_service():
     from stigmer_backend.backends.base import Backend
     from stigmer_backend.backends.cloud import CloudBackend
     from stigmer_backend.backends.memory import MemoryBackend
-    from stigmer_backend.backends.postgres import PostgresBackend
-    from stigmer_backend.backends.sqlite import SqliteBackend
+    from stigmer_backend.backends.registry import STORAGE_BACKENDS
     from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-    for backend in (SqliteBackend, MemoryBackend, CloudBackend, PostgresBackend):
+    for backend in (MemoryBackend, CloudBackend):
         assert issubclass(backend, Backend) and issubclass(backend, pb.BackendServiceBase)
+    for kind, target in STORAGE_BACKENDS.items():
+        module, _, name = target.partition(":")
+        backend = getattr(importlib.import_module(module), name)
+        assert issubclass(backend, Backend) and issubclass(backend, pb.BackendServiceBase), kind
+        assert backend.kind == kind, f"{target} reports kind {backend.kind!r} in GetBackendInfo, registered as {kind!r}"

@@ -34,7 +34,9 @@ LIMITS = {
     if name.startswith("MAX_") and isinstance(value, int) and not isinstance(value, timedelta) and value >= 100
 }
 PREFIXES = {"EXECUTION_PREFIX": ids.EXECUTION_PREFIX, "AGENT_INSTANCE_PREFIX": ids.AGENT_INSTANCE_PREFIX}
-PHASE_IN_SQL = re.compile(r"\bphase\s*(=|<|>|IN\s*\(|BETWEEN)\s*\d", re.IGNORECASE)
+PHASE_IN_SQL = re.compile(r"\bphase\s*(=|!=|<>|<=|>=|<|>|(NOT\s+)?IN\s*\(|(NOT\s+)?BETWEEN)\s*\d", re.IGNORECASE)
+# A regular expression's repeat count, as in [A-Za-z0-9]{1,128}: a length limit spelled inside a pattern.
+REPEAT = re.compile(r"\{(\d*),(\d+)\}")
 
 # The same number meaning something else, each with why.
 UNRELATED = {
@@ -85,6 +87,12 @@ def restatements(path: Path) -> list[str]:
                 found.append(f"{where}: {value!r} restates rules.CONTRACT_VERSION")
             if PHASE_IN_SQL.search(value):
                 found.append(f"{where}: a phase number in SQL; build it from pb.ExecutionPhase")
+            for repeat in REPEAT.finditer(value):
+                # {0,127} after a first character is a limit of 128 too
+                most = int(repeat.group(2))
+                names = [name for name, limit in LIMITS.items() if limit in (most, most + 1)]
+                if names:
+                    found.append(f"{where}: {repeat.group(0)} in a pattern restates {' or '.join(names)}")
     return found
 
 
@@ -106,6 +114,12 @@ def test_no_limit_prefix_or_phase_is_restated(path):
         ("size = 1000", "restates MAX_PAGE_SIZE"),
         ("is_agent = ref.startswith('agi_')", "restates ids.AGENT_INSTANCE_PREFIX"),
         ("sql = 'SELECT id FROM executions WHERE phase = 2'", "a phase number in SQL"),
+        ("sql = 'SELECT id FROM executions WHERE phase >= 3'", "a phase number in SQL"),
+        ("sql = 'SELECT id FROM executions WHERE e.phase NOT IN (3, 4, 5)'", "a phase number in SQL"),
+        ("sql = 'SELECT id FROM executions WHERE phase <> 2'", "a phase number in SQL"),
+        ("NAME = re.compile(r'[A-Za-z0-9._:-]{1,128}')", "{1,128} in a pattern restates MAX_TOKEN_CHARS"),
+        ("NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]{0,127}')", "{0,127} in a pattern restates MAX_TOKEN_CHARS"),
+        ("error = f'must match ^[a-z]{{1,128}}$ in {where}'", "{1,128} in a pattern restates"),
         ("ok = version.startswith('1.')", "restates rules.CONTRACT_VERSION"),
         ("SUPPORTED_CONTRACT_MAJOR = '1'", "SUPPORTED_CONTRACT_MAJOR restates rules.CONTRACT_VERSION"),
     ],

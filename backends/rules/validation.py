@@ -26,6 +26,7 @@ __all__ = [
     "MAX_STRUCT_BYTES",
     "MAX_STRUCT_DEPTH",
     "MAX_TOKEN_CHARS",
+    "TOKEN",
     "validate_agent_instance_ref",
     "validate_apply_agent_instance",
     "validate_cancel_execution",
@@ -42,7 +43,8 @@ __all__ = [
 
 AGENT_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")
 MAX_TOKEN_CHARS = 128  # request_id, runner_id
-_TOKEN = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_TOKEN_CHARS}}}")
+TOKEN = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_TOKEN_CHARS}}}")
+"""An identifier the caller chooses (``request_id``, ``runner_id``), whole-string (``fullmatch``)."""
 _PROVIDER = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _ERROR_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
@@ -181,7 +183,7 @@ def validate_agent_instance_ref(ref: pb.AgentInstanceRef | None, field: str) -> 
 
 def validate_create_execution(request: pb.CreateExecutionRequest) -> None:
     _pattern(
-        request.request_id, "request_id", _TOKEN, f"a valid request id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})"
+        request.request_id, "request_id", TOKEN, f"a valid request id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})"
     )
     validate_agent_instance_ref(request.agent_instance, "agent_instance")
     if request.input is None:
@@ -206,7 +208,7 @@ def validate_list_executions(request: pb.ListExecutionsRequest) -> None:
 
 
 def _runner_id(value: str) -> None:
-    _pattern(value, "runner_id", _TOKEN, f"a valid runner id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})")
+    _pattern(value, "runner_id", TOKEN, f"a valid runner id (^[A-Za-z0-9._:-]+$, at most {MAX_TOKEN_CHARS})")
 
 
 def validate_runner_id(value: str) -> None:

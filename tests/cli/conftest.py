@@ -30,13 +30,3 @@ def stigmer(tmp_path) -> Stigmer:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     return Stigmer(home)
-
-
-def one_line_error(result: Result) -> str:
-    """The single error line of a failed command; fails the test on a traceback or a multi-line error."""
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]

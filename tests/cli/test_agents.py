@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.cli.conftest import one_line_error
+from tests.builders import one_line_error
 
 ECHO = textwrap.dedent(
     """\

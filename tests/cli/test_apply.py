@@ -14,8 +14,7 @@ import pytest
 
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
-from tests.builders import create_request
-from tests.cli.conftest import one_line_error
+from tests.builders import create_request, one_line_error
 
 STIGMER = str(Path(sys.executable).with_name("stigmer"))
 

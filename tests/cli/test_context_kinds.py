@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from stigmer_backend.cli import _backends
+from stigmer_backend.backends import registry
 from stigmer_backend.cli._context import Context, load_context, save_context
-from tests.cli.conftest import one_line_error
+from tests.builders import one_line_error
 
 
 def _use(stigmer, **config) -> None:
@@ -39,7 +39,7 @@ def test_an_unknown_kind_is_one_line(stigmer):
 
 def test_a_new_storage_kind_is_one_registration(stigmer, tmp_path, monkeypatch):
     """A registered class is opened with the context's url: here SQLite under a second name."""
-    monkeypatch.setitem(_backends.STORAGE_BACKENDS, "sqlite-copy", "stigmer_backend.backends.sqlite:SqliteBackend")
+    monkeypatch.setitem(registry.STORAGE_BACKENDS, "sqlite-copy", "stigmer_backend.backends.sqlite:SqliteBackend")
     database = tmp_path / "copy.db"
     _use(stigmer, kind="sqlite-copy", url=str(database))
     assert stigmer("agent", "list", "-o", "json").exit_code == 0
@@ -47,8 +47,9 @@ def test_a_new_storage_kind_is_one_registration(stigmer, tmp_path, monkeypatch):
 
 
 def test_storage_urls_name_their_kind():
-    assert _backends.storage_kind("postgresql://db.example/stigmer") == "postgresql"
-    assert _backends.storage_kind("/home/me/.stigmer/local.db") == "sqlite"
+    assert registry.storage_kind("postgresql://db.example/stigmer") == "postgresql"
+    assert registry.storage_kind("postgres://db.example/stigmer") == "postgresql"  # libpq's other spelling
+    assert registry.storage_kind("/home/me/.stigmer/local.db") == "sqlite"
 
 
 def test_key_commands_need_a_backend_that_keeps_its_own_key(stigmer):

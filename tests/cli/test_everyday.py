@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import one_line_error
+from tests.builders import one_line_error
 
 STIGMER = str(Path(sys.executable).with_name("stigmer"))
 ECHO = "name: echo-bot\nspec:\n  model: {provider: echo, model: echo-1}\n"

@@ -10,6 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from stigmer_backend.backends.registry import STORAGE_BACKENDS
 from stigmer_backend.cli.main import COMMANDS, cli
 
 HEAVY = (
@@ -82,7 +83,8 @@ def test_a_local_list_loads_only_the_local_backend(tmp_path):
     remote_or_server = (
         "stigmer_backend.backends.cloud",
         "stigmer_backend.backends.codec",
-        "stigmer_backend.backends.postgres",
+        # every other registered storage backend (postgres, ...): loaded only when a context names it
+        *(target.partition(":")[0] for kind, target in STORAGE_BACKENDS.items() if kind != "sqlite"),
         "stigmer_backend.server",
         "stigmer_backend.runner",
         "grpclib.client",

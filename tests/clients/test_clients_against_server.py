@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from stigmer_backend.backends.rules import CONTRACT_VERSION
 from stigmer_backend.server.launch import ServerProcess
 from tests.certificates import make_tls_files
 from tests.remote_fixtures import count_rows
@@ -25,7 +26,7 @@ CLIENTS = {
 
 def expected_path(agent: str, secret: str, runner: str, message: str) -> list[str]:
     return [
-        "backend: sqlite, contract 1.0, capabilities "
+        f"backend: sqlite, contract {CONTRACT_VERSION}, capabilities "
         "[CAPABILITY_DURABLE_STORAGE CAPABILITY_SECRETS CAPABILITY_AUTHENTICATION]",
         f"secret: {secret} stored (created true)",
         f"agent: {agent} APPLY_OUTCOME_CREATED",

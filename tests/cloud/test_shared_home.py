@@ -12,31 +12,25 @@ import stat
 
 import pytest
 
+from tests.builders import one_line_error
+
 from .test_login import cli  # noqa: F401  (fixture)
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 
 
-def _one_line_refusal(result) -> str:
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
 @needs_root
 def test_a_home_owned_by_another_user_is_refused(cli, home):  # noqa: F811
     os.chown(home, NOBODY, NOBODY)
-    line = _one_line_refusal(cli("execution", "list"))
+    line = one_line_error(cli("execution", "list"))
     assert f"the Stigmer home {home} belongs to another user (uid {NOBODY})" in line
     assert not (home / "local.db").exists()
 
 
 def test_a_home_others_may_write_into_is_refused(cli, home):  # noqa: F811
     home.chmod(0o777)
-    line = _one_line_refusal(cli("execution", "list"))
+    line = one_line_error(cli("execution", "list"))
     assert f"the Stigmer home {home} is writable by group or others (mode 0777); run: chmod 700 {home}" in line
     assert not (home / "local.db").exists()
 
@@ -45,7 +39,7 @@ def test_a_home_others_may_write_into_is_refused(cli, home):  # noqa: F811
 def test_a_local_db_owned_by_another_user_is_refused(cli, home):  # noqa: F811
     (home / "local.db").touch(mode=0o666)
     os.chown(home / "local.db", NOBODY, NOBODY)
-    line = _one_line_refusal(cli("execution", "list"))
+    line = one_line_error(cli("execution", "list"))
     assert f"the database {home / 'local.db'} belongs to another user (uid {NOBODY})" in line
     assert (home / "local.db").stat().st_size == 0
 
@@ -64,12 +58,12 @@ def test_login_never_writes_the_token_through_a_planted_link(cli, served, token,
             info = os.lstat(home / name)
             assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
     else:
-        assert "symbolic link" in _one_line_refusal(result)
+        assert "symbolic link" in one_line_error(result)
 
 
 @needs_root
 def test_a_token_file_owned_by_another_user_is_not_read(cli, served, token, home):  # noqa: F811
     assert cli("login", "--endpoint", served.endpoint, "--plaintext", stdin=token).returncode == 0
     os.chown(home / "token", NOBODY, NOBODY)
-    line = _one_line_refusal(cli("execution", "list"))
+    line = one_line_error(cli("execution", "list"))
     assert f"the token file {home / 'token'} belongs to another user (uid {NOBODY})" in line

@@ -12,6 +12,7 @@ from grpclib.const import Status
 from grpclib.server import Server
 
 import stigmer_backend.gen.stigmer.backend.v1 as pb
+from tests.builders import AGENT, SPEC, apply_request
 
 
 class TinyBackend(pb.BackendServiceBase):
@@ -57,17 +58,15 @@ async def client():
 
 
 async def test_unary_calls_round_trip(client):
-    spec = pb.AgentInstanceSpec(instructions="be brief", model=pb.ModelConfig(provider="ollama", model="llama3"))
-
-    applied = await client.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=spec))
+    applied = await client.apply_agent_instance(apply_request())
     fetched = await client.get_agent_instance(
-        pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name="helper"))
+        pb.GetAgentInstanceRequest(agent_instance=pb.AgentInstanceRef(name=AGENT))
     )
     info = await client.get_backend_info(pb.GetBackendInfoRequest())
 
     assert applied.outcome == pb.ApplyOutcome.CREATED
     assert fetched.agent_instance == applied.agent_instance
-    assert fetched.agent_instance.spec == spec
+    assert fetched.agent_instance.spec == SPEC
     assert (info.contract_version, info.backend_kind) == ("1.0", "tiny")
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.cli._context import Context, save_context
 from stigmer_backend.cli.main import cli
+from tests.builders import one_line_error
 
 from .workload import file_source, values_of
 
@@ -39,13 +40,6 @@ def usage_error(result: Result) -> str:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     return result.stderr
-
-
-def one_line_error(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0].removeprefix("Error: ")
 
 
 @pytest.mark.parametrize(
@@ -105,7 +99,7 @@ def test_list_and_delete(home: Path) -> None:
     assert (result.exit_code, result.stderr) == (0, "secret B_KEY deleted\n")
     names = [secret["name"] for secret in json.loads(stigmer("secret", "list", "-o", "json").stdout)["secrets"]]
     assert names == ["A_KEY", "C_KEY"]
-    assert one_line_error(stigmer("secret", "delete", "B_KEY")) == "NOT_FOUND: secret 'B_KEY' not found"
+    assert one_line_error(stigmer("secret", "delete", "B_KEY")) == "Error: NOT_FOUND: secret 'B_KEY' not found"
 
 
 def test_status_before_any_key_and_after(home: Path) -> None:
@@ -147,7 +141,7 @@ def test_rotate_key_from_the_environment_needs_the_new_key(home: Path, monkeypat
 def test_key_commands_are_local_only(home: Path, command: str) -> None:
     save_context(Context(endpoint="backend.example.com:443"))
     assert one_line_error(stigmer("secret", command)) == (
-        f"`stigmer secret {command}` works on the local database only; the active context is "
+        f"Error: `stigmer secret {command}` works on the local database only; the active context is "
         "backend.example.com:443 (see `stigmer context`)"
     )
 
