@@ -20,6 +20,8 @@ from tests.runner.fake_model import FakeModel, start_fake_model, stop_fake_model
 
 SECRET = "sk-tier2/Zq+8w>L~0?"
 """The model's API key, stored with `stigmer secret put` and echoed back by the ``leaky`` model."""
+ENV_SECRET = "db-pa55/w0rd+T2=?>~"
+"""A secret the ``leaky`` agent's environment resolves (``DB_PASSWORD``): in its context, never in a history."""
 
 
 @dataclass
@@ -60,7 +62,9 @@ def tier2(tmp_path_factory) -> Iterator[Tier2]:
     home.run("secret", "put", "MODEL_KEY", input=SECRET)
     credentials = "${.secrets.MODEL_KEY}"
     home.agent("bot", "stream", model.endpoint, credentials=credentials)
-    home.agent("leaky", "leaky", model.endpoint, credentials=credentials)
+    home.run("secret", "put", "DB_PASSWORD", input=ENV_SECRET)
+    env = "  env:\n    - name: DB_PASSWORD\n      value: '${.secrets.DB_PASSWORD}'\n"
+    home.agent("leaky", "leaky", model.endpoint, credentials=credentials, extra_env=env)
     home.agent("slow", "slow", model.endpoint, credentials=credentials)
     stack = Tier2(home, model)
     started = stack.stigmer("local", "start", "--workers", "2", "--grace", "2")
