@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +68,17 @@ def tier2(tmp_path_factory) -> Iterator[Tier2]:
     home.agent("leaky", "leaky", model.endpoint, credentials=credentials, extra_env=env)
     home.agent("slow", "slow", model.endpoint, credentials=credentials)
     stack = Tier2(home, model)
+    began = time.monotonic()
     started = stack.stigmer("local", "start", "--workers", "2", "--grace", "2")
     try:
         assert started.returncode == 0, started.stderr
         assert "Temporal UI:  http://127.0.0.1:" in started.stdout
+        print(f"local start: every part ready after {time.monotonic() - began:.2f} s")
         yield stack
     finally:
         pids = [part["pid"] for part in stack.state["parts"]] if (path / "local" / "stack.json").exists() else []
         stopped = stack.stigmer("local", "stop")
         stop_fake_model(model)
         assert stopped.returncode == 0, stopped.stderr
+        assert "did not stop" not in stopped.stderr, stopped.stderr  # graceful: no part needed SIGKILL
         assert pids_alive(pids) == []

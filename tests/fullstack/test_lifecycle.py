@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -24,7 +25,7 @@ def without_sdk(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     hide.mkdir()
     # A None entry in sys.modules makes find_spec answer None and every import fail, as if not installed.
     (hide / "sitecustomize.py").write_text("import sys\nsys.modules['temporalio'] = None\n")
-    return {**env, "PYTHONPATH": str(hide)}
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(hide), env.get("PYTHONPATH")]))}
 
 
 def test_a_cli_without_the_temporal_sdk_says_so_in_one_line_and_creates_nothing_while_the_stack_runs(
@@ -92,6 +93,7 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     assert tier2.model.streaming.wait(60)
     stopped = tier2.stigmer("local", "stop")
     assert stopped.returncode == 0, stopped.stderr
+    assert "did not stop" not in stopped.stderr, stopped.stderr  # graceful: no part needed SIGKILL
     assert pids_alive(pids) == []
     shown = tier2.home.run("execution", "get", execution_id, "-o", "json")
     ended = json.loads(shown.stdout)["status"]
