@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     assert "SERVING" in lines["temporal"] and tier2.state["ui_address"] in lines["temporal"]
     assert "SERVING" in lines["server"] and tier2.state["server_endpoint"] in lines["server"]
     assert "alive" in lines["worker-1"] and "alive" in lines["worker-2"]
+    local = tier2.home.path / "local"
+    assert stat.S_IMODE(local.stat().st_mode) == 0o700 and stat.S_IMODE((local / "token").stat().st_mode) == 0o600
+    for part in tier2.state["parts"]:  # a pid file and a log per part, each naming the process status shows
+        assert (local / f"{part['name']}.pid").read_text() == f"{part['pid']}\n"
+        assert part["log"] == str(local / f"{part['name']}.log") and f"pid {part['pid']} " in lines[part["name"]]
 
     logs = tier2.stigmer("local", "logs", "worker-2", "-n", "5")
     assert logs.returncode == 0, logs.stderr
@@ -95,6 +101,7 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     assert stopped.returncode == 0, stopped.stderr
     assert "did not stop" not in stopped.stderr, stopped.stderr  # graceful: no part needed SIGKILL
     assert pids_alive(pids) == []
+    assert list(local.glob("*.pid")) == [] and not (local / "stack.json").exists()
     shown = tier2.home.run("execution", "get", execution_id, "-o", "json")
     ended = json.loads(shown.stdout)["status"]
     assert ended["phase"] == "EXECUTION_PHASE_CANCELLED"
