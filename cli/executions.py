@@ -159,6 +159,6 @@ async def cancel_execution(backend: Backend, execution_id: str, reason: str) -> 
     cancelled = (await backend.cancel_execution(request)).execution
     assert cancelled is not None  # CancelExecution answers with it or fails
     status(f"execution {cancelled.id} cancelled (version {cancelled.version})")
-    stack = active_stack()
+    stack = active_stack(sdk_needed=False)  # the backend's cancel is done; the workflow follows it
     if stack is not None and await cancel_workflow(stack, execution_id):  # Tier 2: its workflow and activity too
         status(f"its Temporal workflow {execution_id} was cancelled")

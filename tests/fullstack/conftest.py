@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from tests.runner.fake_model import FakeModel, start_fake_model, stop_fake_model
 
 SECRET = "sk-tier2/Zq+8w>L~0?"
 """The model's API key, stored with `stigmer secret put` and echoed back by the ``leaky`` model."""
+ENV_SECRET = "db-pa55/w0rd+T2=?>~"
+"""A secret the ``leaky`` agent's environment resolves (``DB_PASSWORD``): in its context, never in a history."""
 
 
 @dataclass
@@ -60,17 +63,22 @@ def tier2(tmp_path_factory) -> Iterator[Tier2]:
     home.run("secret", "put", "MODEL_KEY", input=SECRET)
     credentials = "${.secrets.MODEL_KEY}"
     home.agent("bot", "stream", model.endpoint, credentials=credentials)
-    home.agent("leaky", "leaky", model.endpoint, credentials=credentials)
+    home.run("secret", "put", "DB_PASSWORD", input=ENV_SECRET)
+    env = "  env:\n    - name: DB_PASSWORD\n      value: '${.secrets.DB_PASSWORD}'\n"
+    home.agent("leaky", "leaky", model.endpoint, credentials=credentials, extra_env=env)
     home.agent("slow", "slow", model.endpoint, credentials=credentials)
     stack = Tier2(home, model)
+    began = time.monotonic()
     started = stack.stigmer("local", "start", "--workers", "2", "--grace", "2")
     try:
         assert started.returncode == 0, started.stderr
         assert "Temporal UI:  http://127.0.0.1:" in started.stdout
+        print(f"local start: every part ready after {time.monotonic() - began:.2f} s")
         yield stack
     finally:
         pids = [part["pid"] for part in stack.state["parts"]] if (path / "local" / "stack.json").exists() else []
         stopped = stack.stigmer("local", "stop")
         stop_fake_model(model)
         assert stopped.returncode == 0, stopped.stderr
+        assert "did not stop" not in stopped.stderr, stopped.stderr  # graceful: no part needed SIGKILL
         assert pids_alive(pids) == []
