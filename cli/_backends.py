@@ -38,10 +38,15 @@ STORAGE_BACKENDS: dict[str, str] = {
 """Kind (also the URL scheme that selects it) -> ``module:Class``, called as ``Class(url)`` or ``Class()``."""
 
 
+_SCHEME_ALIASES = {"postgres": "postgresql"}  # libpq takes both spellings of its URI scheme
+
+
 def storage_kind(url: str) -> str:
     """The kind a storage URL names: its scheme (``postgresql://...``); a plain file path is SQLite."""
     scheme, separator, _ = url.partition("://")
-    return scheme.lower() if separator else "sqlite"
+    if not separator:
+        return "sqlite"
+    return _SCHEME_ALIASES.get(scheme.lower(), scheme.lower())
 
 
 def open_storage(kind: str, url: str | None = None, **options: object) -> Backend:

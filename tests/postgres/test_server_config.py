@@ -29,8 +29,12 @@ def stub_of(server: ServerProcess) -> tuple[Channel, pb.BackendServiceStub]:
     return channel, pb.BackendServiceStub(channel, timeout=60)
 
 
-async def test_the_server_command_takes_the_database_from_the_environment(database, master_key, tmp_path):
-    env = {**replica_env(tmp_path / "home", master_key), "STIGMER_SERVER_BACKEND": database}
+async def test_the_server_command_takes_the_database_from_the_environment_in_either_libpq_scheme(
+    database, master_key, tmp_path
+):
+    assert database.startswith("postgresql://")
+    libpq_alias = "postgres://" + database.removeprefix("postgresql://")  # as many operators write it
+    env = {**replica_env(tmp_path / "home", master_key), "STIGMER_SERVER_BACKEND": libpq_alias}
     with ServerProcess.start([], env=env) as server:
         channel, stub = stub_of(server)
         try:
