@@ -50,7 +50,8 @@ async def waiting_on_the_create_lock(admin: psycopg.Connection, count: int) -> N
     deadline = time.monotonic() + 60
     while True:
         (waiting,) = admin.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         ).fetchone() or (0,)
         if waiting >= count:
             return
