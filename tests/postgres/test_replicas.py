@@ -209,7 +209,7 @@ async def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_the_o
     killed = asyncio.Event()
     enough_before_kill = asyncio.Event()
     failures: list[str] = []
-    cut_off: list[int] = []  # the killed replica's clients whose call in flight died with it
+    cut_off: list[int] = []  # the killed replica's clients, stopped by an error after the kill
 
     async def client(index: int, worker: int) -> None:
         stub = replicas[index].stub
@@ -250,9 +250,18 @@ async def test_a_replica_killed_under_load_loses_no_acknowledged_write_and_the_o
             assert int(stored.status.phase) == phase, execution_id
         ahead += stored.version > version
         found += min(stored.version, version)
+    # What the killed replica's clients left unfinished (acknowledged or not) holds no lock: the survivor ends it.
+    unfinished = pb.ListExecutionsRequest(phases=[PENDING, RUNNING], page_size=100)
+    left = (await replicas[1].stub.list_executions(unfinished)).executions
+    for execution in left:
+        request = pb.CancelExecutionRequest(execution_id=execution.id, reason="its replica died")
+        cancelled = (await replicas[1].stub.cancel_execution(request)).execution
+        assert cancelled.status.phase == pb.ExecutionPhase.CANCELLED, execution.id
+    assert (await replicas[1].stub.list_executions(unfinished)).executions == []
     print(
         f"\nkill -9: {sum(v for v, _ in acknowledged.values())} writes acknowledged, {found} found, on "
         f"{len(acknowledged)} executions ({ahead} also hold a write committed but never acknowledged); "
-        f"{len(cut_off)} of the killed replica's 3 clients had a call cut off; "
+        f"{len(cut_off)} of the killed replica's 3 clients stopped on an error, leaving {len(left)} executions "
+        f"unfinished (each then cancelled through the survivor); "
         f"the survivor completed {sum(after_kill.get((1, w), 0) for w in range(3))} lifecycles after the kill"
     )
