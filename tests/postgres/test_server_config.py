@@ -67,7 +67,6 @@ async def test_the_server_serves_the_database_the_cli_context_names_with_the_poo
     (home / "config.json").write_text(json.dumps({"kind": "postgresql", "url": database}))
     (home / "config.json").chmod(0o600)
     with ServerProcess.start(["--pool-size", "1"], env=env) as server:
-        assert " on " in server.stderr_text() and "serving database " in server.stderr_text()
         channel, stub = stub_of(server)
         try:
             await stub.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="worker", spec=SPEC))
