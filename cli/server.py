@@ -27,7 +27,7 @@ BACKEND_ENV = "STIGMER_SERVER_BACKEND"
     "--db",
     "db_path",
     type=click.Path(dir_okay=False),
-    help="SQLite database to serve  [default: $STIGMER_HOME/local.db]",
+    help="SQLite database to serve  [default: the CLI context's storage, else $STIGMER_HOME/local.db]",
 )
 @click.option(
     "--backend",
@@ -115,7 +115,7 @@ def server(
 
     from stigmer_backend.backends.registry import open_storage, storage_kind
 
-    from ._context import LOCAL
+    from ._context import LOCAL, REMOTE, load_context
     from ._runtime import run
 
     kind, url = LOCAL, db_path
@@ -125,6 +125,12 @@ def server(
         kind, url = storage_kind(backend_url), backend_url
         if kind == LOCAL:
             raise click.UsageError("--backend takes a database URL (postgresql://…); give a SQLite file with --db")
+    elif db_path is None:
+        # The storage the CLI's context names, as every other command (and `stigmer local`) uses it;
+        # a remote context names no storage to serve, so the local file is served then.
+        context = load_context()
+        if context.kind != REMOTE:
+            kind, url = context.kind, context.url or None
     options = {} if pool_size is None else {"pool_size": pool_size}
     if options and kind == LOCAL:
         raise click.UsageError("--pool-size is for a database server given with --backend")

@@ -5,8 +5,10 @@ Most specific first, by SQLSTATE class: the server out of disk or memory is
 shutting down is ``UNAVAILABLE`` (transient: nothing was committed, or the
 caller cannot know and retries a safe RPC); wrong credentials, a missing
 database or missing privileges are ``INTERNAL`` naming the database, since
-only an operator can fix them. Messages name the database by host, port and
-name, never by the connection string, which may hold a password.
+only an operator can fix them, and so is a connection string libpq cannot
+parse (``FAILED_PRECONDITION``). Messages name the database by host, port and
+name, never by the connection string, which may hold a password; nor do they
+repeat what libpq quotes from a string it could not parse.
 """
 
 from __future__ import annotations
@@ -58,6 +60,18 @@ def storage_error(error: Exception, where: str) -> GRPCError:
     return GRPCError(Status.INTERNAL, f"storage error in {where}: {detail} (SQLSTATE {sqlstate or 'none'})")
 
 
+def _hidden(problem: str) -> str:
+    """libpq's complaint about a connection string without the parts it quotes, which may be the password.
+
+    An unknown query parameter's name is kept: it is never the password, and it is the whole problem.
+    """
+    first = problem.splitlines()[0].strip() if problem.strip() else "unreadable"
+    if re.fullmatch(r'invalid URI query parameter: "[\w-]*"', first):
+        return first
+    hidden = re.sub(r'"[^"]*("|$)', '"…"', first)  # a quote left open hides the rest of the line
+    return hidden + (" (quoted parts not shown: they may hold the password)" if hidden != first else "")
+
+
 def connection_error(error: psycopg.Error, where: str) -> GRPCError:
     """Why a first connection to ``where`` failed, in one line: unreachable, credentials, no such database.
 
@@ -66,6 +80,8 @@ def connection_error(error: psycopg.Error, where: str) -> GRPCError:
     timeout) the last ``failed:`` of its first line.
     """
     text = str(error).strip()
+    if isinstance(error, psycopg.ProgrammingError):  # libpq could not parse the connection string
+        return GRPCError(Status.FAILED_PRECONDITION, f"the connection string of {where} is not valid: {_hidden(text)}")
     fatal = re.search(r"FATAL:\s*(.+)", text)
     if fatal is not None:
         reason = fatal.group(1).strip()

@@ -44,6 +44,35 @@ async def test_an_unreachable_server_is_one_unavailable_line(cluster):
     assert error.message == "cannot reach database stigmer on 127.0.0.1:1: Connection refused"
 
 
+@pytest.mark.parametrize(
+    ("conninfo", "shown"),
+    [
+        ("postgresql://alice:hunter2%zz@db.invalid/stigmer", 'invalid percent-encoded token: "…"'),
+        ("postgresql://alice:hunter2@[::1/stigmer", 'matching "…" in IPv6 host address in URI: "…"'),
+        ("host=db.invalid password=hunter2 more", 'missing "…" after "…" in connection info string'),
+        ("postgresql://alice@db.invalid/stigmer?bogus=1", 'invalid URI query parameter: "bogus"'),
+    ],
+)
+async def test_a_malformed_connection_string_is_one_line_that_never_shows_the_password(conninfo, shown):
+    error = await open_error(conninfo)
+    assert error.status == Status.FAILED_PRECONDITION
+    assert error.message.startswith("the connection string of the PostgreSQL database is not valid: ")
+    assert shown in error.message and "\n" not in error.message
+    assert "hunter2" not in error.message
+
+
+def test_the_server_command_never_shows_the_password_of_a_malformed_connection_string(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    result = subprocess.run(
+        [STIGMER, "server", "--port", "0", "--backend", "postgresql://alice:hunter2%zz@db.invalid/stigmer"],
+        env=isolated_env(home), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: FAILED_PRECONDITION: the connection string of the PostgreSQL database")
+    assert "hunter2" not in result.stderr + result.stdout
+
+
 async def test_a_missing_database_is_named(cluster):
     error = await open_error(cluster.conninfo("no_such_db"))
     assert error.status == Status.INTERNAL
