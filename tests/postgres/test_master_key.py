@@ -186,8 +186,6 @@ def test_the_server_takes_its_backend_from_the_registry_and_refuses_what_it_does
 
     unknown = server("--backend", "mysql://db.internal/stigmer")
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
-    assert unknown.stderr == (
-        "Error: FAILED_PRECONDITION: unknown backend kind 'mysql' (known: postgresql, sqlite)\n"
-    )
+    assert unknown.stderr == ("Error: FAILED_PRECONDITION: unknown backend kind 'mysql' (known: postgresql, sqlite)\n")
     pool = server("--pool-size", "3")
     assert pool.returncode == 2 and "--pool-size is for a database server given with --backend" in pool.stderr
