@@ -73,17 +73,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@contextmanager
-def _reported(backend: SqliteBackend) -> Iterator[None]:
-    """sqlite3 errors as the documented ``GRPCError``; a row our writes cannot have produced as ``INTERNAL``."""
-    try:
-        yield
-    except sqlite3.Error as error:
-        raise storage_error(error, str(backend.path)) from None
-    except (ValueError, TypeError, KeyError):  # a stored row that our own writes cannot have produced
-        raise GRPCError(
-            Status.INTERNAL, f"{backend.path} holds a row Stigmer cannot read (the database was altered)"
-        ) from None
+def _reported(backend: SqliteBackend, error: Exception) -> GRPCError | None:
+    """The documented ``GRPCError`` for an exception of a storage call, or ``None`` to let it through."""
+    if isinstance(error, sqlite3.Error):
+        return storage_error(error, str(backend.path))
+    if isinstance(error, (ValueError, TypeError, KeyError)):  # a stored row that our own writes cannot have produced
+        return GRPCError(Status.INTERNAL, f"{backend.path} holds a row Stigmer cannot read (the database was altered)")
+    return None
 
 
 @functools.cache  # a metadata lookup scans installed distributions; the answer cannot change
@@ -98,9 +94,14 @@ def _storage_boundary(
 
     @functools.wraps(method)
     async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with _reported(self):
+        try:
             self._group.end()
             return await self._storage.run(functools.partial(method, self, *args, **kwargs))
+        except Exception as error:
+            reported = _reported(self, error)
+            if reported is None:
+                raise
+            raise reported from None
 
     return wrapper
 
@@ -124,14 +125,19 @@ def _group_committed(
 
     @functools.wraps(method)
     async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with _reported(self):
+        try:
             outcome, commit = await self._storage.run(self._grouped, functools.partial(method, self, *args, **kwargs))
             if commit is not None:
                 await commit
             if isinstance(outcome, _Refused):
                 raise outcome.error
-            result: R = outcome
-            return result
+        except Exception as error:
+            reported = _reported(self, error)
+            if reported is None:
+                raise
+            raise reported from None
+        result: R = outcome
+        return result
 
     return wrapper
 
@@ -281,8 +287,13 @@ class SqliteBackend(Backend):
         from the holder (``benchmarks/processes.py --counters``, lock timeline).
         """
         if self._grouping and not self._waits:  # an execution write on the event loop
-            with self._group.write() as conn:
+            conn = self._group.begin()
+            try:
                 yield conn
+            except BaseException:
+                self._group.undo()
+                raise
+            self._group.done()
             return
         conn = self._db
         conn.execute("BEGIN IMMEDIATE")

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 __all__ = ["GroupCommit"]
 
@@ -48,6 +47,12 @@ class GroupCommit:
         self._connection = connection
         self._committed = committed
         self._waiters: list[asyncio.Future[None]] | None = None  # None: no transaction open
+        # Whether the last step with writes had more than one: only then does a write wait for the
+        # step to end. A lone caller (a CLI command, one call in flight) commits each write at once,
+        # without the two extra event-loop steps of waiting.
+        self._grouping_pays = True
+        self._writes_this_step = 0
+        self._first = False  # whether the write in progress opened the transaction
 
     @property
     def open(self) -> bool:
@@ -63,35 +68,55 @@ class GroupCommit:
         self._waiters.append(waiter)
         return waiter
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """The write joins the step's transaction, in a savepoint; or, the first of its step, opens it.
+    def begin(self) -> sqlite3.Connection:
+        """Starts a write: it joins the step's transaction in a savepoint, or, the first of its
+        step, opens the transaction (``BEGIN IMMEDIATE``; meeting another process's lock, that
+        raises ``SQLITE_BUSY`` with nothing opened). Then ``done`` or ``undo``.
 
-        The first write needs no savepoint: until it ends the transaction holds nothing else, and
-        if it fails the transaction is rolled back and no group is opened. ``BEGIN IMMEDIATE``
-        meeting another process's lock raises ``SQLITE_BUSY`` with nothing opened.
+        The first write needs no savepoint: until it ends, the transaction holds nothing else.
         """
         conn = self._connection()
-        if self._waiters is None:
-            conn.execute("BEGIN IMMEDIATE")
+        self._count_write()
+        self._first = self._waiters is None
+        conn.execute("BEGIN IMMEDIATE" if self._first else "SAVEPOINT call")
+        return conn
+
+    def done(self) -> None:
+        """The write succeeded: kept in the step's transaction (or, for a lone writer, committed now)."""
+        conn = self._connection()
+        if not self._first:
+            conn.execute("RELEASE call")
+        elif self._grouping_pays:
+            waiters: list[asyncio.Future[None]] = []
+            self._waiters = waiters
+            asyncio.get_running_loop().call_soon(self._commit, waiters)
+        else:  # a transaction of its own
             try:
-                yield conn
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            waiters: list[asyncio.Future[None]] = []
-            self._waiters = waiters
-            asyncio.get_running_loop().call_soon(self._commit, waiters)
-            return
-        conn.execute("SAVEPOINT call")
-        try:
-            yield conn
-        except BaseException:
+            self._committed()
+
+    def undo(self) -> None:
+        """The write failed: its changes are taken back, and only its own."""
+        conn = self._connection()
+        if not self._first:
             conn.execute("ROLLBACK TO call")
             conn.execute("RELEASE call")
-            raise
-        conn.execute("RELEASE call")
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _count_write(self) -> None:
+        if not self._writes_this_step:
+            # Runs at the start of the next step, after every task of this one.
+            asyncio.get_running_loop().call_soon(self._step_ended)
+        self._writes_this_step += 1
+
+    def _step_ended(self) -> None:
+        self._grouping_pays = self._writes_this_step > 1
+        self._writes_this_step = 0
 
     def end(self) -> None:
         """Commits the open transaction now (before a call that must not run inside it)."""

@@ -144,3 +144,28 @@ def test_sqlite_reports_the_deferred_violation_at_commit() -> None:
     conn.execute("INSERT INTO b VALUES (5)")
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("COMMIT")
+
+
+async def test_a_lone_writer_commits_each_write_at_once_without_waiting_for_the_step_to_end(db_path: Path) -> None:
+    """With one write per step (a CLI command, one call in flight) grouping gains nothing: no wait."""
+    executions = await seed(db_path, executions=3)
+    async with SqliteBackend(db_path) as backend:
+        await backend.update_execution_status(_claim(executions[0]))  # a step with one write
+        await asyncio.sleep(0)  # that step has ended: the backend knows it had one write
+        steps = 0
+
+        async def count_steps() -> None:
+            nonlocal steps
+            while True:
+                steps += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.ensure_future(count_steps())
+        await asyncio.sleep(0)
+        before = steps
+        for execution in executions[1:]:
+            await backend.update_execution_status(_claim(execution))
+            assert _versions(db_path)[execution.id] == 2
+        during = steps - before
+        counter.cancel()
+    assert during == 0, "a lone write waited for the event loop"
