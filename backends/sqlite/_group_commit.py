@@ -23,8 +23,11 @@ Exactness and durability per acknowledged write:
   each on the state the ones before it left: the same order and the same
   checks as separate transactions in that order.
 
-Only on the event loop: the storage thread (a write that waits for another
-process's lock) keeps one transaction per write.
+Only when it pays: a write waits for the end of its step only if the last
+step with writes had more than one. A lone writer (a CLI command, one call
+in flight) commits each write at once, as before, without the two extra
+event-loop steps of waiting. And only on the event loop: the storage thread
+(a write that waits for another process's lock) keeps one transaction per write.
 """
 
 from __future__ import annotations
