@@ -5,7 +5,10 @@ this module only loads rows, hands them to the rules and writes the result.
 Every read-modify-write runs in one ``BEGIN IMMEDIATE`` transaction, so
 concurrent processes serialise on SQLite's write lock (waiting up to the busy
 timeout, never failing with "database is locked" under normal contention)
-and a compare-and-set is checked against the committed row.
+and a compare-and-set is checked against the committed row. The execution
+writes of one event-loop step (a server with many calls in flight) share
+that transaction, each in a savepoint, and answer once it has committed
+(``_group_commit``).
 
 No call waits for a lock on the caller's event loop: a call is tried there
 with a busy timeout of 0 and, if another process holds the lock, run again on
@@ -113,7 +116,6 @@ class _Refused:
     error: Exception
 
 
-@functools.cache
 def _group_committed(
     method: Callable[Concatenate[SqliteBackend, P], R],
 ) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
