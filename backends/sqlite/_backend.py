@@ -5,7 +5,10 @@ this module only loads rows, hands them to the rules and writes the result.
 Every read-modify-write runs in one ``BEGIN IMMEDIATE`` transaction, so
 concurrent processes serialise on SQLite's write lock (waiting up to the busy
 timeout, never failing with "database is locked" under normal contention)
-and a compare-and-set is checked against the committed row.
+and a compare-and-set is checked against the committed row. The execution
+writes of one event-loop step (a server with many calls in flight) share
+that transaction, each in a savepoint, and answer once it has committed
+(``_group_commit``).
 
 No call waits for a lock on the caller's event loop: a call is tried there
 with a busy timeout of 0 and, if another process holds the lock, run again on
@@ -15,6 +18,7 @@ server keeps answering while one write waits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -40,6 +44,7 @@ from ..rules.backend_info import backend_info
 from . import _rows
 from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
+from ._group_commit import GroupCommit
 from ._list_query import page_query
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._thread import StorageThread
@@ -71,25 +76,70 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _reported(backend: SqliteBackend, error: Exception) -> GRPCError | None:
+    """The documented ``GRPCError`` for an exception of a storage call, or ``None`` to let it through."""
+    if isinstance(error, sqlite3.Error):
+        return storage_error(error, str(backend.path))
+    if isinstance(error, (ValueError, TypeError, KeyError)):  # a stored row that our own writes cannot have produced
+        return GRPCError(Status.INTERNAL, f"{backend.path} holds a row Stigmer cannot read (the database was altered)")
+    return None
+
+
 @functools.cache  # a metadata lookup scans installed distributions; the answer cannot change
 def _storage_boundary(
     method: Callable[Concatenate[SqliteBackend, P], R],
 ) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
     """A coroutine method running the synchronous ``method`` on the storage thread.
 
+    Runs outside the step's group transaction (committed first, see ``_group_commit``).
     Reports sqlite3 errors as the documented ``GRPCError``.
     """
 
     @functools.wraps(method)
     async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            self._group.end()
             return await self._storage.run(functools.partial(method, self, *args, **kwargs))
-        except sqlite3.Error as error:
-            raise storage_error(error, str(self.path)) from None
-        except (ValueError, TypeError, KeyError):  # a stored row that our own writes cannot have produced
-            raise GRPCError(
-                Status.INTERNAL, f"{self.path} holds a row Stigmer cannot read (the database was altered)"
-            ) from None
+        except Exception as error:
+            reported = _reported(self, error)
+            if reported is None:
+                raise
+            raise reported from None
+
+    return wrapper
+
+
+@dataclasses.dataclass(frozen=True)
+class _Refused:
+    """A group-committed call's exception, raised once the transaction it ran in has committed."""
+
+    error: Exception
+
+
+def _group_committed(
+    method: Callable[Concatenate[SqliteBackend, P], R],
+) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
+    """Like ``_storage_boundary``, for the execution writes a server runs many of at once.
+
+    On the event loop, ``method``'s writes join the step's transaction (``_group_commit``):
+    the call answers, result or refusal, once that transaction has committed.
+    """
+
+    @functools.wraps(method)
+    async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            outcome, commit = await self._storage.run(self._grouped, functools.partial(method, self, *args, **kwargs))
+            if commit is not None:
+                await commit
+            if isinstance(outcome, _Refused):
+                raise outcome.error
+        except Exception as error:
+            reported = _reported(self, error)
+            if reported is None:
+                raise
+            raise reported from None
+        result: R = outcome
+        return result
 
     return wrapper
 
@@ -133,6 +183,8 @@ class SqliteBackend(Backend):
         self._busy_timeout = busy_timeout
         self._writes_since_checkpoint = 0
         self._waits = False  # whether the connection waits for locks now: on the storage thread
+        self._grouping = False  # whether the call running now may join the step's group transaction
+        self._group = GroupCommit(lambda: self._db, self._committed)
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -203,6 +255,7 @@ class SqliteBackend(Backend):
     async def aclose(self) -> None:
         if self._conn is not None:
             self._changes.close()
+            self._group.end()
             await self._storage.run_on_thread(self._close_connection)  # after any call still running
             self._storage.stop()
 
@@ -235,6 +288,15 @@ class SqliteBackend(Backend):
         a wait that left it free, and each loser ran its call again on its thread, taking CPU
         from the holder (``benchmarks/processes.py --counters``, lock timeline).
         """
+        if self._grouping and not self._waits:  # an execution write on the event loop
+            conn = self._group.begin()
+            try:
+                yield conn
+            except BaseException:
+                self._group.undo()
+                raise
+            self._group.done()
+            return
         conn = self._db
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -244,11 +306,33 @@ class SqliteBackend(Backend):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._committed()
+
+    def _grouped(self, call: Callable[[], R]) -> tuple[R | _Refused, asyncio.Future[None] | None]:
+        """``call()`` with its writes in the step's group transaction when on the event loop.
+
+        Returns its result (or its exception, as ``_Refused``) and the commit to wait for before
+        answering, if it ran while the group transaction was open; without one, an exception is
+        raised at once (a ``SQLITE_BUSY`` from opening the transaction sends the call to the thread).
+        """
+        self._grouping = True
+        try:
+            result = call()
+        except Exception as error:
+            if self._waits or not self._group.open:
+                raise
+            return _Refused(error), self._group.wait()
+        finally:
+            self._grouping = False
+        return result, None if self._waits or not self._group.open else self._group.wait()
+
+    def _committed(self) -> None:
+        """After each commit: watchers are told, and every ``_CHECKPOINT_EVERY`` commits the log is copied."""
         self._changes.notify()  # thread-safe: the storage thread commits too
         self._writes_since_checkpoint += 1
         if self._writes_since_checkpoint >= _CHECKPOINT_EVERY:
             self._writes_since_checkpoint = 0
-            self._checkpoint(conn)
+            self._checkpoint(self._db)
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copies the log into the database file; when the log is long, has the next write start it again.
@@ -366,7 +450,7 @@ class SqliteBackend(Backend):
     async def get_backend_info(self, message: pb.GetBackendInfoRequest) -> pb.GetBackendInfoResponse:
         return backend_info(self.kind, [pb.Capability.DURABLE_STORAGE, pb.Capability.SECRETS])
 
-    @_storage_boundary
+    @_group_committed
     def create_execution(self, message: pb.CreateExecutionRequest) -> pb.CreateExecutionResponse:
         validation.validate_create_execution(message)
         assert message.agent_instance is not None  # validated
@@ -425,7 +509,7 @@ class SqliteBackend(Backend):
             executions=[_rows.execution_from_row(row) for row in rows], next_page_token=token
         )
 
-    @_storage_boundary
+    @_group_committed
     def update_execution_status(self, message: pb.UpdateExecutionStatusRequest) -> pb.UpdateExecutionStatusResponse:
         validation.validate_update_execution_status(message)
         updated = self._change(
@@ -433,7 +517,7 @@ class SqliteBackend(Backend):
         )
         return pb.UpdateExecutionStatusResponse(execution=updated)
 
-    @_storage_boundary
+    @_group_committed
     def cancel_execution(self, message: pb.CancelExecutionRequest) -> pb.CancelExecutionResponse:
         validation.validate_cancel_execution(message)
         cancelled = self._change(message.execution_id, lambda current, now: executions.cancel(current, message, now))
@@ -443,6 +527,7 @@ class SqliteBackend(Backend):
         validation.validate_execution_id(message.execution_id)
         try:
             async with self._changes.watching(message.execution_id) as watcher:
+                self._group.end()
                 execution = await self._storage.run(self._read_execution, message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
@@ -457,6 +542,7 @@ class SqliteBackend(Backend):
         """The version after ``seen``, waiting for it."""
         while True:
             watcher.arm()
+            self._group.end()
             row = await self._storage.run(self._history_after, seen)
             if row is not None:
                 if row["version"] != seen.version + 1:
@@ -469,6 +555,7 @@ class SqliteBackend(Backend):
                 )
             now = _now()
             if executions.lease_expired(seen, now):
+                self._group.end()
                 await self._storage.run(self._read_execution, seen.id, now)  # writes the expiry; history picks it up
                 continue
             timeout = 1.0
