@@ -102,14 +102,14 @@ def _storage_boundary(
 _LEFT_TO_THE_THREAD = (sqlite3.Error, ValueError, TypeError, KeyError)
 
 
-@functools.cache
 def _read_boundary(
     method: Callable[Concatenate[SqliteBackend, P], R],
 ) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
-    """``_storage_boundary`` for a method that writes nothing, or nothing the storage thread cannot do instead.
+    """``_storage_boundary`` for a method that reads, and writes only when it must (a lease expiry).
 
     While the storage thread is busy (a write waiting for a lock), it runs at once on the read
-    connection (``_read_connection``) instead of queueing behind; else as ``_storage_boundary``.
+    connection (``_read_connection``) instead of queueing behind; a call that must write is run
+    again on the thread. While the thread is idle, as ``_storage_boundary``.
     """
     queued: Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]] = _storage_boundary(method)
 
