@@ -10,6 +10,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,9 @@ from stigmer_backend.backends.encryption import MasterKeySource
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import AGENT, apply_request, create_request
+from tests.conftest import REPO, toolchain_env
+
+from .reads_aside import REPORT
 
 _HOLD_LOCK = """
 import sqlite3, sys
@@ -188,3 +192,21 @@ async def test_a_read_that_must_record_a_lease_expiry_runs_on_the_storage_thread
         assert (expired.version, expired.status.phase) == (3, pb.ExecutionPhase.FAILED)
         assert (await write).created
         assert (await backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id))).execution == expired
+
+
+def test_the_conformance_suite_passes_with_every_read_on_the_read_connection(tmp_path: Path) -> None:
+    """Each read of the suite (hundreds, many right after the write they check) on the read connection."""
+    env = toolchain_env()
+    env["PYTHONPATH"] = str(REPO)  # so tests.sqlite.reads_aside imports as module:factory
+    env[REPORT] = str(tmp_path / "answers")
+    summary = tmp_path / "summary.json"
+    stigmer = str(Path(sys.executable).parent / "stigmer")
+    target = "tests.sqlite.reads_aside:factory"
+    result = subprocess.run(
+        [stigmer, "conformance", "run", "--target", target, "--json-report", str(summary)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads(summary.read_text())
+    assert report["conformant"] and report["totals"]["passed"] >= 150
+    assert int((tmp_path / "answers").read_text()) >= 300  # reads answered there, not on the one connection
