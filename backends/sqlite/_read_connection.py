@@ -16,9 +16,11 @@ statement (``SQLITE_READONLY``); a read that turns out to need one (a lease
 expiry to record) runs again on the storage thread, as every call did before.
 
 A reader in a transaction keeps the log from being checkpointed past its
-snapshot, so no transaction is left open after a call. Opened at its first
-use, so a backend whose thread never waits costs no second connection; closed
-with the backend. It has its own page cache (SQLite's default, up to 2 MB).
+snapshot, so no transaction is left open after a call. It writes nothing, so
+the change feed (``PRAGMA data_version`` on its own connection) is woken by
+writes only. Opened at its first use, so a backend whose thread never waits
+costs no second connection; closed with the backend. It has its own page
+cache (SQLite's default, up to 2 MB).
 """
 
 from __future__ import annotations
