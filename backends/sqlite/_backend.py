@@ -13,7 +13,9 @@ that transaction, each in a savepoint, and answer once it has committed
 No call waits for a lock on the caller's event loop: a call is tried there
 with a busy timeout of 0 and, if another process holds the lock, run again on
 the backend's storage thread, which waits (``_thread.StorageThread``), so a
-server keeps answering while one write waits.
+server keeps answering while one write waits. Reads do not queue behind it:
+while that thread is busy they run on a second, read-only connection
+(``_read_connection``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ._change_feed import ChangeFeed, Watcher
 from ._errors import storage_error
 from ._group_commit import GroupCommit
 from ._list_query import page_query
+from ._read_connection import ReadConnection, reading
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._thread import StorageThread
 
@@ -144,6 +147,32 @@ def _group_committed(
     return wrapper
 
 
+# What a call on the read connection leaves to the storage thread, which runs it again and reports it:
+# a write it needed (refused by query_only), a lock, a row our own writes cannot have produced.
+_LEFT_TO_THE_THREAD = (sqlite3.Error, ValueError, TypeError, KeyError)
+
+
+def _read_boundary(
+    method: Callable[Concatenate[SqliteBackend, P], R],
+) -> Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]]:
+    """``_storage_boundary`` for a method that reads, and writes only when it must (a lease expiry).
+
+    While the storage thread is busy (a write waiting for a lock), it runs at once on the read
+    connection (``_read_connection``) instead of queueing behind; a call that must write is run
+    again on the thread. While the thread is idle, as ``_storage_boundary``.
+    """
+    queued: Callable[Concatenate[SqliteBackend, P], Coroutine[Any, Any, R]] = _storage_boundary(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: SqliteBackend, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._storage.queued and self._reads.open():
+            with contextlib.suppress(*_LEFT_TO_THE_THREAD):
+                return self._reads.run(functools.partial(method, self, *args, **kwargs))
+        return await queued(self, *args, **kwargs)
+
+    return wrapper
+
+
 class SqliteBackend(Backend):
     """``BackendService`` on a local SQLite file.
 
@@ -210,6 +239,7 @@ class SqliteBackend(Backend):
             self._storage.stop()
             raise
         self._changes = ChangeFeed(self._connect, poll_interval)
+        self._reads = ReadConnection(self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():
@@ -256,6 +286,7 @@ class SqliteBackend(Backend):
         if self._conn is not None:
             self._changes.close()
             self._group.end()
+            self._reads.close()  # first: the one connection, closing last, checkpoints on its thread
             await self._storage.run_on_thread(self._close_connection)  # after any call still running
             self._storage.stop()
 
@@ -271,6 +302,9 @@ class SqliteBackend(Backend):
 
     @property
     def _db(self) -> sqlite3.Connection:
+        read_only = reading()
+        if read_only is not None:  # this call runs on the read connection (see _read_boundary)
+            return read_only
         if self._conn is None:
             raise GRPCError(Status.UNAVAILABLE, f"the backend for {self.path} is closed")
         return self._conn
@@ -490,12 +524,12 @@ class SqliteBackend(Backend):
         execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, snapshot, now)
         return execution, _rows.execution_row(execution, agent["version"])
 
-    @_storage_boundary
+    @_read_boundary
     def get_execution(self, message: pb.GetExecutionRequest) -> pb.GetExecutionResponse:
         validation.validate_execution_id(message.execution_id)
         return pb.GetExecutionResponse(execution=self._read_execution(message.execution_id, _now()))
 
-    @_storage_boundary
+    @_read_boundary
     def list_executions(self, message: pb.ListExecutionsRequest) -> pb.ListExecutionsResponse:
         validation.validate_list_executions(message)
         size = paging.page_size(message.page_size)
@@ -528,7 +562,7 @@ class SqliteBackend(Backend):
         try:
             async with self._changes.watching(message.execution_id) as watcher:
                 self._group.end()
-                execution = await self._storage.run(self._read_execution, message.execution_id, _now())
+                execution = await self._read(self._read_execution, message.execution_id, _now())
                 while True:
                     yield pb.WatchExecutionResponse(execution=execution)
                     assert execution.status is not None  # every stored execution has one
@@ -543,7 +577,7 @@ class SqliteBackend(Backend):
         while True:
             watcher.arm()
             self._group.end()
-            row = await self._storage.run(self._history_after, seen)
+            row = await self._read(self._history_after, seen)
             if row is not None:
                 if row["version"] != seen.version + 1:
                     raise GRPCError(
@@ -564,6 +598,13 @@ class SqliteBackend(Backend):
                 timeout = min(timeout, max(0.0, (lease_expire_time - now).total_seconds()) + 0.001)
             await watcher.wait(timeout)
 
+    async def _read(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)``, a read: on the read connection while the storage thread is busy (see ``_read_boundary``)."""
+        if self._storage.queued and self._reads.open():
+            with contextlib.suppress(*_LEFT_TO_THE_THREAD):
+                return self._reads.run(functools.partial(fn, *args))
+        return await self._storage.run(fn, *args)
+
     def _history_after(self, seen: pb.Execution) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._db.execute(
             f"SELECT version, update_us, {', '.join(STATUS_COLUMN_NAMES)} FROM execution_history "
@@ -572,7 +613,7 @@ class SqliteBackend(Backend):
         ).fetchone()
         return row
 
-    @_storage_boundary
+    @_read_boundary
     def get_execution_context(self, message: pb.GetExecutionContextRequest) -> pb.GetExecutionContextResponse:
         validation.validate_get_execution_context(message)
         # The proto says this call writes nothing: an expired lease is seen as expired, and left
@@ -607,7 +648,7 @@ class SqliteBackend(Backend):
             )
         return row
 
-    @_storage_boundary
+    @_read_boundary
     def get_agent_instance(self, message: pb.GetAgentInstanceRequest) -> pb.GetAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         assert message.agent_instance is not None  # validated
@@ -640,7 +681,7 @@ class SqliteBackend(Backend):
                 )
         return pb.ApplyAgentInstanceResponse(agent_instance=agent, outcome=outcome)
 
-    @_storage_boundary
+    @_read_boundary
     def list_agent_instances(self, message: pb.ListAgentInstancesRequest) -> pb.ListAgentInstancesResponse:
         size = paging.page_size(message.page_size)
         after = paging.decode_token(message)
@@ -672,7 +713,7 @@ class SqliteBackend(Backend):
         with self._write() as conn:
             return self._vault.put(conn, message.name, message.value, _now())
 
-    @_storage_boundary
+    @_read_boundary
     def list_secrets(self, message: pb.ListSecretsRequest) -> pb.ListSecretsResponse:
         size = paging.page_size(message.page_size)
         fetched = self._vault.page(self._db, paging.decode_token(message), size + 1)

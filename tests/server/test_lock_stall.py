@@ -88,3 +88,57 @@ async def test_health_and_backend_info_answer_while_a_write_waits_for_another_pr
                 holder.wait(timeout=30)
             created = await write
             assert created.created
+
+
+async def test_reads_answer_while_a_write_waits_for_another_process(db_path, token_file, server_env):
+    """GetExecution and ListExecutions do not queue behind the waiting write (a read-only connection)."""
+    args = ["--db", str(db_path), "--token-file", str(token_file), "-v"]
+    token = token_file.read_text().strip()
+    with ServerProcess.start(args, env=server_env) as server:
+        async with CloudBackend(server.endpoint, token=token) as backend:
+            await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
+            first = await backend.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id="r-0",
+                    agent_instance=pb.AgentInstanceRef(name="helper"),
+                    input=pb.ExecutionInput(message="first"),
+                )
+            )
+            holder = subprocess.Popen(
+                [sys.executable, "-c", _HOLD_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            try:
+                assert holder.stdout.readline() == b"locked\n"
+                write = asyncio.ensure_future(
+                    backend.create_execution(
+                        pb.CreateExecutionRequest(
+                            request_id="r-1",
+                            agent_instance=pb.AgentInstanceRef(name="helper"),
+                            input=pb.ExecutionInput(message="hi"),
+                        )
+                    )
+                )
+                await _until_logged(server, f"call {_CREATE}")  # the handler runs, into the lock
+                latencies = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    got = await backend.get_execution(pb.GetExecutionRequest(execution_id=first.execution.id))
+                    listed = await backend.list_executions(pb.ListExecutionsRequest())
+                    latencies.append(time.perf_counter() - started)
+                    assert got.execution.id == first.execution.id
+                    # The waiting create is not acknowledged: the reads are ordered before it.
+                    assert [e.id for e in listed.executions] == [first.execution.id]
+                assert not write.done(), "the write should still be waiting for the lock"
+                # A read normally takes a few ms; behind the write it took the whole lock (seconds).
+                assert max(latencies) < 0.5, latencies
+                print(
+                    f"\n[lock stall] GetExecution + ListExecutions while a write waits for another process's lock: "
+                    f"median {sorted(latencies)[2] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+                )
+            finally:
+                holder.stdin.close()
+                holder.wait(timeout=30)
+            created = await write
+            assert created.created
+            listed = await backend.list_executions(pb.ListExecutionsRequest())
+            assert [e.id for e in listed.executions] == [first.execution.id, created.execution.id]
