@@ -1,12 +1,18 @@
 """The local Tier 2 stack as background processes: a Temporal dev server, ``stigmer server``, N workers.
 
 Everything lives in ``$STIGMER_HOME/local/`` (0700): ``stack.json`` (the parts'
-pids and the addresses; no secret), a ``NAME.pid`` and ``NAME.log`` per part
-(the previous run's as ``NAME.log.1``),
+pids, states, restarts and the addresses; no secret), a ``NAME.pid`` and ``NAME.log``
+per part and for the supervisor (the previous run's as ``NAME.log.1``),
 ``temporal.db`` (Temporal's own persistent state: workflow histories survive a
 restart) and ``token`` (0600, the bearer token the workers send to the server).
 Each part runs in a session of its own, so closing the terminal that started
 it does not stop it, and ``stop`` ends each one's whole process group.
+
+The parts are started, restarted when they die and stopped by one more process,
+the stack's supervisor (``fullstack.supervisor``, which says why it is one
+process); this module is the CLI's side: ``start_stack`` starts the supervisor
+and follows its progress, ``stop_stack`` asks it to stop (or stops what a dead
+one left), ``ready_stack`` waits for parts it restarts.
 
 The backend served is the storage the CLI's context names when the stack
 starts (``$STIGMER_HOME/local.db`` by default; a SQLite file or a PostgreSQL
