@@ -51,7 +51,13 @@ def local() -> None:
     show_default=True,
     help="On `stigmer local stop`, seconds running executions get to finish before they are cancelled.",
 )
-def start(workers: int, concurrency: int, grace: float) -> None:
+@click.option(
+    "--give-up-after",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Quick failures in a row after which a part is no longer restarted  [default: 8]",
+)
+def start(workers: int, concurrency: int, grace: float, give_up_after: int | None) -> None:
     """Start the stack in the background and wait until every part is ready.
 
     Prints the Temporal UI address. Logs, pid files and Temporal's database
@@ -65,7 +71,12 @@ def start(workers: int, concurrency: int, grace: float) -> None:
     storage = served_storage()
     try:
         stack = start_stack(
-            workers=workers, concurrency=concurrency, grace=grace, backend=storage or "", on_status=status
+            workers=workers,
+            concurrency=concurrency,
+            grace=grace,
+            backend=storage or "",
+            give_up_after=give_up_after,
+            on_status=status,
         )
     except StackError as error:
         raise click.ClickException(str(error)) from None
@@ -213,11 +224,24 @@ def logs(part: str | None, lines: int) -> None:
 @click.option("--grace", type=click.FloatRange(0), required=True)
 @click.option("--backend", default="", help="The storage to serve (`Stack.backend`); empty for local.db.")
 @click.option("--report-fd", type=int, default=None, help="A pipe to `stigmer local start`: progress, then ready.")
-def supervise(workers: int, concurrency: int, grace: float, backend: str, report_fd: int | None) -> None:
+@click.option("--give-up-after", type=click.IntRange(1), default=None)
+def supervise(
+    workers: int, concurrency: int, grace: float, backend: str, report_fd: int | None, give_up_after: int | None
+) -> None:
     """The stack's supervisor (started by `stigmer local start`): starts, restarts and stops the parts."""
+    from stigmer_backend.fullstack.supervisor import MAX_QUICK_FAILURES
     from stigmer_backend.fullstack.supervisor import supervise as run
 
-    raise SystemExit(run(workers=workers, concurrency=concurrency, grace=grace, backend=backend, report_fd=report_fd))
+    raise SystemExit(
+        run(
+            workers=workers,
+            concurrency=concurrency,
+            grace=grace,
+            backend=backend,
+            report_fd=report_fd,
+            give_up_after=give_up_after or MAX_QUICK_FAILURES,
+        )
+    )
 
 
 @local.command("worker", hidden=True)

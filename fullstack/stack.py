@@ -157,6 +157,7 @@ def start_stack(
     concurrency: int,
     grace: float,
     backend: str = "",
+    give_up_after: int | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> Stack:
     """Starts the supervisor, which starts every part; returns once each is ready, else raises.
@@ -166,6 +167,7 @@ def start_stack(
     here (Ctrl-C), the supervisor is told to stop what it started.
 
     :param backend: the storage to serve, as a CLI context names it (see ``Stack.backend``).
+    :param give_up_after: quick failures in a row after which a part is not restarted (the supervisor's default).
     """
     say = on_status or (lambda text: None)
     existing = load_stack()
@@ -194,6 +196,7 @@ def start_stack(
                 backend,
                 "--report-fd",
                 str(report_end),
+                *(["--give-up-after", str(give_up_after)] if give_up_after is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -315,7 +318,7 @@ def ready_stack(
         part = down[0]
         if part.state == FAILED:
             raise StackError(
-                f"the local stack's {part.name} is down: {part.note}; see {part.log}; "
+                f"the local stack's {part.name} is down: {part.note} (last: {part.last_exit}); see {part.log}; "
                 "`stigmer local stop`, then `stigmer local start`"
             )
         if time.monotonic() > deadline:

@@ -110,21 +110,32 @@ class _Child:
     next_check: float = 0.0
 
 
-def restart_delay(quick_failures: int) -> float | None:
+def restart_delay(quick_failures: int, give_up_after: int = MAX_QUICK_FAILURES) -> float | None:
     """Seconds before a part starts again after its ``quick_failures``-th quick failure in a row; None: give up."""
-    if quick_failures > MAX_QUICK_FAILURES:
+    if quick_failures > give_up_after:
         return None
     return min(FIRST_DELAY * 2.0 ** (quick_failures - 1), MAX_DELAY)
 
 
-def supervise(*, workers: int, concurrency: int, grace: float, backend: str, report_fd: int | None) -> int:
+def supervise(
+    *,
+    workers: int,
+    concurrency: int,
+    grace: float,
+    backend: str,
+    report_fd: int | None,
+    give_up_after: int = MAX_QUICK_FAILURES,
+) -> int:
     """Runs the supervisor until it is told to stop; the exit code of ``stigmer local supervise``."""
-    return _Supervisor(report_fd).run(workers=workers, concurrency=concurrency, grace=grace, backend=backend)
+    return _Supervisor(report_fd, give_up_after).run(
+        workers=workers, concurrency=concurrency, grace=grace, backend=backend
+    )
 
 
 class _Supervisor:
-    def __init__(self, report_fd: int | None) -> None:
+    def __init__(self, report_fd: int | None, give_up_after: int) -> None:
         self.report = report_fd
+        self.give_up_after = give_up_after
         self.stopping = False
         self.children: dict[str, _Child] = {}
         self.pid = os.getpid()
@@ -346,10 +357,10 @@ class _Supervisor:
         if up >= STABLE_AFTER:
             child.quick_failures = 0
         child.quick_failures += 1
-        delay = restart_delay(child.quick_failures)
+        delay = restart_delay(child.quick_failures, self.give_up_after)
         if delay is None:
             part.state = FAILED
-            part.note = f"gave up after {MAX_QUICK_FAILURES} quick failures in a row (last: {part.last_exit})"
+            part.note = f"gave up after {self.give_up_after} quick failures in a row"
             self._tell(child, f"{part.name} (pid {part.pid}) {part.last_exit} after {up:.1f} s up; {part.note}")
         else:
             child.due = time.monotonic() + delay

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -175,6 +176,51 @@ def test_a_supervisor_killed_takes_its_parts_with_it_and_agent_execute_refuses_i
     assert started.returncode == 0, started.stderr
     seen_pids |= {found["pid"] for found in tier2.state["parts"]} | {tier2.state["supervisor"]["pid"]}
     print(f"supervisor kill -9: every part gone after {took:.2f} s")
+
+
+def test_a_part_that_keeps_failing_is_given_up_on_which_status_logs_and_agent_execute_say(
+    tier2: Tier2, seen_pids: set[int]
+) -> None:
+    assert tier2.stigmer("local", "stop").returncode == 0
+    started = tier2.stigmer("local", "start", "--workers", "1", "--give-up-after", "2")
+    assert started.returncode == 0, started.stderr
+    seen_pids |= {found["pid"] for found in tier2.state["parts"]} | {tier2.state["supervisor"]["pid"]}
+    server = part(tier2, "server")
+    port = int(tier2.state["server_endpoint"].rpartition(":")[2])
+    os.kill(server["pid"], signal.SIGKILL)
+    until("the server gone", lambda: pids_alive([server["pid"]]) == [])
+    with socket.socket() as taken:  # its port taken: each restart fails at once ("the port is already in use")
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        until("the supervisor giving up", lambda: part(tier2, "server")["state"] == "failed")
+        gave_up = part(tier2, "server")
+        seen_pids.add(gave_up["pid"])
+        assert (gave_up["restarts"], gave_up["last_exit"]) == (2, "exit 1")
+        note = "gave up after 2 quick failures in a row"
+        assert gave_up["note"] == note
+        shown = tier2.stigmer("local", "status")
+        assert shown.returncode == 1
+        line = next(line for line in shown.stdout.splitlines() if line.startswith("server "))
+        assert line.endswith(
+            f"{'gave up':<12} {tier2.state['server_endpoint']}  restarts 2, last exit: exit 1 ({note})"
+        )
+        log = (tier2.home.path / "local" / "server.log").read_text()
+        assert log.count("the port is already in use") == 2 and f"; {note} ---" in log
+
+        before = executions(tier2)
+        refused = tier2.stigmer("agent", "execute", "bot", "hello")
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            f"Error: the local stack's server is down: {note} (last: exit 1); "
+            f"see {tier2.home.path / 'local' / 'server.log'}; "
+            "`stigmer local stop`, then `stigmer local start`; nothing was created\n"
+        )
+        assert executions(tier2) == before
+    stopped = tier2.stigmer("local", "stop")
+    assert stopped.returncode == 0 and "did not stop" not in stopped.stderr, stopped.stderr
+    assert pids_alive(list(seen_pids)) == []
+    assert tier2.stigmer("local", "start", "--workers", "2", "--grace", "2").returncode == 0
+    seen_pids |= {found["pid"] for found in tier2.state["parts"]} | {tier2.state["supervisor"]["pid"]}
 
 
 def test_local_stop_after_restarts_stops_everything_gracefully_and_leaves_no_process(
