@@ -252,7 +252,9 @@ def stop_stack(
         log = Path(supervisor.log)
         offset = log.stat().st_size if log.exists() else 0
         os.kill(supervisor.pid, signal.SIGTERM)
-        deadline = grace + 10.0 + 20.0 + 20.0 + 10.0  # each part's own deadline (see stop_parts), and some
+        deadline = (
+            len(stack.workers) * (grace + 10.0) + 20.0 + 20.0 + 10.0
+        )  # the parts' deadlines (stop_parts), and some
         if not exited(supervisor, deadline):
             say(f"supervisor (pid {supervisor.pid}) did not stop within {deadline:g} s: killed")
             with contextlib.suppress(ProcessLookupError):
@@ -311,24 +313,33 @@ def ready_stack(
                 f"the local stack's supervisor{pid} is not running, so nothing restarts its parts; "
                 "`stigmer local stop`, then `stigmer local start`"
             )
-        parts = [part for part in map(stack.part, needed) if part is not None]
-        down = [part for part in parts if part.state != READY or not part.alive()]
-        if not down:
-            return stack
-        part = down[0]
-        if part.state == FAILED:
-            raise StackError(
-                f"the local stack's {part.name} is down: {part.note} (last: {part.last_exit}); see {part.log}; "
-                "`stigmer local stop`, then `stigmer local start`"
-            )
-        if time.monotonic() > deadline:
-            raise StackError(
-                f"the local stack's {part.name} is down and was not back within {wait:g} s "
-                f"(restart {part.restarts}; see {part.log}); `stigmer local status`"
-            )
-        if not announced:
-            say(f"the local stack's {part.name} is down and being restarted; waiting up to {wait:g} s for it")
-            announced = True
+        starting = [name for name in needed if stack.part(name) is None]  # `local start` has not got to it yet
+        if starting:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the local stack's {starting[0]} did not start within {wait:g} s; `stigmer local status`"
+                )
+        else:
+            parts = [part for part in map(stack.part, needed) if part is not None]
+            down = [part for part in parts if part.state != READY or not part.alive()]
+            if not down:
+                return stack
+            part = down[0]
+            if part.state == FAILED:
+                raise StackError(
+                    f"the local stack's {part.name} is down: {part.note} (last: {part.last_exit}); see {part.log}; "
+                    "`stigmer local stop`, then `stigmer local start`"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the local stack's {part.name} is down and was not back within {wait:g} s "
+                    f"(restart {part.restarts}; see {part.log}); `stigmer local status`"
+                )
+            if not announced:
+                first = part.state == STARTING and part.alive() and not part.restarts
+                doing = "is starting" if first else "is down and being restarted"
+                say(f"the local stack's {part.name} {doing}; waiting up to {wait:g} s for it")
+                announced = True
         time.sleep(0.2)
         reloaded = load_stack()
         if reloaded is None:
