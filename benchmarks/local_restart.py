@@ -56,7 +56,7 @@ def kill_and_time(home: Path, name: str) -> tuple[float, float]:
             raise SystemExit(f"{name} not ready within {DEADLINE:g} s after kill -9")
         time.sleep(0.01)
     said = re.findall(
-        rf"{name} \(pid {now['pid']}\) ready ([\d.]+) s after its start",
+        rf"{name} \(pid {now['pid']}\) ready ([\d.]+) s after start",
         (home / "local" / "supervisor.log").read_text(),
     )
     return took, float(said[-1])

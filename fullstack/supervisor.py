@@ -380,12 +380,10 @@ class _Supervisor:
         if child.process is None or child.part.state != STARTING or now < child.next_check:
             return
         child.next_check = now + READY_CHECK_EVERY
-        if child.ready(child.offset):
+        if child.ready(child.offset):  # said first: whoever reads "ready" in stack.json finds the line
+            self._tell(child, f"{child.part.name} (pid {child.part.pid}) ready {now - child.since:.2f} s after start")
             child.part.state = READY
             save_stack(self.stack)
-            self._tell(
-                child, f"{child.part.name} (pid {child.part.pid}) ready {now - child.since:.1f} s after its start"
-            )
 
 
 def _now() -> str:
