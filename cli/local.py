@@ -114,7 +114,14 @@ def stack_status() -> None:
     Exit code 0 when every part is healthy, 1 otherwise.
     """
     _requirements()
-    from stigmer_backend.fullstack.stack import FAILED, RESTARTING, StackError, load_stack, temporal_health
+    from stigmer_backend.fullstack.stack import (
+        FAILED,
+        RESTARTING,
+        STARTING,
+        StackError,
+        load_stack,
+        temporal_health,
+    )
 
     try:
         stack = load_stack()
@@ -128,12 +135,12 @@ def stack_status() -> None:
         rows.append(("supervisor", stack.supervisor, "running" if supervised else "not running", ""))
 
     def health(part: Part, check: Callable[[], str]) -> str:
+        if not supervised:
+            return check() if part.alive() else "not running"
+        if part.state == STARTING and part.alive():
+            return "starting"  # not ready yet by the supervisor's own check
         if not part.alive():
-            return (
-                {RESTARTING: "restarting", FAILED: "gave up"}.get(part.state, "not running")
-                if supervised
-                else "not running"
-            )
+            return {RESTARTING: "restarting", FAILED: "gave up"}.get(part.state, "not running")
         return check()
 
     temporal = stack.part("temporal")
