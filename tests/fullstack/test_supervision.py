@@ -187,11 +187,16 @@ def test_a_part_that_keeps_failing_is_given_up_on_which_status_logs_and_agent_ex
     seen_pids |= {found["pid"] for found in tier2.state["parts"]} | {tier2.state["supervisor"]["pid"]}
     server = part(tier2, "server")
     port = int(tier2.state["server_endpoint"].rpartition(":")[2])
-    os.kill(server["pid"], signal.SIGKILL)
-    until("the server gone", lambda: pids_alive([server["pid"]]) == [])
+    supervisor = tier2.state["supervisor"]["pid"]
     with socket.socket() as taken:  # its port taken: each restart fails at once ("the port is already in use")
-        taken.bind(("127.0.0.1", port))
-        taken.listen()
+        os.kill(supervisor, signal.SIGSTOP)  # held still, so that it restarts nothing before the port is taken
+        try:
+            os.kill(server["pid"], signal.SIGKILL)
+            until("the server gone", lambda: pids_alive([server["pid"]]) == [])
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+        finally:
+            os.kill(supervisor, signal.SIGCONT)
         until("the supervisor giving up", lambda: part(tier2, "server")["state"] == "failed")
         gave_up = part(tier2, "server")
         seen_pids.add(gave_up["pid"])
