@@ -53,7 +53,7 @@ def local() -> None:
 )
 @click.option(
     "--give-up-after",
-    type=click.IntRange(1, 1000),
+    type=click.IntRange(min=1),
     default=None,
     help="Quick failures in a row after which a part is no longer restarted  [default: 8]",
 )
