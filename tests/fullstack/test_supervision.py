@@ -6,6 +6,7 @@ liveness under a deadline of ``WAIT``; a restart takes a few seconds at most.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -48,6 +49,16 @@ def kill_and_await_restart(tier2: Tier2, name: str) -> tuple[int, int, float]:
 
     took = until(f"{name} restarted", back)
     return before["pid"], part(tier2, name)["pid"], took
+
+
+def bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+        return False
+    return True
 
 
 def status_lines(tier2: Tier2) -> dict[str, str]:
@@ -193,7 +204,8 @@ def test_a_part_that_keeps_failing_is_given_up_on_which_status_logs_and_agent_ex
         try:
             os.kill(server["pid"], signal.SIGKILL)
             until("the server gone", lambda: pids_alive([server["pid"]]) == [])
-            taken.bind(("127.0.0.1", port))
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the killed server's TIME_WAITs
+            until("the killed server's port free", lambda: bound(taken, port))  # its socket may close a moment late
             taken.listen()
         finally:
             os.kill(supervisor, signal.SIGCONT)
