@@ -16,7 +16,7 @@ from ._output import status
 if TYPE_CHECKING:
     from stigmer_backend.fullstack.stack import Stack
 
-__all__ = ["active_stack", "cancel_workflow", "served_storage"]
+__all__ = ["RESTART_WAIT", "active_stack", "cancel_workflow", "served_storage"]
 
 
 def served_storage() -> str | None:
@@ -27,33 +27,48 @@ def served_storage() -> str | None:
     return "" if context.kind == LOCAL and not context.url else context.url
 
 
-def active_stack(*, sdk_needed: bool = True) -> Stack | None:
-    """The running local stack, if it serves the storage the active context names; else None.
+RESTART_WAIT = 60.0
+"""Seconds `agent execute` waits for a part of the stack its supervisor is restarting (Temporal takes ~5 s)."""
 
-    :param sdk_needed: the caller will start a workflow, so a stack that runs while this
-        interpreter has no Temporal SDK (another virtualenv on the same ``$STIGMER_HOME``)
-        is one line saying what to install, before anything is created: an execution made
-        without its workflow would stay PENDING, as no stack worker polls the backend.
+
+def active_stack(*, sdk_needed: bool = True) -> Stack | None:
+    """The local stack, if one was started on the storage the active context names; else None.
+
+    :param sdk_needed: the caller will start a workflow. Then the stack's Temporal
+        and server must be up: while the supervisor restarts one, this waits up to
+        ``RESTART_WAIT`` s for it; a part that is down for good (supervisor gone, or it
+        gave up) or not back in time is one line naming it, before anything is
+        created — never an execution run in-process behind the user's back. So is a
+        stack that runs while this interpreter has no Temporal SDK (another
+        virtualenv on the same ``$STIGMER_HOME``): an execution made without its
+        workflow would stay PENDING, as no stack worker polls the backend.
+        Without it (``execution cancel``) a stack whose Temporal is down is None:
+        the backend's cancel is enough, the activity follows it.
     """
     storage = served_storage()
     if storage is None:
         return None
-    from stigmer_backend.fullstack.stack import StackError, running_stack
+    from stigmer_backend.fullstack.stack import StackError, load_stack, ready_stack
 
     try:
-        stack = running_stack()
+        stack = load_stack()
     except StackError:
         return None
     if stack is None or stack.backend != storage:
         return None
-    if sdk_needed:
-        from stigmer_backend.fullstack.requirements import MissingExtra, require_sdk
+    if not sdk_needed:
+        temporal = stack.part("temporal")
+        return stack if temporal is not None and temporal.alive() else None
+    from stigmer_backend.fullstack.requirements import MissingExtra, require_sdk
 
-        try:
-            require_sdk()
-        except MissingExtra as error:
-            raise click.ClickException(f"the local stack runs (`stigmer local status`); {error}") from None
-    return stack
+    try:
+        require_sdk()
+    except MissingExtra as error:
+        raise click.ClickException(f"the local stack runs (`stigmer local status`); {error}") from None
+    try:
+        return ready_stack(stack, needed=("temporal", "server"), wait=RESTART_WAIT, on_status=status)
+    except StackError as error:
+        raise click.ClickException(f"{error}; nothing was created") from None
 
 
 async def cancel_workflow(stack: Stack, execution_id: str) -> bool:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import click
 
 from ._output import status
+
+if TYPE_CHECKING:
+    from stigmer_backend.fullstack.stack import Part
 
 __all__ = ["local"]
 
@@ -45,7 +51,13 @@ def local() -> None:
     show_default=True,
     help="On `stigmer local stop`, seconds running executions get to finish before they are cancelled.",
 )
-def start(workers: int, concurrency: int, grace: float) -> None:
+@click.option(
+    "--give-up-after",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Quick failures in a row after which a part is no longer restarted  [default: 8]",
+)
+def start(workers: int, concurrency: int, grace: float, give_up_after: int | None) -> None:
     """Start the stack in the background and wait until every part is ready.
 
     Prints the Temporal UI address. Logs, pid files and Temporal's database
@@ -59,7 +71,12 @@ def start(workers: int, concurrency: int, grace: float) -> None:
     storage = served_storage()
     try:
         stack = start_stack(
-            workers=workers, concurrency=concurrency, grace=grace, backend=storage or "", on_status=status
+            workers=workers,
+            concurrency=concurrency,
+            grace=grace,
+            backend=storage or "",
+            give_up_after=give_up_after,
+            on_status=status,
         )
     except StackError as error:
         raise click.ClickException(str(error)) from None
@@ -93,10 +110,18 @@ def stop() -> None:
 def stack_status() -> None:
     """Each part's health and address: Temporal cluster health, the backend's Health RPC, workers alive.
 
+    Also whether the supervisor runs, and each part's restarts and last exit.
     Exit code 0 when every part is healthy, 1 otherwise.
     """
     _requirements()
-    from stigmer_backend.fullstack.stack import StackError, load_stack, temporal_health
+    from stigmer_backend.fullstack.stack import (
+        FAILED,
+        RESTARTING,
+        STARTING,
+        StackError,
+        load_stack,
+        temporal_health,
+    )
 
     try:
         stack = load_stack()
@@ -104,21 +129,51 @@ def stack_status() -> None:
         raise click.ClickException(str(error)) from None
     if stack is None:
         raise click.ClickException("the local stack is not running (`stigmer local start`)")
+    supervised = stack.supervisor is not None and stack.supervisor.alive()
     rows = []
+    if stack.supervisor is not None:
+        rows.append(("supervisor", stack.supervisor, "running" if supervised else "not running", ""))
+
+    def health(part: Part, check: Callable[[], str]) -> str:
+        if not supervised:
+            return check() if part.alive() else "not running"
+        if part.state == STARTING and part.alive():
+            return "starting"  # not ready yet by the supervisor's own check
+        if not part.alive():
+            return {RESTARTING: "restarting", FAILED: "gave up"}.get(part.state, "not running")
+        return check()
+
     temporal = stack.part("temporal")
     if temporal is not None:
-        health = temporal_health(stack) if temporal.alive() else "not running"
-        rows.append(("temporal", temporal, health, f"{stack.temporal_address}  UI {stack.ui_address}"))
+        rows.append(
+            (
+                "temporal",
+                temporal,
+                health(temporal, lambda: temporal_health(stack)),
+                f"{stack.temporal_address}  UI {stack.ui_address}",
+            )
+        )
     server = stack.part("server")
     if server is not None:
-        health = _backend_health(stack.server_endpoint) if server.alive() else "not running"
-        rows.append(("server", server, health, stack.server_endpoint))
+        rows.append(
+            ("server", server, health(server, lambda: _backend_health(stack.server_endpoint)), stack.server_endpoint)
+        )
     for worker in stack.workers:
-        rows.append((worker.name, worker, "alive" if worker.alive() else "not running", stack.task_queue))
+        rows.append((worker.name, worker, health(worker, lambda: "alive"), stack.task_queue))
     healthy = True
-    for name, part, health, where in rows:
-        healthy &= health in ("SERVING", "alive")
-        click.echo(f"{name:<10} pid {part.pid:<8} {health:<12} {where}")
+    for name, part, state, where in rows:
+        healthy &= state in ("SERVING", "alive", "running")
+        line = f"{name:<10} pid {part.pid:<8} {state:<12} {where}"
+        if part.restarts or part.last_exit:
+            line += f"  restarts {part.restarts}, last exit: {part.last_exit or 'none'}"
+        if part.note and part.state in (RESTARTING, FAILED) and supervised:
+            line += f" ({part.note})"
+        click.echo(line.rstrip())
+    if not supervised:
+        status(
+            "the supervisor is not running: nothing restarts the parts, which exit with it; "
+            "`stigmer local stop`, then `stigmer local start`"
+        )
     if not healthy:
         raise SystemExit(1)
 
@@ -168,6 +223,32 @@ def logs(part: str | None, lines: int) -> None:
         with Path(log).open(errors="replace") as file:
             for line in deque(file, maxlen=lines):
                 click.echo(line, nl=False)
+
+
+@local.command("supervise", hidden=True)
+@click.option("--workers", type=click.IntRange(1, 64), required=True)
+@click.option("--concurrency", type=click.IntRange(1), required=True)
+@click.option("--grace", type=click.FloatRange(0), required=True)
+@click.option("--backend", default="", help="The storage to serve (`Stack.backend`); empty for local.db.")
+@click.option("--report-fd", type=int, default=None, help="A pipe to `stigmer local start`: progress, then ready.")
+@click.option("--give-up-after", type=click.IntRange(1), default=None)
+def supervise(
+    workers: int, concurrency: int, grace: float, backend: str, report_fd: int | None, give_up_after: int | None
+) -> None:
+    """The stack's supervisor (started by `stigmer local start`): starts, restarts and stops the parts."""
+    from stigmer_backend.fullstack.supervisor import MAX_QUICK_FAILURES
+    from stigmer_backend.fullstack.supervisor import supervise as run
+
+    raise SystemExit(
+        run(
+            workers=workers,
+            concurrency=concurrency,
+            grace=grace,
+            backend=backend,
+            report_fd=report_fd,
+            give_up_after=give_up_after or MAX_QUICK_FAILURES,
+        )
+    )
 
 
 @local.command("worker", hidden=True)

@@ -1,12 +1,18 @@
 """The local Tier 2 stack as background processes: a Temporal dev server, ``stigmer server``, N workers.
 
 Everything lives in ``$STIGMER_HOME/local/`` (0700): ``stack.json`` (the parts'
-pids and the addresses; no secret), a ``NAME.pid`` and ``NAME.log`` per part
-(the previous run's as ``NAME.log.1``),
+pids, states, restarts and the addresses; no secret), a ``NAME.pid`` and ``NAME.log``
+per part and for the supervisor (the previous run's as ``NAME.log.1``),
 ``temporal.db`` (Temporal's own persistent state: workflow histories survive a
 restart) and ``token`` (0600, the bearer token the workers send to the server).
 Each part runs in a session of its own, so closing the terminal that started
 it does not stop it, and ``stop`` ends each one's whole process group.
+
+The parts are started, restarted when they die and stopped by one more process,
+the stack's supervisor (``fullstack.supervisor``, which says why it is one
+process); this module is the CLI's side: ``start_stack`` starts the supervisor
+and follows its progress, ``stop_stack`` asks it to stop (or stops what a dead
+one left), ``ready_stack`` waits for parts it restarts.
 
 The backend served is the storage the CLI's context names when the stack
 starts (``$STIGMER_HOME/local.db`` by default; a SQLite file or a PostgreSQL
@@ -17,10 +23,8 @@ and retries the work.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -33,15 +37,29 @@ from pathlib import Path
 from .requirements import temporal_binary
 
 __all__ = [
+    "FAILED",
+    "READY",
+    "RESTARTING",
+    "STARTING",
     "Part",
     "Stack",
     "StackError",
+    "describe_exit",
+    "exited",
+    "free_ports",
     "load_stack",
-    "running_stack",
+    "log_since",
+    "open_log",
+    "ready_stack",
+    "save_stack",
     "stack_dir",
     "start_stack",
+    "start_ticks",
+    "stigmer_script",
+    "stop_parts",
     "stop_stack",
     "temporal_health",
+    "temporal_health_at",
 ]
 
 NAMESPACE = "default"
@@ -53,15 +71,26 @@ class StackError(RuntimeError):
     """The stack cannot be started or used; the message is one line naming what failed and where its log is."""
 
 
+STARTING, READY, RESTARTING, FAILED = "starting", "ready", "restarting", "failed"
+"""A part's state as its supervisor records it in ``stack.json``."""
+
+
 @dataclass
 class Part:
-    """One background process of the stack."""
+    """One background process of the stack (or its supervisor)."""
 
     name: str
     pid: int
     started: int
     """Its start time in clock ticks since boot (``/proc/PID/stat``): a recycled pid is not mistaken for it."""
     log: str
+    state: str = STARTING
+    restarts: int = 0
+    """How many times the supervisor started it again after it exited unexpectedly."""
+    last_exit: str = ""
+    """How its last unexpected exit went (``exit 1``, ``killed by SIGKILL``); empty if it never exited."""
+    note: str = ""
+    """Why it is in its state, when that is not plain (``gave up after 8 quick failures``)."""
 
     def alive(self) -> bool:
         return _alive(self.pid, self.started)
@@ -81,10 +110,16 @@ class Stack:
     """Seconds a worker's running executions get when the stack stops (``start --grace``)."""
     namespace: str = NAMESPACE
     parts: list[Part] = field(default_factory=list)
+    supervisor: Part | None = None
+    """The process that started the parts, restarts them and stops them (``fullstack.supervisor``)."""
 
     @property
     def workers(self) -> list[Part]:
         return [part for part in self.parts if part.name.startswith("worker-")]
+
+    @property
+    def every_process(self) -> list[Part]:
+        return [*self.parts, *([self.supervisor] if self.supervisor is not None else [])]
 
     def part(self, name: str) -> Part | None:
         return next((part for part in self.parts if part.name == name), None)
@@ -108,20 +143,12 @@ def load_stack() -> Stack | None:
     try:
         data = json.loads(_state_file().read_text())
         parts = [Part(**part) for part in data.pop("parts")]
-        return Stack(**data, parts=parts)
+        supervisor = data.pop("supervisor", None)
+        return Stack(**data, parts=parts, supervisor=Part(**supervisor) if supervisor is not None else None)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError, KeyError) as error:
         raise StackError(f"cannot read {_state_file()}: {error}; `stigmer local stop` clears it") from None
-
-
-def running_stack() -> Stack | None:
-    """The stack, if its Temporal server is running: then executions run as Temporal workflows."""
-    stack = load_stack()
-    if stack is None:
-        return None
-    temporal = stack.part("temporal")
-    return stack if temporal is not None and temporal.alive() else None
 
 
 def start_stack(
@@ -130,149 +157,211 @@ def start_stack(
     concurrency: int,
     grace: float,
     backend: str = "",
+    give_up_after: int | None = None,
     on_status: Callable[[str], None] | None = None,
 ) -> Stack:
-    """Starts every part and waits until each is ready; on any failure stops what it started and raises.
+    """Starts the supervisor, which starts every part; returns once each is ready, else raises.
+
+    The supervisor reports its progress through a pipe (``status ...`` lines, then
+    ``ready`` or ``error ...``); if it dies first, the pipe's end says so. Interrupted
+    here (Ctrl-C), the supervisor is told to stop what it started.
 
     :param backend: the storage to serve, as a CLI context names it (see ``Stack.backend``).
+    :param give_up_after: quick failures in a row after which a part is not restarted (the supervisor's default).
     """
     say = on_status or (lambda text: None)
     existing = load_stack()
-    if existing is not None and any(part.alive() for part in existing.parts):
+    if existing is not None and any(part.alive() for part in existing.every_process):
         raise StackError("the local stack is already running (`stigmer local status`; `stigmer local stop` first)")
     directory = stack_dir()
     for stale in directory.glob("*.pid"):
         stale.unlink()
-    task_queue = "stigmer-executions"  # workflow.TASK_QUEUE, spelled here so that this module needs no temporalio
-    temporal_port, ui_port, http_port, metrics_port, server_port = _free_ports(5)
-    stack = Stack(
-        temporal_address=f"127.0.0.1:{temporal_port}",
-        ui_address=f"http://127.0.0.1:{ui_port}",
-        server_endpoint=f"127.0.0.1:{server_port}",
-        task_queue=task_queue,
-        backend=backend,
-        grace=grace,
-    )
-    token_file = directory / "token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_hex(32) + "\n")
-    stigmer = _stigmer_script()
+    with contextlib.suppress(FileNotFoundError):
+        _state_file().unlink()
+    report, report_end = os.pipe()
+    log = open_log(directory / "supervisor.log", fresh=True)
     try:
-        say(f"starting Temporal on {stack.temporal_address} (state in {directory / 'temporal.db'})")
-        # The arguments are the ones `temporal server start-dev --help` documents; the UI listens on loopback only.
-        temporal = _spawn(
-            stack,
-            "temporal",
+        supervisor = subprocess.Popen(
             [
-                temporal_binary(),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(temporal_port),
-                "--ui-port",
-                str(ui_port),
-                "--http-port",
-                str(http_port),
-                "--metrics-port",
-                str(metrics_port),
-                "--db-filename",
-                str(directory / "temporal.db"),
-                "--namespace",
-                NAMESPACE,
+                stigmer_script(),
+                "local",
+                "supervise",
+                "--workers",
+                str(workers),
+                "--concurrency",
+                str(concurrency),
+                "--grace",
+                str(grace),
+                "--backend",
+                backend,
+                "--report-fd",
+                str(report_end),
+                *(["--give-up-after", str(give_up_after)] if give_up_after is not None else []),
             ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(report_end,),
         )
-        _wait(temporal, lambda: _temporal_health(stack.temporal_address) == "SERVING", "Temporal to serve")
-        say(f"starting stigmer server on {stack.server_endpoint}")
-        storage = [] if not backend else ["--backend", backend] if "://" in backend else ["--db", backend]
-        server = _spawn(
-            stack, "server", [stigmer, "server", "--port", str(server_port), "--token-file", str(token_file), *storage]
-        )
-        _wait(server, lambda: "listening on " in _log_text(server), "stigmer server to listen")
-        for n in range(1, workers + 1):
-            worker = _spawn(
-                stack,
-                f"worker-{n}",
-                [
-                    stigmer,
-                    "local",
-                    "worker",
-                    "--temporal",
-                    stack.temporal_address,
-                    "--endpoint",
-                    stack.server_endpoint,
-                    "--token-file",
-                    str(token_file),
-                    "--task-queue",
-                    task_queue,
-                    "--runner-id",
-                    f"local-worker-{n}",
-                    "--concurrency",
-                    str(concurrency),
-                    "--grace",
-                    str(grace),
-                ],
-            )
-        for worker in stack.workers:
-            _wait(worker, functools.partial(_says, worker, " polling "), f"{worker.name} to poll")
+    finally:
+        os.close(report_end)
+        os.close(log)
+    error = ""
+    try:
+        with os.fdopen(report, errors="replace") as reports:
+            for line in reports:
+                kind, _, text = line.rstrip("\n").partition(" ")
+                if kind == "status":
+                    say(text)
+                elif kind == "error":
+                    error = text
+                elif kind == "ready":
+                    stack = load_stack()
+                    if stack is not None:
+                        return stack
     except BaseException:
-        stop_stack(stack, grace=0)
+        with contextlib.suppress(ProcessLookupError):
+            supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait()
         raise
-    return stack
+    supervisor.wait()
+    raise StackError(
+        error or f"the supervisor exited ({describe_exit(supervisor.returncode)}); see {directory / 'supervisor.log'}"
+    )
 
 
 def stop_stack(
     stack: Stack | None = None, *, grace: float | None = None, on_status: Callable[[str], None] | None = None
 ) -> int:
-    """Stops the parts gracefully (workers first, Temporal last), killing what outlives its deadline.
+    """Stops the stack gracefully: the supervisor stops its parts in order, then exits.
 
-    Returns how many parts were running.
+    What the supervisor wrote while stopping (each part stopped, any it had to kill) is
+    passed to ``on_status``. A supervisor that is gone (killed, or it did not stop in
+    time) leaves this process to stop whatever parts still run. Returns how many
+    parts were running.
     """
     say = on_status or (lambda text: None)
     stack = stack or load_stack()
     if stack is None:
         return 0
     grace = stack.grace if grace is None else grace
-    ran = 0
+    ran = sum(part.alive() for part in stack.parts)
+    supervisor = stack.supervisor
+    if supervisor is not None and supervisor.alive():
+        log = Path(supervisor.log)
+        offset = log.stat().st_size if log.exists() else 0
+        os.kill(supervisor.pid, signal.SIGTERM)
+        deadline = (
+            len(stack.workers) * (grace + 10.0) + 20.0 + 20.0 + 10.0
+        )  # the parts' deadlines (stop_parts), and some
+        if not exited(supervisor, deadline):
+            say(f"supervisor (pid {supervisor.pid}) did not stop within {deadline:g} s: killed")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(supervisor.pid, signal.SIGKILL)
+            exited(supervisor, 10.0)
+        for line in log_since(log, offset).splitlines():
+            text = line.partition(" ")[2]  # after the supervisor's timestamp
+            if text.startswith("stopped ") or " did not stop " in text:
+                say(text)
+    # Whatever the supervisor did not stop (it was killed; its parts got SIGTERM as it died).
+    stop_parts(stack, grace=grace, on_status=say)
+    with contextlib.suppress(FileNotFoundError):
+        (stack_dir() / "supervisor.pid").unlink()
+    return ran
+
+
+def stop_parts(stack: Stack, *, grace: float, on_status: Callable[[str], None]) -> None:
+    """Stops each running part (workers first, Temporal last), killing what outlives its deadline; clears the state."""
     order = [*stack.workers, *[p for p in (stack.part("server"), stack.part("temporal")) if p is not None]]
     for part in order:
         if not part.alive():
             continue
-        ran += 1
         # Workers get the grace their running executions are promised, plus time to say goodbye to Temporal.
         deadline = (grace + 10.0) if part.name.startswith("worker-") else 20.0
         _signal_group(part, signal.SIGTERM)
-        if not _exited(part, deadline):
-            say(f"{part.name} (pid {part.pid}) did not stop within {deadline:g} s: killed")
+        if not exited(part, deadline):
+            on_status(f"{part.name} (pid {part.pid}) did not stop within {deadline:g} s: killed")
             _signal_group(part, signal.SIGKILL)
-            _exited(part, 10.0)
-        say(f"stopped {part.name} (pid {part.pid})")
+            exited(part, 10.0)
+        on_status(f"stopped {part.name} (pid {part.pid})")
     for part in stack.parts:
         with contextlib.suppress(FileNotFoundError):
             (stack_dir() / f"{part.name}.pid").unlink()
     for leftover in (_state_file(), stack_dir() / "token"):  # the token is made anew by each start
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
-    return ran
+
+
+def ready_stack(
+    stack: Stack, *, needed: tuple[str, ...], wait: float, on_status: Callable[[str], None] | None = None
+) -> Stack | None:
+    """The stack once its ``needed`` parts are ready, waiting up to ``wait`` s while the supervisor restarts one.
+
+    Raises ``StackError`` (one line: which part is down, why, what to run) when the
+    supervisor is gone, gave up on a needed part, or the part is not back in time.
+    None if the stack is stopped meanwhile.
+    """
+    say = on_status or (lambda text: None)
+    deadline = time.monotonic() + wait
+    announced = False
+    while True:
+        supervisor = stack.supervisor
+        if supervisor is None or not supervisor.alive():
+            pid = f" (pid {supervisor.pid})" if supervisor is not None else ""
+            raise StackError(
+                f"the local stack's supervisor{pid} is not running, so nothing restarts its parts; "
+                "`stigmer local stop`, then `stigmer local start`"
+            )
+        starting = [name for name in needed if stack.part(name) is None]  # `local start` has not got to it yet
+        if starting:
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the local stack's {starting[0]} did not start within {wait:g} s; `stigmer local status`"
+                )
+        else:
+            parts = [part for part in map(stack.part, needed) if part is not None]
+            down = [part for part in parts if part.state != READY or not part.alive()]
+            if not down:
+                return stack
+            part = down[0]
+            if part.state == FAILED:
+                raise StackError(
+                    f"the local stack's {part.name} is down: {part.note} (last: {part.last_exit}); see {part.log}; "
+                    "`stigmer local stop`, then `stigmer local start`"
+                )
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"the local stack's {part.name} is down and was not back within {wait:g} s "
+                    f"(restart {part.restarts}; see {part.log}); `stigmer local status`"
+                )
+            if not announced:
+                first = part.state == STARTING and part.alive() and not part.restarts
+                doing = "is starting" if first else "is down and being restarted"
+                say(f"the local stack's {part.name} {doing}; waiting up to {wait:g} s for it")
+                announced = True
+        time.sleep(0.2)
+        reloaded = load_stack()
+        if reloaded is None:
+            return None
+        stack = reloaded
 
 
 def temporal_health(stack: Stack) -> str:
     """``SERVING`` from ``temporal operator cluster health``, or what went wrong in a few words."""
-    return _temporal_health(stack.temporal_address)
+    return temporal_health_at(stack.temporal_address)
 
 
-def _temporal_health(address: str) -> str:
+def temporal_health_at(address: str, *, timeout: float = 15) -> str:
     try:
         done = subprocess.run(
             [temporal_binary(), "operator", "cluster", "health", "--address", address],
             capture_output=True,
             text=True,
-            timeout=15,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        return "no answer within 15 s"
+        return f"no answer within {timeout:g} s"
     text = (done.stdout + done.stderr).strip()
     if done.returncode == 0 and "SERVING" in text:
         return "SERVING"
@@ -282,29 +371,23 @@ def _temporal_health(address: str) -> str:
 # -- processes ---------------------------------------------------------------------------
 
 
-def _stigmer_script() -> str:
+def stigmer_script() -> str:
     beside = Path(sys.executable).with_name("stigmer")
     return str(beside) if beside.is_file() else "stigmer"
 
 
-def _spawn(stack: Stack, name: str, args: list[str]) -> Part:
-    directory = stack_dir()
-    log = directory / f"{name}.log"
-    if log.exists():  # the previous run's log is kept once, and its lines never pass for this run's
-        log.replace(log.with_suffix(".log.1"))
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    part = Part(name=name, pid=process.pid, started=_start_ticks(process.pid) or 0, log=str(log))
-    (directory / f"{name}.pid").write_text(f"{process.pid}\n")
-    stack.parts.append(part)
-    _save(stack)
-    return part
+def open_log(path: Path, *, fresh: bool) -> int:
+    """A descriptor appending to ``path`` (0600) for a child's output; ``fresh`` keeps the previous run's as ``.log.1``.
+
+    Appending, a restarted part's output follows its predecessor's and the supervisor's line about the restart.
+    """
+    if fresh and path.exists():  # the previous run's log is kept once, and its lines never pass for this run's
+        path.replace(path.with_suffix(".log.1"))
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0), 0o600)
 
 
-def _save(stack: Stack) -> None:
+def save_stack(stack: Stack) -> None:
+    """Writes ``stack.json`` atomically (a reader never sees half of it) and a pid file per process."""
     path = _state_file()
     tmp = path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -312,31 +395,34 @@ def _save(stack: Stack) -> None:
         json.dump(asdict(stack), file, indent=2)
         file.write("\n")
     os.replace(tmp, path)
+    for part in stack.every_process:
+        pid_file = stack_dir() / f"{part.name}.pid"
+        if not pid_file.exists() or pid_file.read_text() != f"{part.pid}\n":
+            pid_file.write_text(f"{part.pid}\n")
 
 
-def _log_text(part: Part) -> str:
+def log_since(log: Path | str, offset: int) -> str:
+    """What was written to ``log`` after its first ``offset`` bytes."""
     try:
-        return Path(part.log).read_text(errors="replace")
+        with open(log, "rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace")
     except FileNotFoundError:
         return ""
 
 
-def _says(part: Part, text: str) -> bool:
-    return text in _log_text(part)
+def describe_exit(returncode: int | None) -> str:
+    """``exit 1`` or ``killed by SIGKILL``, from a ``Popen.returncode``."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
 
 
-def _wait(part: Part, ready: Callable[[], bool], what: str) -> None:
-    """Polls ``ready`` (every 0.2 s) until it holds; ``StackError`` if the part exits or the deadline passes."""
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while not ready():
-        if not part.alive():
-            raise StackError(f"{part.name} exited while waiting for {what}; see {part.log}")
-        if time.monotonic() > deadline:
-            raise StackError(f"timed out after {STARTUP_DEADLINE:g} s waiting for {what}; see {part.log}")
-        time.sleep(0.2)
-
-
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = []
     try:
         for _ in range(count):
@@ -349,7 +435,7 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """The process's start time (``/proc/PID/stat`` field 22), or None if it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -364,7 +450,7 @@ def _start_ticks(pid: int) -> int | None:
 def _alive(pid: int, started: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # our own child (the process that started it): reap it once it exits
-    ticks = _start_ticks(pid)
+    ticks = start_ticks(pid)
     return ticks is not None and (not started or ticks == started)
 
 
@@ -373,7 +459,7 @@ def _signal_group(part: Part, signum: int) -> None:
         os.killpg(part.pid, signum)
 
 
-def _exited(part: Part, timeout: float) -> bool:
+def exited(part: Part, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while part.alive():
         if time.monotonic() > deadline:

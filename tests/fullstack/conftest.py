@@ -76,7 +76,8 @@ def tier2(tmp_path_factory) -> Iterator[Tier2]:
         print(f"local start: every part ready after {time.monotonic() - began:.2f} s")
         yield stack
     finally:
-        pids = [part["pid"] for part in stack.state["parts"]] if (path / "local" / "stack.json").exists() else []
+        state = stack.state if (path / "local" / "stack.json").exists() else {"parts": []}
+        pids = [part["pid"] for part in [*state["parts"], *filter(None, [state.get("supervisor")])]]
         stopped = stack.stigmer("local", "stop")
         stop_fake_model(model)
         assert stopped.returncode == 0, stopped.stderr

@@ -61,13 +61,14 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     status = tier2.stigmer("local", "status")
     assert status.returncode == 0, status.stdout + status.stderr
     lines = {line.split()[0]: line for line in status.stdout.splitlines()}
-    assert set(lines) == {"temporal", "server", "worker-1", "worker-2"}
+    assert set(lines) == {"supervisor", "temporal", "server", "worker-1", "worker-2"}
+    assert "running" in lines["supervisor"] and f"pid {tier2.state['supervisor']['pid']} " in lines["supervisor"]
     assert "SERVING" in lines["temporal"] and tier2.state["ui_address"] in lines["temporal"]
     assert "SERVING" in lines["server"] and tier2.state["server_endpoint"] in lines["server"]
     assert "alive" in lines["worker-1"] and "alive" in lines["worker-2"]
     local = tier2.home.path / "local"
     assert stat.S_IMODE(local.stat().st_mode) == 0o700 and stat.S_IMODE((local / "token").stat().st_mode) == 0o600
-    for part in tier2.state["parts"]:  # a pid file and a log per part, each naming the process status shows
+    for part in [*tier2.state["parts"], tier2.state["supervisor"]]:  # a pid file and a log each, as status shows
         assert (local / f"{part['name']}.pid").read_text() == f"{part['pid']}\n"
         assert part["log"] == str(local / f"{part['name']}.log") and f"pid {part['pid']} " in lines[part["name"]]
 
@@ -77,12 +78,13 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     assert " polling stigmer-executions on " in logs.stdout and len(logs.stdout.splitlines()) <= 6
     every = tier2.stigmer("local", "logs").stdout
     assert [line for line in every.splitlines() if line.startswith("==> ")] == [
-        f"==> {tier2.home.path / 'local' / name}.log <==" for name in ("server", "temporal", "worker-1", "worker-2")
+        f"==> {tier2.home.path / 'local' / name}.log <=="
+        for name in ("server", "supervisor", "temporal", "worker-1", "worker-2")
     ]
     unknown = tier2.stigmer("local", "logs", "worker-9")
     assert (unknown.returncode, unknown.stderr) == (
         1,
-        "Error: no log for 'worker-9' (known: server, temporal, worker-1, worker-2)\n",
+        "Error: no log for 'worker-9' (known: server, supervisor, temporal, worker-1, worker-2)\n",
     )
 
     again = tier2.stigmer("local", "start")
@@ -90,8 +92,8 @@ def test_status_is_healthy_a_second_start_is_refused_and_stop_leaves_no_process(
     assert again.stderr.strip() == (
         "Error: the local stack is already running (`stigmer local status`; `stigmer local stop` first)"
     )
-    pids = [part["pid"] for part in tier2.state["parts"]]
-    assert len(pids_alive(pids)) >= 4  # the refused start left the running stack as it was
+    pids = [part["pid"] for part in tier2.state["parts"]] + [tier2.state["supervisor"]["pid"]]
+    assert len(pids_alive(pids)) >= 5  # the refused start left the running stack as it was
 
     # An execution running when the stack stops gets the grace (2 s here), then is cancelled, not left RUNNING.
     tier2.model.streaming.clear()
