@@ -92,6 +92,16 @@ def test_the_backoff_doubles_from_half_a_second_to_thirty_then_gives_up() -> Non
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, MAX_DELAY, MAX_DELAY, None]
 
 
+def test_local_start_help_states_the_supervisors_own_default() -> None:
+    # The option's default stays None so that `--help` need not import the supervisor; its text must follow it.
+    from click.testing import CliRunner
+
+    from stigmer_backend.cli.main import cli
+
+    shown = CliRunner().invoke(cli, ["local", "start", "--help"], terminal_width=200).output
+    assert f"[default: {MAX_QUICK_FAILURES}]" in shown
+
+
 def test_workers_killed_are_restarted_and_the_next_execution_runs_on_a_restarted_one(
     tier2: Tier2, seen_pids: set[int]
 ) -> None:
