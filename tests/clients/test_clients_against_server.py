@@ -8,6 +8,7 @@ The tests compare that path line by line and check the server's SQLite file.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 
 import pytest
@@ -89,3 +90,18 @@ def test_the_client_fails_with_the_status_on_a_wrong_token(client, served, tmp_p
     assert "unauthenticated" in result.stderr.lower()
     assert len(result.stderr.strip().splitlines()) == 1
     assert count_rows(db_path, "agent_instances") == 0
+
+
+def test_a_reader_that_stops_early_ends_the_client_quietly(client, served, token_file):
+    # `client ... | head -n 1`: the pipe closes after the first line, while the client still has ten to print.
+    command, names = client
+    options = ["--endpoint", served.endpoint, "--token-file", str(token_file), "--plaintext"]
+    with subprocess.Popen([*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read()
+        returncode = process.wait(timeout=120)
+    assert first.rstrip("\n") == expected_path(*names)[0]
+    assert returncode in (0, -signal.SIGPIPE)  # Go leaves by SIGPIPE, as C tools do
+    assert errors == ""

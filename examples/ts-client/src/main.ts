@@ -149,6 +149,13 @@ function readToken(path: string | undefined): string {
 }
 
 async function main(): Promise<void> {
+  // A reader that stops early (`| head`) closes the pipe: stop quietly, as command-line tools do.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") {
+      process.exit(0);
+    }
+    throw error;
+  });
   const { values } = parseArgs({
     options: {
       endpoint: { type: "string", default: "127.0.0.1:7780" },
