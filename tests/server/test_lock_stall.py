@@ -9,8 +9,6 @@ still answered at once: health checks, ``GetBackendInfo``.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 
 from grpclib.client import Channel
@@ -22,15 +20,7 @@ from stigmer_backend.backends.wire import parse_endpoint
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 from stigmer_backend.server.launch import ServerProcess
 from tests.builders import SPEC
-
-_HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("ROLLBACK")
-"""
+from tests.sqlite_lock import write_lock_held
 
 _CREATE = "/stigmer.backend.v1.BackendService/CreateExecution"
 
@@ -48,11 +38,7 @@ async def test_health_and_backend_info_answer_while_a_write_waits_for_another_pr
     with ServerProcess.start(args, env=server_env) as server:
         async with CloudBackend(server.endpoint, token=token) as backend:
             await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
-            holder = subprocess.Popen(
-                [sys.executable, "-c", _HOLD_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            )
-            try:
-                assert holder.stdout.readline() == b"locked\n"
+            with write_lock_held(db_path):
                 write = asyncio.ensure_future(
                     backend.create_execution(
                         pb.CreateExecutionRequest(
@@ -83,9 +69,6 @@ async def test_health_and_backend_info_answer_while_a_write_waits_for_another_pr
                     f"\n[lock stall] Health while a write waits for another process's lock: "
                     f"median {sorted(latencies)[2] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
                 )
-            finally:
-                holder.stdin.close()
-                holder.wait(timeout=30)
             created = await write
             assert created.created
 
@@ -104,11 +87,7 @@ async def test_reads_answer_while_a_write_waits_for_another_process(db_path, tok
                     input=pb.ExecutionInput(message="first"),
                 )
             )
-            holder = subprocess.Popen(
-                [sys.executable, "-c", _HOLD_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-            )
-            try:
-                assert holder.stdout.readline() == b"locked\n"
+            with write_lock_held(db_path):
                 write = asyncio.ensure_future(
                     backend.create_execution(
                         pb.CreateExecutionRequest(
@@ -135,9 +114,6 @@ async def test_reads_answer_while_a_write_waits_for_another_process(db_path, tok
                     f"\n[lock stall] GetExecution + ListExecutions while a write waits for another process's lock: "
                     f"median {sorted(latencies)[2] * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
                 )
-            finally:
-                holder.stdin.close()
-                holder.wait(timeout=30)
             created = await write
             assert created.created
             listed = await backend.list_executions(pb.ListExecutionsRequest())

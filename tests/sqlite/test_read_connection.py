@@ -14,8 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,35 +22,11 @@ from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 from tests.builders import AGENT, apply_request, create_request
 from tests.conftest import REPO, toolchain_env
+from tests.sqlite_lock import write_lock_held
 
 from .reads_aside import REPORT
 
-_HOLD_LOCK = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("ROLLBACK")
-"""
-
 RUNNER = "runner-1"
-
-
-@contextmanager
-def _write_lock_held(db_path: Path) -> Iterator[None]:
-    """Another process holds the database's write lock until the block ends."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_LOCK, str(db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
-    try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline() == b"locked\n"
-        yield
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
 
 
 async def _until_queued(backend: SqliteBackend, count: int) -> None:
@@ -103,7 +77,7 @@ async def test_every_read_rpc_answers_on_the_read_connection_while_a_write_waits
         await backend.update_execution_status(_claim(execution.id, 1))
         assert _open_files(db_path) == 1  # the read connection is opened at its first use only
 
-        with _write_lock_held(db_path):
+        with write_lock_held(db_path):
             write = asyncio.ensure_future(backend.create_execution(create_request("r-2")))
             await _until_queued(backend, 1)
             answered = backend._reads.answers
@@ -146,7 +120,7 @@ async def test_a_read_on_the_read_connection_sees_every_acknowledged_write(db_pa
         execution = (await backend.create_execution(create_request("r-1"))).execution
         get = pb.GetExecutionRequest(execution_id=execution.id)
 
-        with _write_lock_held(db_path):
+        with write_lock_held(db_path):
             claim = asyncio.ensure_future(backend.update_execution_status(_claim(execution.id, 1)))
             await _until_queued(backend, 1)
             answered = backend._reads.answers
@@ -157,7 +131,7 @@ async def test_a_read_on_the_read_connection_sees_every_acknowledged_write(db_pa
         assert (await claim).execution.version == 2  # acknowledged here
         await other_writer.update_execution_status(_progress(execution.id, 2, "from another connection"))
 
-        with _write_lock_held(db_path):
+        with write_lock_held(db_path):
             waiting = asyncio.ensure_future(backend.update_execution_status(_progress(execution.id, 3, "waiting")))
             await _until_queued(backend, 1)
             answered = backend._reads.answers
@@ -180,7 +154,7 @@ async def test_a_read_that_must_record_a_lease_expiry_runs_on_the_storage_thread
         while datetime.now(UTC) <= lease_end:  # the shortest lease the contract allows: 1 s
             await asyncio.sleep(0.05)
 
-        with _write_lock_held(db_path):
+        with write_lock_held(db_path):
             write = asyncio.ensure_future(backend.create_execution(create_request("r-2")))
             await _until_queued(backend, 1)
             answered = backend._reads.answers
