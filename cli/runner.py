@@ -62,7 +62,9 @@ async def start(
     and runs up to --concurrency at once. An idle backend is asked for work
     at most every 2 s after a short back-off. On SIGTERM/SIGINT: no new
     claims; running executions get --grace seconds, then are cancelled with
-    a reason; exit 0 with nothing left RUNNING.
+    a reason; exit 0 with nothing left RUNNING. A backend that refuses the
+    runner's credential (UNAUTHENTICATED, or PERMISSION_DENIED for a claim:
+    a token bound to another --runner-id) stops it the same way, exit 1.
     """
 
     import asyncio
@@ -85,6 +87,11 @@ async def start(
         loop.add_signal_handler(signum, worker.stop)
     status(f"runner {worker.runner_id} started (concurrency {concurrency})")
     await worker.run()
+    if worker.refused is not None:
+        refused = worker.refused
+        raise click.ClickException(
+            f"the backend refuses runner {worker.runner_id}: {refused.status.name}: {refused.message}"
+        )
     status(f"runner {worker.runner_id} stopped")
 
 

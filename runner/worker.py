@@ -10,7 +10,11 @@ so workers that list together do not all race for the same execution.
 
 Stopping (``stop()``, or SIGTERM/SIGINT in ``stigmer runner start``): no new
 claims; what is running gets ``grace`` seconds to finish, then is cancelled
-with a reason. Nothing is left RUNNING.
+with a reason. Nothing is left RUNNING. A backend that refuses the worker's
+credential (``UNAUTHENTICATED``, or ``PERMISSION_DENIED`` for a claim: a token
+bound to another runner id) stops it the same way, with ``refused`` set: the
+answer cannot change while the process keeps its credential, and a worker
+that went on trying would only look alive to whatever supervises it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from .executor import default_runner_id, run_execution
 __all__ = ["Worker"]
 
 Phase = pb.ExecutionPhase
+
+_REFUSING = (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
 
 
 class Worker:
@@ -70,6 +76,8 @@ class Worker:
         self._hurry = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._missing: set[str] = set()
+        self.refused: GRPCError | None = None
+        """Why the backend refused this worker's credential, if it did (``run`` then stopped by itself)."""
 
     def stop(self) -> None:
         """Stop claiming; ``run`` then finishes or cancels what it holds and returns.
@@ -102,7 +110,10 @@ class Worker:
         try:
             candidates = await self._pending(free * 2)
         except GRPCError as error:
-            self._say(f"cannot list executions: {error.status.name}: {error.message}")
+            if error.status in _REFUSING:
+                self._refuse(error)
+            else:
+                self._say(f"cannot list executions: {error.status.name}: {error.message}")
             return 0
         random.shuffle(candidates)
         started = 0
@@ -159,13 +170,21 @@ class Worker:
             )
         except GRPCError as error:
             lost = error.status in (Status.ABORTED, Status.FAILED_PRECONDITION, Status.NOT_FOUND)
-            if not (lost and not claimed.done()):
+            if error.status in _REFUSING and not claimed.done():
+                self._refuse(error)
+            elif not (lost and not claimed.done()):
                 self._say(f"{execution.id}: {error.status.name}: {error.message}")
         except Exception as error:  # one bad execution must not stop the worker
             self._say(f"{execution.id}: {type(error).__name__}: {error}")
         finally:
             if not claimed.done():
                 claimed.set_result(False)
+
+    def _refuse(self, error: GRPCError) -> None:
+        """Stops claiming for good: the backend refuses this worker's credential."""
+        if self.refused is None:
+            self.refused = error
+        self._stopping.set()  # not ``stop()``: a second refusal must not cut the grace of what runs
 
     async def _wait(self, timeout: float | None) -> None:
         """Until an execution ends, ``stop()`` or ``timeout``, whichever comes first.

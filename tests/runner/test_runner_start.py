@@ -17,6 +17,7 @@ import pytest
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
+from stigmer_backend.server.launch import ServerProcess
 from tests.remote_fixtures import write_token_file
 
 from .conftest import WAIT, Home, Process, served
@@ -225,3 +226,23 @@ def test_a_runner_id_the_contract_refuses_is_refused_before_the_runner_starts(ho
     error = runner.stderr.strip().splitlines()[-1]
     assert error.startswith("Error: Invalid value for '--runner-id': ") and said in error, error
     assert "started" not in runner.stderr
+
+
+def test_a_runner_whose_credential_names_another_runner_stops_with_one_line(home, tmp_path, model):
+    """Regression: a runner token bound to runner-1, started as runner-2: every claim was PERMISSION_DENIED,
+    one line every 2 s for ever, a process that looked alive to whatever supervised it."""
+    server_home = Home(tmp_path / "server-home")
+    server_home.path.mkdir(mode=0o700)
+    server_home.agent("bound", "echo", model.endpoint)
+    execution_id = server_home.run("agent", "execute", "bound", "hi", "--detach").stdout.strip()
+    runner_token = secrets.token_hex(20)
+    tokens_file = write_token_file(tmp_path / "tokens", f"runner runner-1 {runner_token}\n")
+    with ServerProcess.start(["--tokens-file", str(tokens_file)], env=server_home.env) as server:
+        home.run("login", "--endpoint", server.endpoint, "--plaintext", input=runner_token)
+        runner = home.start("runner", "start", "--runner-id", "runner-2")
+        assert runner.wait() == 1, runner.stderr  # before the fix: it served until stopped, and this timed out
+    error = runner.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: the backend refuses runner runner-2: PERMISSION_DENIED: "), runner.stderr
+    assert runner.stderr.count("PERMISSION_DENIED") == 1, runner.stderr
+    shown = server_home.run("execution", "get", execution_id, "-o", "json").stdout
+    assert '"PENDING"' in shown or "EXECUTION_PHASE_PENDING" in shown, shown

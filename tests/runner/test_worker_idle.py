@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
+
+from grpclib import GRPCError
+from grpclib.const import Status
 
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -62,3 +66,22 @@ async def test_a_claim_refused_every_time_backs_off_too(tmp_path):
     gaps = [later - earlier for earlier, later in itertools.pairwise(backend.listed)]
     for gap, least in zip(gaps, [0.05, 0.1, 0.2, 0.4, 0.4, 0.4, 0.4], strict=True):
         assert gap >= least * 0.95, gaps
+
+
+class RefusingCredential(SqliteBackend):
+    """A backend that refuses the caller's credential, as a server does for a revoked or wrong token."""
+
+    async def list_executions(self, message):
+        raise GRPCError(Status.UNAUTHENTICATED, "missing or invalid bearer token")
+
+
+async def test_a_refused_credential_stops_the_worker_by_itself(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    said: list[str] = []
+    async with RefusingCredential(home / "local.db", master_key=file_source(home)) as backend:
+        worker = Worker(backend, min_idle=0.05, max_idle=0.4, on_status=said.append)
+        async with asyncio.timeout(30):  # before the fix: it listed for ever, one line per try
+            await worker.run()
+    assert worker.refused is not None and worker.refused.status == Status.UNAUTHENTICATED
+    assert said == []  # the caller reports the refusal once (`stigmer runner start`: one error line)
