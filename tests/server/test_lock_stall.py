@@ -19,7 +19,7 @@ from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.wire import parse_endpoint
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 from stigmer_backend.server.launch import ServerProcess
-from tests.builders import SPEC
+from tests.builders import SPEC, create_request
 from tests.sqlite_lock import write_lock_held
 
 _CREATE = "/stigmer.backend.v1.BackendService/CreateExecution"
@@ -39,15 +39,7 @@ async def test_health_and_backend_info_answer_while_a_write_waits_for_another_pr
         async with CloudBackend(server.endpoint, token=token) as backend:
             await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
             with write_lock_held(db_path):
-                write = asyncio.ensure_future(
-                    backend.create_execution(
-                        pb.CreateExecutionRequest(
-                            request_id="r-1",
-                            agent_instance=pb.AgentInstanceRef(name="helper"),
-                            input=pb.ExecutionInput(message="hi"),
-                        )
-                    )
-                )
+                write = asyncio.ensure_future(backend.create_execution(create_request("r-1", "hi", agent="helper")))
                 await _until_logged(server, f"call {_CREATE}")  # the handler runs, into the lock
                 host, port = parse_endpoint(server.endpoint)
                 channel = Channel(host, port)
@@ -80,23 +72,9 @@ async def test_reads_answer_while_a_write_waits_for_another_process(db_path, tok
     with ServerProcess.start(args, env=server_env) as server:
         async with CloudBackend(server.endpoint, token=token) as backend:
             await backend.apply_agent_instance(pb.ApplyAgentInstanceRequest(name="helper", spec=SPEC))
-            first = await backend.create_execution(
-                pb.CreateExecutionRequest(
-                    request_id="r-0",
-                    agent_instance=pb.AgentInstanceRef(name="helper"),
-                    input=pb.ExecutionInput(message="first"),
-                )
-            )
+            first = await backend.create_execution(create_request("r-0", "first", agent="helper"))
             with write_lock_held(db_path):
-                write = asyncio.ensure_future(
-                    backend.create_execution(
-                        pb.CreateExecutionRequest(
-                            request_id="r-1",
-                            agent_instance=pb.AgentInstanceRef(name="helper"),
-                            input=pb.ExecutionInput(message="hi"),
-                        )
-                    )
-                )
+                write = asyncio.ensure_future(backend.create_execution(create_request("r-1", "hi", agent="helper")))
                 await _until_logged(server, f"call {_CREATE}")  # the handler runs, into the lock
                 latencies = []
                 for _ in range(5):
