@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from grpclib import GRPCError
 from grpclib.const import Status
@@ -49,6 +49,7 @@ from ._errors import storage_error
 from ._group_commit import GroupCommit
 from ._list_query import page_query
 from ._read_connection import ReadConnection, reading
+from ._recent import RecentRows
 from ._schema import RUNNING_PHASE, STATUS_COLUMN_NAMES, migrate, refuse_newer
 from ._thread import StorageThread
 
@@ -63,7 +64,6 @@ R = TypeVar("R")
 
 _EXECUTION_SELECT = f"SELECT {', '.join(_rows.EXECUTION_COLUMNS)} FROM executions"
 _NEWEST_EXECUTION = "SELECT max(id) FROM executions"
-_STATUS_ASSIGN = ", ".join(f"{name} = ?" for name in STATUS_COLUMN_NAMES)
 _AGENT_SELECT = (
     "SELECT a.id, a.name, a.version, v.agent_instance FROM agent_instances a "
     "JOIN agent_instance_versions v ON v.agent_instance_id = a.id AND v.version = a.version"
@@ -213,7 +213,8 @@ class SqliteBackend(Backend):
         self._writes_since_checkpoint = 0
         self._waits = False  # whether the connection waits for locks now: on the storage thread
         self._grouping = False  # whether the call running now may join the step's group transaction
-        self._group = GroupCommit(lambda: self._db, self._committed)
+        self._recent = RecentRows()
+        self._group = GroupCommit(lambda: self._db, self._committed, failed=self._recent.clear)
         self._conn: sqlite3.Connection | None = None
         self._storage = StorageThread(
             f"stigmer-sqlite {self.path.name}",
@@ -415,7 +416,8 @@ class SqliteBackend(Backend):
         return row
 
     def _store_status(self, conn: sqlite3.Connection, before: pb.Execution, after: pb.Execution) -> None:
-        if not _compare_and_set(conn, _cas_parameters(before, after)):
+        self._recent.forget_execution(after.id)
+        if not _compare_and_set(conn, _status_write(before, after)):
             # Impossible for a row read in this write transaction; refuse to guess if it happens.
             raise GRPCError(Status.INTERNAL, f"execution {after.id} changed during its own write transaction")
 
@@ -453,28 +455,44 @@ class SqliteBackend(Backend):
         decided on: the Python work (rows to messages, the rules) stays outside the lock other
         processes queue for. Deciding inside held the lock for half of a lifecycle's time (raw
         sqlite3 doing the same SQL: a third), which is what capped several processes on one file.
-        A lost race decides again, on the row that won.
+        A lost race decides again, on the row that won. The row decided on is the one this
+        backend last wrote when it is kept (``_recent``), else read; a refusal decided on a kept
+        row is decided again on the stored one.
         """
         while True:
             now = _now()
-            before = _rows.execution_from_row(self._execution_row(self._db, execution_id))
+            kept_row = self._recent.execution(execution_id)
+            kept = kept_row is not None
+            row = kept_row if kept_row is not None else self._execution_row(self._db, execution_id)
+            before = _rows.execution_from_row(row)
             current = executions.expire_lease(before, now) or before
             refusal: GRPCError | None = None
-            writes = [_cas_parameters(before, current)] if current is not before else []
+            stored = _stored_status(row)
+            writes = []
+            if current is not before:
+                writes.append(_status_write(before, current, stored))
+                stored = writes[0].status
             try:
                 after = decide(current, now)
             except GRPCError as error:
+                if kept:
+                    self._recent.forget_execution(execution_id)
+                    continue
                 refusal = error  # raised after the commit, which keeps a lease expiry
             else:
-                writes.append(_cas_parameters(current, after))
+                writes.append(_status_write(current, after, stored))
             try:
                 if writes:
                     with self._write() as conn:
-                        for parameters in writes:
-                            if not _compare_and_set(conn, parameters):
+                        for write in writes:
+                            if not _compare_and_set(conn, write):
                                 raise _RowChanged
             except _RowChanged:
+                self._recent.forget_execution(execution_id)
                 continue
+            if writes:
+                last = writes[-1]
+                self._recent.remember_status(row, last.version, last.update_us, last.status)
             if refusal is not None:
                 raise refusal
             return after
@@ -491,9 +509,17 @@ class SqliteBackend(Backend):
         now = _now()
         # Built before the write lock is taken (see _change): in the transaction only the checks
         # that decide, each one indexed statement, and the identifier if another create took it.
-        agent = _find_agent(self._db, message.agent_instance)
+        # Built on the agent row and newest id of this backend's last create when it has them
+        # (``_recent``): the checks in the transaction find whether they are still current.
+        key = _agent_key(message.agent_instance)
+        agent = self._recent.agent(key)
+        if agent is None:
+            agent = _find_agent(self._db, message.agent_instance)
         if agent is not None:  # else decided in the transaction: a known request_id still answers
-            execution, row = self._new_execution(message, agent, self._db.execute(_NEWEST_EXECUTION).fetchone()[0], now)
+            newest = self._recent.newest_execution
+            if newest is None:
+                newest = self._db.execute(_NEWEST_EXECUTION).fetchone()[0]
+            execution, row = self._new_execution(message, agent, newest, now)
         with self._write() as conn:
             existing_row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
             if existing_row is not None:
@@ -514,6 +540,9 @@ class SqliteBackend(Backend):
                 f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})",
                 row,
             )
+        self._recent.remember_agent(key, current_agent)
+        self._recent.newest_execution = execution.id
+        self._recent.remember_execution(dict(zip(_rows.EXECUTION_COLUMNS, row, strict=True)))
         return pb.CreateExecutionResponse(execution=execution, created=True)
 
     @staticmethod
@@ -659,6 +688,7 @@ class SqliteBackend(Backend):
     def apply_agent_instance(self, message: pb.ApplyAgentInstanceRequest) -> pb.ApplyAgentInstanceResponse:
         validation.validate_apply_agent_instance(message)
         now = _now()
+        self._recent.forget_agents()
         with self._write() as conn:
             row = conn.execute(f"{_AGENT_SELECT} WHERE a.name = ?", (message.name,)).fetchone()
             existing = None if row is None else _rows.agent_instance_from_json(row["agent_instance"])
@@ -698,6 +728,7 @@ class SqliteBackend(Backend):
     def delete_agent_instance(self, message: pb.DeleteAgentInstanceRequest) -> pb.DeleteAgentInstanceResponse:
         validation.validate_agent_instance_ref(message.agent_instance, "agent_instance")
         assert message.agent_instance is not None  # validated
+        self._recent.forget_agents()
         with self._write() as conn:
             row = self._agent_row(conn, message.agent_instance)
             conn.execute("DELETE FROM agent_instances WHERE id = ?", (row["id"],))
@@ -772,24 +803,62 @@ _CHECKPOINT_EVERY = 250
 _LONG_LOG = 10_000  # pages: 40 MB of 4 KB pages
 
 
+def _agent_key(ref: pb.AgentInstanceRef) -> tuple[str, str]:
+    """The column and value that find ``ref``'s agent instance."""
+    return ("a.id", ref.id) if ref.id is not None else ("a.name", ref.name or "")
+
+
 def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.Row | None:
-    key, value = ("a.id", ref.id) if ref.id is not None else ("a.name", ref.name)
+    key, value = _agent_key(ref)
     row: sqlite3.Row | None = conn.execute(f"{_AGENT_SELECT} WHERE {key} = ?", (value,)).fetchone()
     return row
 
 
-_CAS_UPDATE = f"UPDATE executions SET version = ?, update_us = ?, {_STATUS_ASSIGN} WHERE id = ? AND version = ?"
+class _StatusWrite(NamedTuple):
+    """A compare-and-set of an execution's status, encoded before the write lock is taken."""
+
+    execution_id: str
+    expected_version: int  # the version it was decided on
+    version: int
+    update_us: int | None
+    status: tuple[_rows.SqlValue, ...]  # every status column, in STATUS_COLUMN_NAMES order
+    changed: tuple[int, ...]  # which of them change (their positions)
 
 
-def _cas_parameters(before: pb.Execution, after: pb.Execution) -> tuple[_rows.SqlValue, ...]:
-    """The parameters of ``_CAS_UPDATE`` writing ``after`` over ``before``: encoded before the lock is taken."""
-    assert after.status is not None  # the rules never drop a status
-    return (after.version, _rows.micros(after.update_time), *_rows.status_row(after.status), after.id, before.version)
+def _status_write(
+    before: pb.Execution, after: pb.Execution, stored: tuple[_rows.SqlValue, ...] | None = None
+) -> _StatusWrite:
+    """``after`` over ``before``, whose status columns hold ``stored`` (encoded from ``before`` if not given)."""
+    assert before.status is not None and after.status is not None  # every stored execution has one
+    old = stored if stored is not None else _rows.status_row(before.status)
+    new = _rows.status_row(after.status)
+    changed = tuple(index for index, (was, now) in enumerate(zip(old, new, strict=True)) if was != now)
+    return _StatusWrite(after.id, before.version, after.version, _rows.micros(after.update_time), new, changed)
 
 
-def _compare_and_set(conn: sqlite3.Connection, parameters: tuple[_rows.SqlValue, ...]) -> bool:
+def _stored_status(row: _rows.StoredRow) -> tuple[_rows.SqlValue, ...]:
+    return tuple(row[name] for name in STATUS_COLUMN_NAMES)
+
+
+@functools.cache
+def _cas_update(changed: tuple[int, ...]) -> str:
+    # Only the columns that change: SQLite rewrites an index's entry whenever a column of it is
+    # assigned, even its own value. A lease renewal that set the phase again rewrote both phase
+    # indexes, 6 pages in the log instead of 4 (pages per commit, read back from the log file).
+    assign = "".join(f", {STATUS_COLUMN_NAMES[index]} = ?" for index in changed)
+    return f"UPDATE executions SET version = ?, update_us = ?{assign} WHERE id = ? AND version = ?"
+
+
+def _compare_and_set(conn: sqlite3.Connection, write: _StatusWrite) -> bool:
     """Writes a status if the row is still at the version it was decided on; whether it was."""
-    return conn.execute(_CAS_UPDATE, parameters).rowcount == 1
+    parameters = (
+        write.version,
+        write.update_us,
+        *(write.status[index] for index in write.changed),
+        write.execution_id,
+        write.expected_version,
+    )
+    return conn.execute(_cas_update(write.changed), parameters).rowcount == 1
 
 
 class _RowChanged(Exception):

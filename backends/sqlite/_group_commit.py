@@ -44,11 +44,19 @@ class GroupCommit:
 
     :param connection: the backend's connection (used on the event loop only).
     :param committed: called after each successful commit (wake watchers, count toward a checkpoint).
+    :param failed: called after a commit failed, its writes taken back (forget what they wrote).
     """
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection], committed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        connection: Callable[[], sqlite3.Connection],
+        committed: Callable[[], None],
+        *,
+        failed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._connection = connection
         self._committed = committed
+        self._failed = failed
         self._waiters: list[asyncio.Future[None]] | None = None  # None: no transaction open
         # Whether the last step with writes had more than one: only then does a write wait for the
         # step to end. A lone caller (a CLI command, one call in flight) commits each write at once,
@@ -136,6 +144,7 @@ class GroupCommit:
             conn.execute("COMMIT")
         except sqlite3.Error as raised:
             error = raised
+            self._failed()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         finally:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from stigmer_backend.gen.google.protobuf import Struct
 from stigmer_backend.gen.stigmer.backend import v1 as pb
@@ -22,6 +23,7 @@ from ._schema import STATUS_COLUMN_NAMES
 __all__ = [
     "EXECUTION_COLUMNS",
     "SqlValue",
+    "StoredRow",
     "agent_instance_from_json",
     "agent_instance_to_json",
     "execution_from_row",
@@ -34,6 +36,9 @@ __all__ = [
 
 SqlValue: TypeAlias = int | str | None
 """What a column of ours holds (bound as a statement parameter)."""
+
+StoredRow: TypeAlias = sqlite3.Row | Mapping[str, Any]
+"""A row as read (``sqlite3.Row``) or as this backend last wrote it (``_recent``), by column name."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -87,7 +92,7 @@ def status_row(status: pb.ExecutionStatus) -> tuple[SqlValue, ...]:
     )
 
 
-def status_from_row(row: sqlite3.Row) -> pb.ExecutionStatus:
+def status_from_row(row: StoredRow) -> pb.ExecutionStatus:
     output = error = None
     if row["output_text"] is not None:
         output = pb.ExecutionOutput(text=row["output_text"], data=_struct(row["output_data"]))
@@ -126,7 +131,7 @@ def execution_row(execution: pb.Execution, agent_version: int) -> tuple[SqlValue
     )
 
 
-def execution_from_row(row: sqlite3.Row) -> pb.Execution:
+def execution_from_row(row: StoredRow) -> pb.Execution:
     """The execution of an ``executions`` row (columns ``EXECUTION_COLUMNS``)."""
     return pb.Execution(
         id=row["id"],
