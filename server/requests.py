@@ -16,6 +16,9 @@ Python raises. So every served method reads its request here instead:
   the range their definitions allow, is refused too; all of these fail with
   ``INVALID_ARGUMENT``, logged as one line, rate-limited.
 
+With ``ContractCodec`` (upb under betterproto2) that one parse is also the
+decoding: the checked upb message is converted, not parsed a second time.
+
 Grpclib offers no hook for this (its ``recv_message`` is a module function
 called by ``Stream.recv_message``), so ``install`` replaces that method on
 each call's stream object, reusing the stream's own codec: the check works
@@ -28,12 +31,15 @@ import logging
 import time
 from typing import Any
 
+import betterproto2
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 from grpclib import GRPCError
 from grpclib.const import Status
+
+from stigmer_backend.backends.codec import ContractCodec
 
 from .rate_limited_log import RateLimitedWarnings
 
@@ -48,6 +54,7 @@ DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 _MAX_DURATION_SECONDS = 315_576_000_000
 _MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
 _MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_RANGED = frozenset({"google.protobuf.Duration", "google.protobuf.Timestamp"})
 
 
 class Malformed(Exception):
@@ -84,13 +91,20 @@ class RequestReader:
     def install(self, method: str, stream: Any) -> None:
         """Makes ``stream.recv_message()`` read ``method``'s request through the checks."""
         cls = self._message_class(method)
+        # The checked upb message is the decoded one when the codec would have parsed the same class.
+        recv_type = stream._recv_type
+        converts = (
+            isinstance(stream._codec, ContractCodec)
+            and issubclass(recv_type, betterproto2.Message)
+            and stream._codec.upb_class(recv_type) is cls
+        )
 
         async def recv_message() -> Any:
-            return await self._read(method, cls, stream)
+            return await self._read(method, cls, stream, converts)
 
         stream.recv_message = recv_message
 
-    async def _read(self, method: str, cls: Any, stream: Any) -> Any:
+    async def _read(self, method: str, cls: Any, stream: Any, converts: bool) -> Any:
         h2_stream = stream._stream
         prefix = await h2_stream.recv_data(5)
         if not prefix:
@@ -114,8 +128,11 @@ class RequestReader:
         if len(body) != length:
             raise self._refuse(method, stream, "the request ended before its message did")
         try:
-            check_wire(cls, body)
-            message = stream._codec.decode(body, stream._recv_type)
+            parsed, unknown = _checked_parse(cls, body)
+            if converts and not unknown:
+                message = stream._codec.decode_parsed(parsed, stream._recv_type)
+            else:  # unknown fields (a newer peer's) are the codec's to keep
+                message = stream._codec.decode(body, stream._recv_type)
         except (Malformed, DecodeError) as problem:
             raise self._refuse(method, stream, f"malformed request message: {problem}") from None
         except (ValueError, TypeError, OverflowError, EOFError, RecursionError, KeyError, IndexError):
@@ -135,7 +152,28 @@ class RequestReader:
 
 def check_wire(cls: Any, body: bytes) -> None:
     """Raises ``Malformed`` (or ``DecodeError``) unless ``body`` is a strictly valid ``cls`` message."""
+    _checked_parse(cls, body)
+
+
+def _checked_parse(cls: Any, body: bytes) -> tuple[Any, bool]:
+    """``body`` parsed as ``cls`` and checked as ``check_wire`` does; with whether it holds unknown fields.
+
+    Most requests hold none (upb files a known field with the wrong wire type
+    as unknown too): one size comparison tells, and then only the fields that
+    can hold a ``Duration`` or ``Timestamp`` are walked, for their ranges.
+    """
     parsed = cls.FromString(body)
+    size = parsed.ByteSize()
+    parsed.DiscardUnknownFields()
+    if parsed.ByteSize() == size:
+        _check_ranges(parsed)
+        return parsed, False
+    parsed = cls.FromString(body)  # the unknown fields back, to name a misplaced one
+    _check_all(parsed)
+    return parsed, True
+
+
+def _check_all(parsed: Any) -> None:
     pending = [parsed]
     while pending:
         message = pending.pop()
@@ -157,6 +195,79 @@ def check_wire(cls: Any, body: bytes) -> None:
                 pending.extend(value)
             else:
                 pending.append(value)
+
+
+def _check_ranges(parsed: Any) -> None:
+    pending = [parsed]
+    while pending:
+        message = pending.pop()
+        descriptor: Descriptor = message.DESCRIPTOR
+        _check_range(descriptor.full_name, message)
+        ranged = _ranged_fields(descriptor)
+        if not ranged:
+            continue
+        for field, value in message.ListFields():
+            kind = ranged.get(field.number)
+            if kind is None:
+                continue
+            if kind == "map":
+                pending.extend(value.values())
+            elif kind == "repeated":
+                pending.extend(value)
+            else:
+                pending.append(value)
+
+
+_ranged_by_type: dict[str, dict[int, str]] = {}
+
+
+def _ranged_fields(descriptor: Descriptor) -> dict[int, str]:
+    """``{field number: "map" | "repeated" | "single"}`` for the fields of ``descriptor`` whose
+    messages can hold a ``Duration`` or ``Timestamp`` (themselves, or somewhere inside)."""
+    found = _ranged_by_type.get(descriptor.full_name)
+    if found is None:
+        for reached in _reaching(descriptor):
+            _ranged_by_type.setdefault(reached.full_name, _ranged_plan(reached))
+        found = _ranged_by_type[descriptor.full_name]
+    return found
+
+
+def _held_message(field: FieldDescriptor) -> tuple[Descriptor, str] | None:
+    """The message type ``field`` holds (a map's value type for a map), and how: "map", "repeated" or "single"."""
+    held = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+    if held is None:
+        return None
+    if held.GetOptions().map_entry:
+        value_field = held.fields_by_name["value"]
+        value = value_field.message_type if value_field.type == FieldDescriptor.TYPE_MESSAGE else None
+        return None if value is None else (value, "map")
+    return held, "repeated" if field.is_repeated else "single"
+
+
+def _reaching(root: Descriptor) -> list[Descriptor]:
+    """Every message type under ``root`` (``root`` included)."""
+    seen = {root.full_name: root}
+    pending = [root]
+    while pending:
+        for field in pending.pop().fields:
+            held = _held_message(field)
+            if held is not None and held[0].full_name not in seen:
+                seen[held[0].full_name] = held[0]
+                pending.append(held[0])
+    return list(seen.values())
+
+
+def _ranged_plan(descriptor: Descriptor) -> dict[int, str]:
+    plan = {}
+    for field in descriptor.fields:
+        held = _held_message(field)
+        if held is not None and _holds_ranged(held[0]):
+            plan[field.number] = held[1]
+    return plan
+
+
+def _holds_ranged(descriptor: Descriptor) -> bool:
+    return any(reached.full_name in _RANGED for reached in _reaching(descriptor))
 
 
 def _check_range(full_name: str, message: Any) -> None:

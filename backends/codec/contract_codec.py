@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, TypeAlias
 
 import betterproto2
+from google.protobuf.message import Message as GoogleMessage
 from grpclib.encoding.proto import ProtoCodec
 
 from .convert import from_google, google_class, to_google
@@ -50,4 +51,15 @@ class ContractCodec(ProtoCodec):
         if parsed.ByteSize() != size:
             # Unknown fields (a newer peer's): betterproto2's parser keeps them on each message.
             return message_type.parse(data)
+        return from_google(parsed, message_type)
+
+    @staticmethod
+    def upb_class(message_type: type[betterproto2.Message]) -> type[GoogleMessage]:
+        """The upb class ``decode`` parses ``message_type``'s bytes with."""
+        return google_class(message_type)
+
+    @staticmethod
+    def decode_parsed(parsed: GoogleMessage, message_type: type[betterproto2.Message]) -> betterproto2.Message:
+        """What ``decode`` returns for bytes the caller has parsed already, as ``upb_class(message_type)``,
+        and found free of unknown fields (bytes with some go to ``decode``, which keeps them)."""
         return from_google(parsed, message_type)

@@ -14,9 +14,13 @@ from stigmer_backend.server.startup import listening_socket
 
 @pytest.fixture
 def codec_calls(monkeypatch):
-    """Every ``ContractCodec`` encode and decode in this process, as (direction, message type name)."""
+    """Every ``ContractCodec`` encode and decode in this process, as (direction, message type name).
+
+    The server's request reader hands the codec the message it parsed to check (``decode_parsed``):
+    a decode too.
+    """
     calls: list[tuple[str, str]] = []
-    encode, decode = ContractCodec.encode, ContractCodec.decode
+    encode, decode, decode_parsed = ContractCodec.encode, ContractCodec.decode, ContractCodec.decode_parsed
 
     def spying_encode(self, message, message_type):
         calls.append(("encode", message_type.__name__))
@@ -26,8 +30,13 @@ def codec_calls(monkeypatch):
         calls.append(("decode", message_type.__name__))
         return decode(self, data, message_type)
 
+    def spying_decode_parsed(parsed, message_type):
+        calls.append(("decode", message_type.__name__))
+        return decode_parsed(parsed, message_type)
+
     monkeypatch.setattr(ContractCodec, "encode", spying_encode)
     monkeypatch.setattr(ContractCodec, "decode", spying_decode)
+    monkeypatch.setattr(ContractCodec, "decode_parsed", staticmethod(spying_decode_parsed))
     return calls
 
 
