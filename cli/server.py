@@ -169,6 +169,7 @@ def server(
 
     async def main() -> None:
         from stigmer_backend.server.backend_server import serve_until_signalled
+        from stigmer_backend.server.collector import settle_for_serving
         from stigmer_backend.server.connections import ConnectionLimits
 
         from ._output import status
@@ -182,6 +183,7 @@ def server(
         served = str(getattr(backend, "where", None) or getattr(backend, "path", kind))
 
         def listening(address: tuple[str, int]) -> None:
+            settle_for_serving()
             where = format_endpoint(*address)
             click.echo(f"listening on {where}")
             security = ", ".join(
