@@ -1,4 +1,4 @@
-"""One socket write per request or response for a grpclib connection, shared by ``stigmer server`` and ``CloudBackend``.
+"""One socket write per request for a grpclib client connection: ``CloudBackend``'s.
 
 grpclib writes each HTTP/2 frame to the transport as soon as h2 produces it,
 and the sockets have Nagle's algorithm off (TCP_NODELAY, so a small response
@@ -16,6 +16,14 @@ idle meanwhile (measured: fewer lifecycles per second with 16 in flight).
 
 grpclib offers no hook for this; ``BatchedWrites`` wraps the transport its
 protocol receives, so nothing of grpclib is copied.
+
+``stigmer server`` does not join a response's frames: the client starts on the
+headers and the message while the server finishes the call, and lifecycles
+one at a time ran 7% slower when it waited for the trailers
+(``server/connections.py``). A request has nothing to overlap with: the server
+can do nothing before its message, and with two busy processes on the machine
+requests sent frame by frame ran at 0.94-0.96 of joined ones (interleaved
+A/B, medians of 7-9 rounds, wide spread).
 """
 
 from __future__ import annotations
