@@ -26,9 +26,14 @@ The bare calls use the codec the server and CloudBackend use (``stigmer_backend.
 ratios measure what the server and adapter add, not a codec difference; the lifecycle is also run
 bare with grpclib's default codec (betterproto2 writing the bytes) to show what the codec saves.
 The bare server and channel are otherwise grpclib as it ships, writing each HTTP/2 frame to the
-socket as it comes; ``stigmer server`` and CloudBackend send the frames of one event-loop step in
-one write (``stigmer_backend.backends.batched_writes``). The lifecycle is run bare with those batched
-writes too, so what the transport saves and what the server adds can be read apart.
+socket as it comes, as ``stigmer server`` does too; CloudBackend sends a request's frames in one
+write (``stigmer_backend.backends.batched_writes``). The lifecycle is also run bare with both ends
+batching, to show what joining the frames does by itself.
+
+Where a lifecycle's CPU goes is measured in the same rounds: the serving process as the bare
+server, as a bare grpclib server with a ``SqliteBackend`` behind it (the storage's cost), and as
+``stigmer server`` (what its token check, gate and request checks add); and the calling process
+with the generated stub and with CloudBackend.
 
 Not a test: nothing here asserts; it measures and prints.
 """
@@ -137,14 +142,14 @@ class ConstantBackend(pb.BackendServiceBase):
         return self._updates[message.expected_version]
 
 
-async def bare_server(responses_file: str, default_codec: bool, batched: bool) -> None:
+async def bare_server(responses_file: str, default_codec: bool, batched: bool, sqlite: str | None = None) -> None:
     import signal
 
     from grpclib.protocol import H2Protocol
     from grpclib.server import Server
 
     class BatchingServer(Server):
-        """grpclib's server with the transport stigmer server gives grpclib (``BatchedWrites``)."""
+        """grpclib's server writing through ``BatchedWrites``, as CloudBackend's channel does."""
 
         def _protocol_factory(self) -> H2Protocol:
             protocol = super()._protocol_factory()
@@ -155,9 +160,13 @@ async def bare_server(responses_file: str, default_codec: bool, batched: bool) -
     from stigmer_backend.server.startup import listening_socket
 
     responses = {name: bytes.fromhex(value) for name, value in json.loads(Path(responses_file).read_text()).items()}
-    server = (BatchingServer if batched else Server)(
-        [ConstantBackend(responses)], codec=None if default_codec else ContractCodec()
-    )
+    if sqlite is not None:  # the storage without stigmer server's own layers (token, gate, request checks)
+        from stigmer_backend.backends.sqlite import SqliteBackend
+
+        backend: pb.BackendServiceBase = SqliteBackend(sqlite)
+    else:
+        backend = ConstantBackend(responses)
+    server = (BatchingServer if batched else Server)([backend], codec=None if default_codec else ContractCodec())
     sock = listening_socket("127.0.0.1", 0)  # the same socket setup as stigmer server (TCP_NODELAY)
     await server.start(sock=sock)
     print(f"{LISTENING_PREFIX}127.0.0.1:{sock.getsockname()[1]}", flush=True)
@@ -170,17 +179,28 @@ async def bare_server(responses_file: str, default_codec: bool, batched: bool) -
 
 
 class BareServer:
-    """A bare grpclib server subprocess and a generated stub on a channel to it."""
+    """A bare grpclib server subprocess and a generated stub on a channel to it.
 
-    def __init__(self, responses_file: Path, token: str, *, default_codec: bool, batched: bool = False) -> None:
+    It answers with the pre-built responses, or, given ``sqlite``, serves a ``SqliteBackend`` on
+    that file: the storage's cost apart from what ``stigmer server`` adds around it.
+    """
+
+    def __init__(
+        self,
+        responses_file: Path,
+        token: str,
+        *,
+        default_codec: bool,
+        batched: bool = False,
+        sqlite: Path | None = None,
+    ) -> None:
         from grpclib.client import Channel
 
         command = [sys.executable, __file__, "--bare-server", str(responses_file)]
-        self.process = subprocess.Popen(
-            command + (["--default-codec"] if default_codec else []) + (["--batched"] if batched else []),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        command += ["--default-codec"] if default_codec else []
+        command += ["--batched"] if batched else []
+        command += ["--sqlite", str(sqlite)] if sqlite is not None else []
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline().strip()
         if not line.startswith(LISTENING_PREFIX):
             self.close()
@@ -220,8 +240,9 @@ async def timed(call: Call, count: int, concurrency: int, server_pid: int | None
 
     Returns ``per_s`` (calls per second), ``p50_ms`` (median latency of one call) and ``cpu_ms``:
     the CPU time per call of this process plus the server's (``server_pid``; ``None`` for a call
-    served in this process). CPU time is the work a call costs, which the machine's other load
-    does not inflate the way it inflates rates and latencies.
+    served in this process), also apart (``client_cpu_ms``, ``server_cpu_ms``). CPU time is the
+    work a call costs, which the machine's other load does not inflate the way it inflates rates
+    and latencies.
     """
     per_worker = max(1, count // concurrency)
     latencies: list[float] = []
@@ -232,14 +253,21 @@ async def timed(call: Call, count: int, concurrency: int, server_pid: int | None
             await call()
             latencies.append(time.perf_counter() - started)
 
-    def cpu_now() -> float:
-        return time.process_time() + (process_cpu_seconds(server_pid) if server_pid else 0.0)
+    def server_cpu() -> float:
+        return process_cpu_seconds(server_pid) if server_pid else 0.0
 
-    cpu_before, started = cpu_now(), time.perf_counter()
+    client_before, server_before, started = time.process_time(), server_cpu(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed, cpu = time.perf_counter() - started, cpu_now() - cpu_before
+    elapsed = time.perf_counter() - started
+    client, server = time.process_time() - client_before, server_cpu() - server_before
     calls = per_worker * concurrency
-    return {"per_s": calls / elapsed, "p50_ms": statistics.median(latencies) * 1000, "cpu_ms": cpu / calls * 1000}
+    return {
+        "per_s": calls / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "cpu_ms": (client + server) / calls * 1000,
+        "client_cpu_ms": client / calls * 1000,
+        "server_cpu_ms": server / calls * 1000,
+    }
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -285,7 +313,7 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-async def _fill(remote: CloudBackend, count: int) -> list[Any]:
+async def _fill(remote: Any, count: int) -> list[Any]:
     """An agent and ``count`` finished executions (the list's page); the responses of the last lifecycle."""
     await remote.apply_agent_instance(
         pb.ApplyAgentInstanceRequest(
@@ -325,7 +353,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         server = ServerProcess.start(["--db", str(database), "--token-file", str(token_file)], env=env)
         remote = CloudBackend(server.endpoint, token=token)
         local = SqliteBackend(database)
-        bare = bare_default = bare_batched = None
+        bare = bare_default = bare_batched = bare_sqlite = None
         try:
             created, claimed, renewed, succeeded = await _fill(remote, 60)
             get_request = pb.GetExecutionRequest(execution_id=succeeded.execution.id)
@@ -346,6 +374,8 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             bare = BareServer(responses_file, token, default_codec=False)
             bare_default = BareServer(responses_file, token, default_codec=True)
             bare_batched = BareServer(responses_file, token, default_codec=False, batched=True)
+            bare_sqlite = BareServer(responses_file, token, default_codec=False, sqlite=work / "bare.db")
+            await _fill(bare_sqlite.stub, 1)
             # The bare lifecycle's requests have the sizes of the remote ones (ids of the same length).
             bare_execution = created.execution.id
 
@@ -383,6 +413,10 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
                     "bare": (lambda: bare.lifecycle(bare_execution), bare.process.pid),
                     "bare_default_codec": (lambda: bare_default.lifecycle(bare_execution), bare_default.process.pid),
                     "bare_batched": (lambda: bare_batched.lifecycle(bare_execution), bare_batched.process.pid),
+                    "bare_sqlite": (
+                        lambda: run_lifecycle(bare_sqlite.stub, f"bare-{next(serial):05d}"),
+                        bare_sqlite.process.pid,
+                    ),
                 }
                 for call, _ in sides.values():
                     await timed(call, 2 * concurrency, concurrency, None)
@@ -393,7 +427,9 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
                     },
                     rounds,
                 )
-                figures["lifecycle"][concurrency] = summary(cycles, ("per_s", "cpu_ms"))
+                figures["lifecycle"][concurrency] = summary(
+                    cycles, ("per_s", "cpu_ms", "server_cpu_ms", "client_cpu_ms")
+                )
                 gets = await paired_rounds(
                     {
                         "remote": lambda c=concurrency: timed(
@@ -410,7 +446,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         finally:
             await remote.aclose()
             await local.aclose()
-            for side in (bare, bare_default, bare_batched):
+            for side in (bare, bare_default, bare_batched, bare_sqlite):
                 if side is not None:
                     side.close()
             server.close()
@@ -458,13 +494,14 @@ def report(figures: dict[str, Any]) -> str:
             f"  {concurrency:>2} in flight, lifecycles/s: remote {_s(rates['remote'], ',.0f')}"
             f"  bare {_s(rates['bare'], ',.0f')}"
             f"  bare with betterproto2 codec {_s(rates['bare_default_codec'], ',.0f')}"
-            f"  bare with batched writes {_s(rates['bare_batched'], ',.0f')}",
+            f"  bare, both ends batching writes {_s(rates['bare_batched'], ',.0f')}",
             f"  {'':>2}   CPU ms per lifecycle: remote {_s(cpu['remote'], '.2f')}  bare {_s(cpu['bare'], '.2f')}"
             f"  bare with betterproto2 codec {_s(cpu['bare_default_codec'], '.2f')}"
-            f"  bare with batched writes {_s(cpu['bare_batched'], '.2f')}",
+            f"  bare, both ends batching writes {_s(cpu['bare_batched'], '.2f')}",
             f"  lifecycle {concurrency:>2} remote/bare rate {_s(ratio, '.3f')}  goal >= {LIFECYCLE_GOAL:.2f} {verdict};"
             f"  CPU remote/bare {_s(cpu['ratios']['bare'], '.2f')}",
         ]
+        lines += _where_it_goes(row)
     lines += ["", "GetExecution:"]
     for concurrency, row in figures["get"].items():
         rates, cpu = row["per_s"], row["cpu_ms"]
@@ -480,6 +517,19 @@ def report(figures: dict[str, Any]) -> str:
         f"peak RSS (VmHWM) after the load: stigmer server {rss['server']:.1f} MiB, bare {rss['bare']:.1f} MiB",
     ]
     return "\n".join(lines)
+
+
+def _where_it_goes(row: dict[str, Any]) -> list[str]:
+    """The serving process's CPU per lifecycle, layer by layer, and the client's: medians over rounds."""
+    server = {name: values["median"] for name, values in row["server_cpu_ms"].items() if name != "ratios"}
+    client = {name: values["median"] for name, values in row["client_cpu_ms"].items() if name != "ratios"}
+    bare, storage, served = server["bare"], server["bare_sqlite"], server["remote"]
+    return [
+        f"       where it goes, CPU ms per lifecycle: serving process: grpclib and codec (bare) {bare:.2f},"
+        f" with SqliteBackend behind it {storage:.2f} (+{storage - bare:.2f}),"
+        f" stigmer server {served:.2f} ({served - storage:+.2f}: token, gate, request checks);"
+        f" calling process: generated stub {client['bare']:.2f}, CloudBackend {client['remote']:.2f}",
+    ]
 
 
 # -- profiling ------------------------------------------------------------------------------------
@@ -583,9 +633,10 @@ if __name__ == "__main__":
     parser.add_argument("--bare-server", metavar="RESPONSES_FILE", help=argparse.SUPPRESS)
     parser.add_argument("--default-codec", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batched", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sqlite", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.bare_server:
-        asyncio.run(bare_server(arguments.bare_server, arguments.default_codec, arguments.batched))
+        asyncio.run(bare_server(arguments.bare_server, arguments.default_codec, arguments.batched, arguments.sqlite))
     elif arguments.profile:
         print(profile_report(100 if arguments.quick else 300, "lifecycle"))
         print()

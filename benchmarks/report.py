@@ -115,6 +115,16 @@ _REMOTE_GET = re.compile(
     re.MULTILINE,
 )
 _REMOTE_RSS = re.compile(r"stigmer server ([\d.]+) MiB, bare ([\d.]+) MiB")
+_REMOTE_LIST = re.compile(
+    r"^\s*p50 latency\s+remote ([\d.]+) \[[^\]]*\]\s+in-process ([\d.]+) \[.*\n"
+    r"\s*list-50 p50 latency remote/in-process ([\d.]+) \[([\d.]+)\.\.([\d.]+)\]\s+goal <= ([\d.]+)",
+    re.MULTILINE,
+)
+_REMOTE_LIFECYCLE = re.compile(
+    r"^\s*(\d+) in flight, lifecycles/s: remote ([\d,]+) \[[^\]]*\]\s+bare ([\d,]+) \[.*\n.*\n"
+    r"\s*lifecycle\s+\d+ remote/bare rate ([\d.]+) \[([\d.]+)\.\.([\d.]+)\]\s+goal >= ([\d.]+)",
+    re.MULTILINE,
+)
 
 
 def remote(quick: bool) -> tuple[list[Row], dict]:
@@ -140,6 +150,40 @@ def remote(quick: bool) -> tuple[list[Row], dict]:
                 ">= 0.80",
                 float(ratio) >= 0.8,
                 0,  # remote_path.py's own rounds: see its output
+            )
+        )
+    for value, baseline, ratio, low, high, goal in _REMOTE_LIST.findall(result.stdout):
+        rows.append(
+            Row(
+                "remote",
+                "ListExecutions, page of 50, p50",
+                "ms",
+                float(value),
+                "the same call in-process",
+                float(baseline),
+                float(ratio),
+                float(low),
+                float(high),
+                f"<= {goal}",
+                float(ratio) <= float(goal),
+                0,
+            )
+        )
+    for in_flight, remote_rate, bare_rate, ratio, low, high, goal in _REMOTE_LIFECYCLE.findall(result.stdout):
+        rows.append(
+            Row(
+                "remote",
+                f"lifecycle (create, claim, renew, succeed), {in_flight} in flight",
+                "lifecycles/s",
+                float(remote_rate.replace(",", "")),
+                "4 bare grpclib calls, same messages",
+                float(bare_rate.replace(",", "")),
+                float(ratio),
+                float(low),
+                float(high),
+                f">= {goal}",
+                float(ratio) >= float(goal),
+                0,
             )
         )
     found = _REMOTE_RSS.search(result.stdout)

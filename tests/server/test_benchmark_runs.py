@@ -45,3 +45,26 @@ def test_the_remote_path_benchmark_runs_and_reports_every_figure():
     for line in ("list-50 p50 latency remote/in-process", "lifecycle  1 remote/bare rate", "lifecycle 16 remote/bare"):
         assert line in text
     assert "stigmer server" in text and "MiB" in text
+    for row in figures["lifecycle"].values():
+        # The decomposition measured in the same rounds: the serving process alone, and the storage apart.
+        for side in ("remote", "bare", "bare_sqlite"):
+            assert len(row["server_cpu_ms"][side]["rounds"]) == figures["rounds"]
+        assert f"{row['server_cpu_ms']['bare_sqlite']['median']:.2f}" in text
+
+    # benchmarks/run reads the goals' rows from this text (README's table).
+    spec = importlib.util.spec_from_file_location("benchmark_report", REPO / "benchmarks/report.py")
+    report = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = report  # its dataclasses look their module up there
+    sys.path.insert(0, str(REPO / "benchmarks"))  # for its sibling imports
+    try:
+        spec.loader.exec_module(report)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+        del sys.modules[spec.name]
+    [listed] = report._REMOTE_LIST.findall(text)
+    assert float(listed[2]) == round(figures["list50"]["p50_ms"]["ratios"]["in_process"]["median"], 2)
+    cycles = {found[0]: found for found in report._REMOTE_LIFECYCLE.findall(text)}
+    assert set(cycles) == {"1", "16"}
+    for concurrency, found in cycles.items():
+        ratio = figures["lifecycle"][concurrency]["per_s"]["ratios"]["bare"]["median"]
+        assert float(found[3]) == round(ratio, 3) and found[6] == "0.70"
