@@ -10,8 +10,8 @@ Shared layers, which every adapter imports and none of which imports an adapter:
 - ``encryption/``: sealed secret values and the master-key policy, over a
   small storage interface (``SealedSecretStorage``);
 - ``wire``: endpoints, the bearer token's format and client TLS;
-- ``codec``, ``batched_writes``: the wire encoding and socket writes of the
-  remote path (server and ``cloud/``);
+- ``codec``, ``batched_writes``: the wire encoding of the remote path (server
+  and ``cloud/``) and the client's joined request writes;
 - ``home``, ``keychain``, ``private_files``: ``$STIGMER_HOME``, the OS
   keychain, and checks on files only their owner may control;
 - ``registry``: the storage backends by kind and URL scheme, the one line a
