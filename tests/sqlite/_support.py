@@ -40,6 +40,14 @@ async def seed(path: Path, executions: int = 0, prefix: str = "seed") -> list[pb
     return created
 
 
+def statements(backend: SqliteBackend) -> list[str]:
+    """The SQL the backend's connection runs from now on (a trigger's statements repeat the one that fired it)."""
+    seen: list[str] = []
+    assert backend._conn is not None
+    backend._conn.set_trace_callback(seen.append)
+    return seen
+
+
 def start_worker(role: str, config: dict, **popen) -> subprocess.Popen[str]:
     """``_workers.py ROLE CONFIG`` in a new interpreter, with line-based pipes."""
     return subprocess.Popen(

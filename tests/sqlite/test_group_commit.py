@@ -17,7 +17,7 @@ from grpclib.const import Status
 from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-from ._support import raw, seed
+from ._support import raw, seed, statements
 
 RUNNER = "runner-1"
 
@@ -36,18 +36,10 @@ def _versions(db_path: Path) -> dict[str, int]:
         return {row["id"]: row["version"] for row in conn.execute("SELECT id, version FROM executions")}
 
 
-def _statements(backend: SqliteBackend) -> list[str]:
-    """The SQL the backend's connection runs from now on."""
-    seen: list[str] = []
-    assert backend._conn is not None
-    backend._conn.set_trace_callback(seen.append)
-    return seen
-
-
 async def test_the_writes_of_one_step_commit_once_and_each_answers_after_its_commit(db_path: Path) -> None:
     executions = await seed(db_path, executions=8)
     async with SqliteBackend(db_path) as backend:
-        statements = _statements(backend)
+        executed = statements(backend)
 
         async def claim(execution: pb.Execution) -> int:
             response = await backend.update_execution_status(_claim(execution))
@@ -57,15 +49,15 @@ async def test_the_writes_of_one_step_commit_once_and_each_answers_after_its_com
             return response.execution.version
 
         assert await asyncio.gather(*(claim(execution) for execution in executions)) == [2] * 8
-    assert statements.count("COMMIT") == 1
-    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert executed.count("COMMIT") == 1
+    assert executed.count("BEGIN IMMEDIATE") == 1
     assert set(_versions(db_path).values()) == {2}
 
 
 async def test_a_refused_write_takes_back_only_its_own_changes(db_path: Path) -> None:
     first, stale, last = await seed(db_path, executions=3)
     async with SqliteBackend(db_path) as backend:
-        statements = _statements(backend)
+        executed = statements(backend)
         results = await asyncio.gather(
             backend.update_execution_status(_claim(first)),
             backend.update_execution_status(_claim(stale, expected_version=7)),
@@ -74,7 +66,7 @@ async def test_a_refused_write_takes_back_only_its_own_changes(db_path: Path) ->
         )
     assert isinstance(results[1], GRPCError) and results[1].status == Status.ABORTED
     assert [result.execution.version for result in (results[0], results[2])] == [2, 2]  # type: ignore[union-attr]
-    assert statements.count("COMMIT") == 1
+    assert executed.count("COMMIT") == 1
     assert _versions(db_path) == {first.id: 2, stale.id: 1, last.id: 2}
 
 
@@ -108,14 +100,14 @@ async def test_when_the_commit_fails_every_write_of_the_step_fails_and_none_is_i
 async def test_a_read_in_the_same_step_sees_the_writes_before_it_committed(db_path: Path) -> None:
     [execution] = await seed(db_path, executions=1)
     async with SqliteBackend(db_path) as backend:
-        statements = _statements(backend)
+        executed = statements(backend)
         claimed, read = await asyncio.gather(
             backend.update_execution_status(_claim(execution)),
             backend.get_execution(pb.GetExecutionRequest(execution_id=execution.id)),
         )
     assert claimed.execution.version == read.execution.version == 2
     # The read committed the open transaction before it ran: it never reads inside one.
-    assert statements.index("COMMIT") < max(i for i, sql in enumerate(statements) if sql.startswith("SELECT"))
+    assert executed.index("COMMIT") < max(i for i, sql in enumerate(executed) if sql.startswith("SELECT"))
 
 
 @pytest.mark.parametrize("cancelled", [0, 1])

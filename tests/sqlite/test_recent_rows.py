@@ -19,7 +19,8 @@ from stigmer_backend.backends.sqlite import SqliteBackend
 from stigmer_backend.backends.sqlite._recent import RecentRows
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
-from ._support import agent_request, raw, seed
+from ..builders import create_request
+from ._support import agent_request, raw, seed, statements
 
 RUNNER = "runner-1"
 
@@ -32,23 +33,10 @@ def _update(
     )
 
 
-def _create(request_id: str) -> pb.CreateExecutionRequest:
-    return pb.CreateExecutionRequest(
-        request_id=request_id, agent_instance=pb.AgentInstanceRef(name="helper"), input=pb.ExecutionInput(message="hi")
-    )
-
-
-def _statements(backend: SqliteBackend) -> list[str]:
-    seen: list[str] = []
-    assert backend._conn is not None
-    backend._conn.set_trace_callback(seen.append)
-    return seen
-
-
-def _outside_transactions(statements: list[str]) -> list[str]:
+def _outside_transactions(executed: list[str]) -> list[str]:
     """The statements run in no transaction of their own making: each one a read transaction."""
     outside, depth = [], 0
-    for sql in statements:
+    for sql in executed:
         if sql.startswith("BEGIN"):
             depth = 1
         elif sql in ("COMMIT", "ROLLBACK"):
@@ -61,18 +49,19 @@ def _outside_transactions(statements: list[str]) -> list[str]:
 async def test_a_lifecycle_after_the_first_create_reads_nothing_outside_its_write_transactions(db_path: Path) -> None:
     await seed(db_path)
     async with SqliteBackend(db_path) as backend:
-        await backend.create_execution(_create("warm-up"))  # the agent's row and the newest id are known from here
-        statements = _statements(backend)
-        created = (await backend.create_execution(_create("lifecycle"))).execution
+        # From here the agent's row and the newest id are known.
+        await backend.create_execution(create_request("warm-up"))
+        executed = statements(backend)
+        created = (await backend.create_execution(create_request("lifecycle"))).execution
         claimed = await backend.update_execution_status(_update(created.id, 1, pb.ExecutionPhase.RUNNING))
         renewed = await backend.update_execution_status(
             _update(created.id, 2, pb.ExecutionPhase.RUNNING, message="step 1")
         )
         done = await backend.update_execution_status(_update(created.id, 3, pb.ExecutionPhase.SUCCEEDED))
-        statements = list(statements)  # not the closing's
+        executed = list(executed)  # not the closing's
     assert [claimed.execution.version, renewed.execution.version, done.execution.version] == [2, 3, 4]
-    assert statements.count("BEGIN IMMEDIATE") == 4
-    assert _outside_transactions(statements) == []
+    assert executed.count("BEGIN IMMEDIATE") == 4
+    assert _outside_transactions(executed) == []
     # Stored as answered: the row the writes decided on was the stored one.
     async with SqliteBackend(db_path) as fresh:
         stored = await fresh.get_execution(pb.GetExecutionRequest(execution_id=created.id))
@@ -83,10 +72,10 @@ async def test_a_renewal_assigns_only_the_columns_that_change(db_path: Path) -> 
     [execution] = await seed(db_path, executions=1)
     async with SqliteBackend(db_path) as backend:
         await backend.update_execution_status(_update(execution.id, 1, pb.ExecutionPhase.RUNNING, message="claimed"))
-        statements = _statements(backend)
+        executed = statements(backend)
         await backend.update_execution_status(_update(execution.id, 2, pb.ExecutionPhase.RUNNING, message="step 1"))
     # The trace repeats a statement once per trigger program it runs.
-    [update] = {sql for sql in statements if sql.startswith("UPDATE executions")}
+    [update] = {sql for sql in executed if sql.startswith("UPDATE executions")}
     # The phase is the same: assigning it would rewrite both phase indexes' entries.
     assert " phase = " not in update and "message = " in update
 
@@ -126,12 +115,12 @@ async def test_a_create_after_another_writer_applied_the_agent_again_snapshots_t
 ) -> None:
     await seed(db_path)
     async with SqliteBackend(db_path) as backend, SqliteBackend(db_path) as other:
-        first = (await backend.create_execution(_create("first"))).execution  # keeps the agent's version 1
+        first = (await backend.create_execution(create_request("first"))).execution  # keeps the agent's version 1
         changed = agent_request()
         assert changed.spec is not None
         changed.spec.instructions = "the second version"
         assert (await other.apply_agent_instance(changed)).agent_instance.version == 2
-        second = (await backend.create_execution(_create("second"))).execution
+        second = (await backend.create_execution(create_request("second"))).execution
     assert second.id > first.id
     with raw(db_path) as conn:
         versions = dict(conn.execute("SELECT request_id, agent_version FROM executions").fetchall())
