@@ -59,13 +59,13 @@ class RecentRows:
         """The row of ``execution_id`` as this backend last wrote it, if kept."""
         return self._executions.get(execution_id)
 
-    def remember_execution(self, row: StoredRow) -> None:
-        """``row`` (all ``EXECUTION_COLUMNS``) was just written in this backend's transaction."""
+    def remember_execution(self, row: dict[str, SqlValue]) -> None:
+        """``row`` (all ``EXECUTION_COLUMNS``, kept as given) was just written in this backend's transaction."""
         execution_id = str(row["id"])
         if row["phase"] in _TERMINAL:
             self._executions.pop(execution_id, None)
             return
-        self._executions[execution_id] = dict(row)
+        self._executions[execution_id] = row
         self._executions.move_to_end(execution_id)
         if len(self._executions) > self._capacity:
             self._executions.popitem(last=False)
