@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from remote_path import CONCURRENCY, BareServer, _fill, paired_rounds, run_lifecycle, timed
+from remote_path import CONCURRENCY, BareServer, _fill, paired_rounds, run_lifecycle, server_files, timed, warmed_rounds
 
 from stigmer_backend.backends.cloud import CloudBackend
 from stigmer_backend.backends.sqlite import SqliteBackend
@@ -64,12 +64,7 @@ async def measure(other_python: str, rounds: int, calls: int) -> str:
     lines = [f"uptime before: {os.popen('uptime').read().strip()}"]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        (work / "home").mkdir(mode=0o700)
-        token_file = work / "token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
-        env["STIGMER_HOME"] = str(work / "home")
+        token_file, env = server_files(work, token)
         processes, backends = {}, {}
         for side, python in (("this", sys.executable), ("other", other_python)):
             processes[side], endpoint = start_server(python, work / f"{side}.db", token_file, env)
@@ -119,15 +114,7 @@ async def measure(other_python: str, rounds: int, calls: int) -> str:
                     "other": (lifecycle(backends["other"]), pids["other"]),
                     "bare": (lambda: bare.lifecycle(created.execution.id), bare.process.pid),
                 }
-                for call, _ in sides.values():
-                    await timed(call, 2 * concurrency, concurrency, None)
-                cycles = await paired_rounds(
-                    {
-                        name: lambda call=call, pid=pid, c=concurrency: timed(call, calls, c, pid)
-                        for name, (call, pid) in sides.items()
-                    },
-                    rounds,
-                )
+                cycles = await warmed_rounds(sides, calls, concurrency, rounds)
                 lines.append(f"Lifecycles, {concurrency} in flight (per-round ratios of rates; CPU ms per lifecycle):")
                 for a, b in (("this", "bare"), ("other", "bare"), ("this", "other")):
                     ratios = [x["per_s"] / y["per_s"] for x, y in zip(cycles[a], cycles[b], strict=True)]

@@ -287,6 +287,19 @@ async def paired_rounds(
     return results
 
 
+async def warmed_rounds(
+    sides: dict[str, tuple[Call, int | None]], calls: int, concurrency: int, rounds: int
+) -> dict[str, list[dict[str, float]]]:
+    """``paired_rounds`` of ``timed(call, calls, concurrency, pid)`` for each side's ``(call, pid)`` (``pid``:
+    the serving process), after a few calls of each to warm connections and code paths."""
+    for call, _ in sides.values():
+        await timed(call, 2 * concurrency, concurrency, None)
+    return await paired_rounds(
+        {name: lambda call=call, pid=pid: timed(call, calls, concurrency, pid) for name, (call, pid) in sides.items()},
+        rounds,
+    )
+
+
 def summary(results: dict[str, list[dict[str, float]]], figures: tuple[str, ...]) -> dict[str, Any]:
     """Each side's ``figures`` (every round's value and their spread), and the spread of the per-round
     ratios of the subject (the first side) to each other side."""
@@ -311,6 +324,18 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc status")
+
+
+def server_files(work: Path, token: str) -> tuple[Path, dict[str, str]]:
+    """In ``work``: a private ``STIGMER_HOME`` and ``token`` in a 0600 file, as ``stigmer server`` wants them;
+    the token file, and this process's environment for the server (no other ``STIGMER_`` setting)."""
+    (work / "home").mkdir(mode=0o700)
+    token_file = work / "token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
+    env["STIGMER_HOME"] = str(work / "home")
+    return token_file, env
 
 
 async def _fill(remote: Any, count: int) -> list[Any]:
@@ -343,12 +368,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
     }
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        (work / "home").mkdir(mode=0o700)
-        token_file = work / "token"
-        token_file.write_text(token)
-        token_file.chmod(0o600)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("STIGMER_")}
-        env["STIGMER_HOME"] = str(work / "home")
+        token_file, env = server_files(work, token)
         database = work / "bench.db"
         server = ServerProcess.start(["--db", str(database), "--token-file", str(token_file)], env=env)
         remote = CloudBackend(server.endpoint, token=token)
@@ -418,15 +438,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
                         bare_sqlite.process.pid,
                     ),
                 }
-                for call, _ in sides.values():
-                    await timed(call, 2 * concurrency, concurrency, None)
-                cycles = await paired_rounds(
-                    {
-                        name: lambda call=call, pid=pid, c=concurrency: timed(call, lifecycles, c, pid)
-                        for name, (call, pid) in sides.items()
-                    },
-                    rounds,
-                )
+                cycles = await warmed_rounds(sides, lifecycles, concurrency, rounds)
                 figures["lifecycle"][concurrency] = summary(
                     cycles, ("per_s", "cpu_ms", "server_cpu_ms", "client_cpu_ms")
                 )
