@@ -45,6 +45,7 @@ from ..rules import agent_instances, errors, execution_context, executions, ids,
 from ..rules.backend_info import backend_info
 from . import _rows
 from ._change_feed import ChangeFeed, Watcher
+from ._checkpointer import Checkpointer
 from ._errors import storage_error
 from ._group_commit import GroupCommit
 from ._list_query import page_query
@@ -210,7 +211,12 @@ class SqliteBackend(Backend):
         self._master_key = master_key
         self._secret_vault: SecretVault | None = None
         self._busy_timeout = busy_timeout
-        self._writes_since_checkpoint = 0
+        self._checkpoints = Checkpointer(
+            self._connect,
+            lambda: self._checkpoint(self._db),
+            every=_CHECKPOINT_EVERY,
+            name=f"stigmer-checkpoint {self.path.name}",
+        )
         self._waits = False  # whether the connection waits for locks now: on the storage thread
         self._grouping = False  # whether the call running now may join the step's group transaction
         self._recent = RecentRows()
@@ -278,7 +284,8 @@ class SqliteBackend(Backend):
             # A short-lived process (a CLI command) writes far fewer than _CHECKPOINT_EVERY times; when
             # another process keeps the file open, no close is the last one, and nothing else would copy
             # its writes out of the log: left to them, the log would grow with every command.
-            if self._writes_since_checkpoint:
+            self._checkpoints.close()
+            if self._checkpoints.commits:
                 self._checkpoint(self._conn)
             self._conn.close()
             self._conn = None
@@ -362,12 +369,9 @@ class SqliteBackend(Backend):
         return result, None if self._waits or not self._group.open else self._group.wait()
 
     def _committed(self) -> None:
-        """After each commit: watchers are told, and every ``_CHECKPOINT_EVERY`` commits the log is copied."""
+        """After each commit: watchers are told, and the log is copied out every ``_CHECKPOINT_EVERY`` commits."""
         self._changes.notify()  # thread-safe: the storage thread commits too
-        self._writes_since_checkpoint += 1
-        if self._writes_since_checkpoint >= _CHECKPOINT_EVERY:
-            self._writes_since_checkpoint = 0
-            self._checkpoint(self._db)
+        self._checkpoints.committed()
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         """Copies the log into the database file; when the log is long, has the next write start it again.
