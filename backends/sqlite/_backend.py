@@ -334,8 +334,8 @@ class SqliteBackend(Backend):
             conn = self._group.begin()
             try:
                 yield conn
-            except BaseException:
-                self._group.undo()
+            except BaseException as error:
+                self._group.undo(error)
                 raise
             self._group.done()
             return
@@ -527,9 +527,10 @@ class SqliteBackend(Backend):
         with self._write() as conn:
             existing_row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
             if existing_row is not None:
-                existing = self._settled(conn, _rows.execution_from_row(existing_row), now)
+                existing = _rows.execution_from_row(existing_row)
+                # Refused before the expiry is written: a refusal writes nothing (see _group_commit).
                 executions.require_retry_of(existing, message)
-                return pb.CreateExecutionResponse(execution=existing, created=False)
+                return pb.CreateExecutionResponse(execution=self._settled(conn, existing, now), created=False)
             current_agent = self._agent_row(conn, message.agent_instance)
             newest = conn.execute(_NEWEST_EXECUTION).fetchone()[0]
             if agent is None or tuple(current_agent) != tuple(agent):

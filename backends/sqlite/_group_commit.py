@@ -5,9 +5,17 @@ event loop (16 lifecycles in flight: 8 to 16 writes in most steps, counted).
 Each in its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` paid the lock calls, the
 log pages and the commit once per write; the commits were the largest part
 of a write's SQLite time. Here the first such write of a step opens the
-transaction, each write runs in a savepoint of its own (a write that fails
-takes back its own changes only), and the transaction commits once, at the
+transaction, the others join it, and the transaction commits once, at the
 start of the next step, before any new request is read.
+
+A write that fails takes back nothing of the others. Every refusal is decided
+before the write changes anything (a compare-and-set that matches no row
+changes none), so a failed write has nothing to take back, which the
+connection's change count confirms. Only a write that fails after changing
+rows (a storage error between two statements) cannot be told apart from the
+writes before it without a savepoint: it takes the whole transaction back and
+every write in it fails, as when the commit fails. A savepoint around each write
+would avoid that for a case that does not happen, at two statements per write.
 
 Exactness and durability per acknowledged write:
 
@@ -35,6 +43,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+
+from grpclib import GRPCError
+from grpclib.const import Status
 
 __all__ = ["GroupCommit"]
 
@@ -64,6 +75,7 @@ class GroupCommit:
         self._grouping_pays = True
         self._writes_this_step = 0
         self._first = False  # whether the write in progress opened the transaction
+        self._changes_before = 0  # the connection's change count when the write in progress began
 
     @property
     def open(self) -> bool:
@@ -80,44 +92,58 @@ class GroupCommit:
         return waiter
 
     def begin(self) -> sqlite3.Connection:
-        """Starts a write: it joins the step's transaction in a savepoint, or, the first of its
-        step, opens the transaction (``BEGIN IMMEDIATE``; meeting another process's lock, that
-        raises ``SQLITE_BUSY`` with nothing opened). Then ``done`` or ``undo``.
-
-        The first write needs no savepoint: until it ends, the transaction holds nothing else.
+        """Starts a write: it joins the step's transaction, or, the first of its step, opens it
+        (``BEGIN IMMEDIATE``; meeting another process's lock, that raises ``SQLITE_BUSY`` with
+        nothing opened). Then ``done`` or ``undo``.
         """
         conn = self._connection()
         self._count_write()
         self._first = self._waiters is None
-        conn.execute("BEGIN IMMEDIATE" if self._first else "SAVEPOINT call")
+        if self._first:
+            conn.execute("BEGIN IMMEDIATE")
+        self._changes_before = conn.total_changes
         return conn
 
     def done(self) -> None:
         """The write succeeded: kept in the step's transaction (or, for a lone writer, committed now)."""
-        conn = self._connection()
         if not self._first:
-            conn.execute("RELEASE call")
-        elif self._grouping_pays:
+            return
+        if self._grouping_pays:
             waiters: list[asyncio.Future[None]] = []
             self._waiters = waiters
             asyncio.get_running_loop().call_soon(self._commit, waiters)
-        else:  # a transaction of its own
-            try:
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self._committed()
+            return
+        conn = self._connection()  # a transaction of its own
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._committed()
 
-    def undo(self) -> None:
-        """The write failed: its changes are taken back, and only its own."""
+    def undo(self, error: BaseException) -> None:
+        """The write failed with ``error``: its changes are taken back, and only its own if it made none."""
         conn = self._connection()
-        if not self._first:
-            conn.execute("ROLLBACK TO call")
-            conn.execute("RELEASE call")
-        elif conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if self._first:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        elif conn.total_changes != self._changes_before and self._waiters is not None:
+            self._take_back(self._waiters, error)
+
+    def _take_back(self, waiters: list[asyncio.Future[None]], error: BaseException) -> None:
+        """Rolls the open transaction back; every write in it fails (a storage error as itself)."""
+        self._waiters = None
+        conn = self._connection()
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            self._failed()
+            reported = error if isinstance(error, sqlite3.Error) else _taken_back()
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(reported)
 
     def _count_write(self) -> None:
         if not self._writes_this_step:
@@ -156,3 +182,9 @@ class GroupCommit:
                         waiter.set_exception(error)
         if error is None:
             self._committed()
+
+
+def _taken_back() -> GRPCError:
+    return GRPCError(
+        Status.UNAVAILABLE, "a write sharing this call's transaction failed, so nothing of it was written; try again"
+    )

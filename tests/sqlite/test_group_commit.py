@@ -14,7 +14,7 @@ import pytest
 from grpclib import GRPCError
 from grpclib.const import Status
 
-from stigmer_backend.backends.sqlite import SqliteBackend
+from stigmer_backend.backends.sqlite import SqliteBackend, _backend
 from stigmer_backend.gen.stigmer.backend import v1 as pb
 
 from ._support import raw, seed, statements
@@ -51,6 +51,7 @@ async def test_the_writes_of_one_step_commit_once_and_each_answers_after_its_com
         assert await asyncio.gather(*(claim(execution) for execution in executions)) == [2] * 8
     assert executed.count("COMMIT") == 1
     assert executed.count("BEGIN IMMEDIATE") == 1
+    assert not [sql for sql in executed if sql.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))]
     assert set(_versions(db_path).values()) == {2}
 
 
@@ -68,6 +69,63 @@ async def test_a_refused_write_takes_back_only_its_own_changes(db_path: Path) ->
     assert [result.execution.version for result in (results[0], results[2])] == [2, 2]  # type: ignore[union-attr]
     assert executed.count("COMMIT") == 1
     assert _versions(db_path) == {first.id: 2, stale.id: 1, last.id: 2}
+
+
+async def test_a_write_that_fails_after_changing_rows_takes_back_the_writes_before_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no savepoint per write, such a write takes back the transaction it shares; the writes
+    in it fail, and the next write of the step opens a transaction of its own."""
+    first, broken, last = await seed(db_path, executions=3)
+    real = _backend._compare_and_set
+
+    def storage_error_after_the_update(conn: sqlite3.Connection, write: _backend._StatusWrite) -> bool:
+        matched = real(conn, write)
+        if write.execution_id == broken.id:
+            error = sqlite3.OperationalError("disk I/O error")  # as the write's next statement would raise it
+            error.sqlite_errorcode, error.sqlite_errorname = sqlite3.SQLITE_IOERR, "SQLITE_IOERR"
+            raise error
+        return matched
+
+    monkeypatch.setattr(_backend, "_compare_and_set", storage_error_after_the_update)
+    async with SqliteBackend(db_path) as backend:
+        executed = statements(backend)
+        results = await asyncio.gather(
+            *(backend.update_execution_status(_claim(execution)) for execution in (first, broken, last)),
+            return_exceptions=True,
+        )
+        assert [type(result) for result in results] == [GRPCError, GRPCError, pb.UpdateExecutionStatusResponse]
+        assert results[0].status == results[1].status == Status.INTERNAL  # type: ignore[union-attr]
+        assert executed.count("ROLLBACK") == 1 and executed.count("BEGIN IMMEDIATE") == 2
+        assert _versions(db_path) == {first.id: 1, broken.id: 1, last.id: 2}
+        retried = await backend.update_execution_status(_claim(first))  # nothing of the taken-back write is kept
+        assert retried.execution.version == 2
+
+
+async def test_a_refused_retry_of_a_create_writes_nothing_even_with_a_lease_to_expire(db_path: Path) -> None:
+    """The expiry a create finds on its way is written only once the create is not refused."""
+    running, other = await seed(db_path, executions=2)
+    async with SqliteBackend(db_path) as backend:
+        await backend.update_execution_status(_claim(running))
+    with raw(db_path) as conn:
+        conn.execute("UPDATE executions SET lease_expire_us = 1 WHERE id = ?", (running.id,))
+    async with SqliteBackend(db_path) as backend:
+        executed = statements(backend)
+        claimed, refused = await asyncio.gather(
+            backend.update_execution_status(_claim(other)),
+            backend.create_execution(
+                pb.CreateExecutionRequest(
+                    request_id="seed-0",  # ``running``'s, with another input
+                    agent_instance=pb.AgentInstanceRef(name="helper"),
+                    input=pb.ExecutionInput(message="not the same task"),
+                )
+            ),
+            return_exceptions=True,
+        )
+    assert isinstance(refused, GRPCError) and refused.status == Status.ALREADY_EXISTS
+    assert isinstance(claimed, pb.UpdateExecutionStatusResponse) and claimed.execution.version == 2
+    assert "ROLLBACK" not in executed
+    assert _versions(db_path) == {running.id: 2, other.id: 2}
 
 
 async def test_when_the_commit_fails_every_write_of_the_step_fails_and_none_is_in_the_file(db_path: Path) -> None:
