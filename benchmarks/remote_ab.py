@@ -59,7 +59,7 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} [{min(values):.3f}..{max(values):.3f}]"
 
 
-async def measure(other_python: str, rounds: int, calls: int) -> str:
+async def measure(other_python: str, rounds: int, calls: int, in_flight: list[int], lists: bool = True) -> str:
     token = secrets.token_hex(24)
     lines = [f"uptime before: {os.popen('uptime').read().strip()}"]
     with tempfile.TemporaryDirectory() as scratch:
@@ -93,22 +93,27 @@ async def measure(other_python: str, rounds: int, calls: int) -> str:
                 return lambda: run_lifecycle(backend, f"ab-{next(serial):06d}")
 
             pids = {side: process.pid for side, process in processes.items()}
-            listing = await paired_rounds(
-                {
-                    "this": lambda: timed(lambda: backends["this"].list_executions(list_request), 100, 1, pids["this"]),
-                    "other": lambda: timed(
-                        lambda: backends["other"].list_executions(list_request), 100, 1, pids["other"]
-                    ),
-                    "in_process": lambda: timed(lambda: local.list_executions(list_request), 100, 1, None),
-                },
-                rounds,
-            )
-            lines.append("ListExecutions page of 50, p50 latency / in-process (per round):")
-            for side in ("this", "other"):
-                ratios = [a["p50_ms"] / b["p50_ms"] for a, b in zip(listing[side], listing["in_process"], strict=True)]
-                p50 = [one["p50_ms"] for one in listing[side]]
-                lines.append(f"  {side:<5}  {_spread(ratios)}   p50 ms {_spread(p50)}")
-            for concurrency in (1, CONCURRENCY):
+            if lists:
+                listing = await paired_rounds(
+                    {
+                        "this": lambda: timed(
+                            lambda: backends["this"].list_executions(list_request), 100, 1, pids["this"]
+                        ),
+                        "other": lambda: timed(
+                            lambda: backends["other"].list_executions(list_request), 100, 1, pids["other"]
+                        ),
+                        "in_process": lambda: timed(lambda: local.list_executions(list_request), 100, 1, None),
+                    },
+                    rounds,
+                )
+                lines.append("ListExecutions page of 50, p50 latency / in-process (per round):")
+                for side in ("this", "other"):
+                    ratios = [
+                        a["p50_ms"] / b["p50_ms"] for a, b in zip(listing[side], listing["in_process"], strict=True)
+                    ]
+                    p50 = [one["p50_ms"] for one in listing[side]]
+                    lines.append(f"  {side:<5}  {_spread(ratios)}   p50 ms {_spread(p50)}")
+            for concurrency in in_flight:
                 sides = {
                     "this": (lifecycle(backends["this"]), pids["this"]),
                     "other": (lifecycle(backends["other"]), pids["other"]),
@@ -122,7 +127,10 @@ async def measure(other_python: str, rounds: int, calls: int) -> str:
                 for side, results in cycles.items():
                     rates = [one["per_s"] for one in results]
                     cpu = [one["cpu_ms"] for one in results]
-                    lines.append(f"  {side:<5}  lifecycles/s {_spread(rates)}  CPU {_spread(cpu)}")
+                    server = [one["server_cpu_ms"] for one in results]
+                    lines.append(
+                        f"  {side:<5}  lifecycles/s {_spread(rates)}  CPU {_spread(cpu)}  serving {_spread(server)}"
+                    )
         finally:
             for backend in backends.values():
                 await backend.aclose()
@@ -141,5 +149,14 @@ if __name__ == "__main__":
     parser.add_argument("other_python", help="the interpreter of the other checkout's virtualenv")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=160, help="lifecycles per side and round")
+    parser.add_argument(
+        "--in-flight", type=int, action="append", help=f"lifecycles in flight (repeatable; default 1 and {CONCURRENCY})"
+    )
+    parser.add_argument("--no-lists", action="store_true", help="measure lifecycles only")
     arguments = parser.parse_args()
-    print(asyncio.run(measure(arguments.other_python, arguments.rounds, arguments.calls)))
+    in_flight = arguments.in_flight or [1, CONCURRENCY]
+    print(
+        asyncio.run(
+            measure(arguments.other_python, arguments.rounds, arguments.calls, in_flight, lists=not arguments.no_lists)
+        )
+    )
