@@ -65,6 +65,21 @@ R = TypeVar("R")
 
 _EXECUTION_SELECT = f"SELECT {', '.join(_rows.EXECUTION_COLUMNS)} FROM executions"
 _NEWEST_EXECUTION = "SELECT max(id) FROM executions"
+_INSERT_EXECUTION = (
+    f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})"
+)
+# A create built before the lock, inserted only if what it was built on still holds, each an
+# indexed look-up: its request_id is new, its agent instance is the version it snapshots, and
+# no execution has an identifier at or after its own. One statement where the checks one by
+# one were four; when one fails nothing is inserted, and the checks run one by one to tell which.
+_INSERT_IF_CURRENT = (
+    f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
+    f"SELECT {', '.join('?' * len(_rows.EXECUTION_COLUMNS))} "
+    "WHERE NOT EXISTS (SELECT 1 FROM executions WHERE request_id = ?) "
+    "AND EXISTS (SELECT 1 FROM agent_instances WHERE id = ? AND name = ? AND version = ?) "
+    "AND coalesce((SELECT max(id) FROM executions), '') < ?"
+)
 _AGENT_SELECT = (
     "SELECT a.id, a.name, a.version, v.agent_instance FROM agent_instances a "
     "JOIN agent_instance_versions v ON v.agent_instance_id = a.id AND v.version = a.version"
@@ -525,26 +540,30 @@ class SqliteBackend(Backend):
                 newest = self._db.execute(_NEWEST_EXECUTION).fetchone()[0]
             execution, row = self._new_execution(message, agent, newest, now)
         with self._write() as conn:
-            existing_row = conn.execute(f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)).fetchone()
-            if existing_row is not None:
-                existing = _rows.execution_from_row(existing_row)
-                # Refused before the expiry is written: a refusal writes nothing (see _group_commit).
-                executions.require_retry_of(existing, message)
-                return pb.CreateExecutionResponse(execution=self._settled(conn, existing, now), created=False)
-            current_agent = self._agent_row(conn, message.agent_instance)
-            newest = conn.execute(_NEWEST_EXECUTION).fetchone()[0]
-            if agent is None or tuple(current_agent) != tuple(agent):
-                execution, row = self._new_execution(message, current_agent, newest, now)
-            elif newest is not None and newest >= execution.id:
-                # Another process created one since (the same millisecond, or a clock ahead): only
-                # the identifier moves past it; the rest was built before the lock.
-                execution.id = ids.next_id(ids.EXECUTION_PREFIX, newest)
-                row = (execution.id, *row[1:])
-            conn.execute(
-                f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})",
-                row,
-            )
+            if (
+                agent is not None
+                and conn.execute(_INSERT_IF_CURRENT, (*row, *_checked(message, agent, execution))).rowcount
+            ):
+                current_agent = agent  # every check held: the one statement did it all
+            else:
+                existing_row = conn.execute(
+                    f"{_EXECUTION_SELECT} WHERE request_id = ?", (message.request_id,)
+                ).fetchone()
+                if existing_row is not None:
+                    existing = _rows.execution_from_row(existing_row)
+                    # Refused before the expiry is written: a refusal writes nothing (see _group_commit).
+                    executions.require_retry_of(existing, message)
+                    return pb.CreateExecutionResponse(execution=self._settled(conn, existing, now), created=False)
+                current_agent = self._agent_row(conn, message.agent_instance)
+                newest = conn.execute(_NEWEST_EXECUTION).fetchone()[0]
+                if agent is None or tuple(current_agent) != tuple(agent):
+                    execution, row = self._new_execution(message, current_agent, newest, now)
+                elif newest is not None and newest >= execution.id:
+                    # Another process created one since (the same millisecond, or a clock ahead): only
+                    # the identifier moves past it; the rest was built before the lock.
+                    execution.id = ids.next_id(ids.EXECUTION_PREFIX, newest)
+                    row = (execution.id, *row[1:])
+                conn.execute(_INSERT_EXECUTION, row)
         self._recent.remember_agent(key, current_agent)
         self._recent.newest_execution = execution.id
         self._recent.remember_execution(dict(zip(_rows.EXECUTION_COLUMNS, row, strict=True)))
@@ -817,6 +836,13 @@ def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.R
     key, value = _agent_key(ref)
     row: sqlite3.Row | None = conn.execute(f"{_AGENT_SELECT} WHERE {key} = ?", (value,)).fetchone()
     return row
+
+
+def _checked(
+    message: pb.CreateExecutionRequest, agent: _rows.StoredRow, execution: pb.Execution
+) -> tuple[_rows.SqlValue, ...]:
+    """The parameters of ``_INSERT_IF_CURRENT``'s checks."""
+    return (message.request_id, agent["id"], agent["name"], agent["version"], execution.id)
 
 
 class _StatusWrite(NamedTuple):

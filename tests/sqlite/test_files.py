@@ -117,7 +117,7 @@ async def test_every_read_modify_write_is_one_immediate_transaction(db_path):
 
     Reads may come before the transaction (the decision is prepared outside the write lock), but
     only reads; inside it, a status write is a compare-and-set on the version it was decided on,
-    and a create or apply reads what decides it again.
+    an apply reads what decides it again, and a create's INSERT checks what it was built on.
     """
     [execution] = await seed(db_path, executions=1)
     async with SqliteBackend(db_path) as backend:
@@ -160,6 +160,10 @@ async def test_every_read_modify_write_is_one_immediate_transaction(db_path):
             assert writes, (name, top_level)
             if name in ("claim", "cancel"):
                 assert all(s.startswith("UPDATE executions") and "AND version = " in s for s in writes), writes
+            elif name == "create":  # built on the agent row read before: its INSERT checks that row is current
+                [insert] = set(writes)  # the trace repeats it once per trigger program it runs
+                assert "EXISTS (SELECT 1 FROM agent_instances WHERE id = " in insert, insert
+                assert "NOT EXISTS (SELECT 1 FROM executions WHERE request_id = 'new')" in insert, insert
             else:
                 assert reads, (name, top_level)
 

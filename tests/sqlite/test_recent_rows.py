@@ -62,6 +62,11 @@ async def test_a_lifecycle_after_the_first_create_reads_nothing_outside_its_writ
     assert [claimed.execution.version, renewed.execution.version, done.execution.version] == [2, 3, 4]
     assert executed.count("BEGIN IMMEDIATE") == 4
     assert _outside_transactions(executed) == []
+    # One statement in each transaction: the create's checks are in its INSERT (the trace repeats
+    # a statement once per trigger program it runs).
+    kinds = [sql.split()[0] for sql in executed if not sql.startswith("--")]
+    kinds = [kind for index, kind in enumerate(kinds) if not index or kinds[index - 1] != kind]
+    assert kinds == ["BEGIN", "INSERT", "COMMIT"] + ["BEGIN", "UPDATE", "COMMIT"] * 3, executed
     # Stored as answered: the row the writes decided on was the stored one.
     async with SqliteBackend(db_path) as fresh:
         stored = await fresh.get_execution(pb.GetExecutionRequest(execution_id=created.id))
