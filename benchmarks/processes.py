@@ -141,9 +141,7 @@ def _worker(kind: str, path: str, tag: str, count: int, observe: bool) -> None:
             if "short-steps" in variant:
                 backend._conn = _ShortStepConnection(backend._conn)
             if "auto-checkpoint" in variant:
-                from stigmer_backend.backends.sqlite import _backend
-
-                _backend._CHECKPOINT_EVERY = sys.maxsize
+                backend._checkpoints.every = sys.maxsize
                 backend._conn.execute("PRAGMA wal_autocheckpoint = 1000")
             if observe:
                 observed = backend._conn = _ObservedConnection(backend._conn)

@@ -42,7 +42,7 @@ class Checkpointer:
     ) -> None:
         self._connect = connect
         self._catch_up = catch_up
-        self._every = every
+        self.every = every
         self._name = name
         self.commits = 0  # since the last checkpoint that left the log empty
         self._requested = False  # a pass was asked for and its catch-up has not run yet
@@ -62,7 +62,7 @@ class Checkpointer:
                 self._passed.clear()
                 self.commits = 0
                 self._catch_up()
-        elif self.commits >= self._every:
+        elif self.commits >= self.every:
             self._requested = True
             self._start()
             self._wanted.set()

@@ -123,7 +123,8 @@ class GroupCommit:
         self._committed()
 
     def undo(self, error: BaseException) -> None:
-        """The write failed with ``error``: its changes are taken back, and only its own if it made none."""
+        """The write failed with ``error``. Having changed nothing, it leaves the transaction as it was;
+        else the transaction is taken back, and the step's writes before it with it (``_take_back``)."""
         conn = self._connection()
         if self._first:
             if conn.in_transaction:
