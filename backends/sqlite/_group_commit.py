@@ -129,7 +129,8 @@ class GroupCommit:
         if self._first:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-        elif conn.total_changes != self._changes_before and self._waiters is not None:
+        elif self._waiters is not None and (conn.total_changes != self._changes_before or not conn.in_transaction):
+            # Changed rows, or SQLite rolled the whole transaction back itself (a full disk, an I/O error).
             self._take_back(self._waiters, error)
 
     def _take_back(self, waiters: list[asyncio.Future[None]], error: BaseException) -> None:

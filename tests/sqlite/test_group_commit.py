@@ -102,6 +102,32 @@ async def test_a_write_that_fails_after_changing_rows_takes_back_the_writes_befo
         assert retried.execution.version == 2
 
 
+async def test_a_write_whose_error_ended_the_transaction_fails_the_writes_before_it_with_that_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite rolls a whole transaction back on some errors (a full disk): nothing changed, yet
+    the writes before it are gone, and they fail with the error that took them."""
+    first, broken = await seed(db_path, executions=2)
+    real = _backend._compare_and_set
+
+    def full_disk(conn: sqlite3.Connection, write: _backend._StatusWrite) -> bool:
+        if write.execution_id == broken.id:
+            conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode, error.sqlite_errorname = sqlite3.SQLITE_FULL, "SQLITE_FULL"
+            raise error
+        return real(conn, write)
+
+    monkeypatch.setattr(_backend, "_compare_and_set", full_disk)
+    async with SqliteBackend(db_path) as backend:
+        results = await asyncio.gather(
+            *(backend.update_execution_status(_claim(execution)) for execution in (first, broken)),
+            return_exceptions=True,
+        )
+    assert [getattr(result, "status", result) for result in results] == [Status.RESOURCE_EXHAUSTED] * 2
+    assert _versions(db_path) == {first.id: 1, broken.id: 1}
+
+
 async def test_a_refused_retry_of_a_create_writes_nothing_even_with_a_lease_to_expire(db_path: Path) -> None:
     """The expiry a create finds on its way is written only once the create is not refused."""
     running, other = await seed(db_path, executions=2)
