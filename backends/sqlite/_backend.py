@@ -65,17 +65,15 @@ R = TypeVar("R")
 
 _EXECUTION_SELECT = f"SELECT {', '.join(_rows.EXECUTION_COLUMNS)} FROM executions"
 _NEWEST_EXECUTION = "SELECT max(id) FROM executions"
-_INSERT_EXECUTION = (
-    f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_rows.EXECUTION_COLUMNS))})"
-)
+_INSERT_INTO_EXECUTIONS = f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)})"
+_EXECUTION_VALUES = ", ".join("?" * len(_rows.EXECUTION_COLUMNS))
+_INSERT_EXECUTION = f"{_INSERT_INTO_EXECUTIONS} VALUES ({_EXECUTION_VALUES})"
 # A create built before the lock, inserted only if what it was built on still holds, each an
 # indexed look-up: its request_id is new, its agent instance is the version it snapshots, and
 # no execution has an identifier at or after its own. One statement where the checks one by
 # one were four; when one fails nothing is inserted, and the checks run one by one to tell which.
 _INSERT_IF_CURRENT = (
-    f"INSERT INTO executions ({', '.join(_rows.EXECUTION_COLUMNS)}) "
-    f"SELECT {', '.join('?' * len(_rows.EXECUTION_COLUMNS))} "
+    f"{_INSERT_INTO_EXECUTIONS} SELECT {_EXECUTION_VALUES} "
     "WHERE NOT EXISTS (SELECT 1 FROM executions WHERE request_id = ?) "
     "AND EXISTS (SELECT 1 FROM agent_instances WHERE id = ? AND name = ? AND version = ?) "
     "AND coalesce((SELECT max(id) FROM executions), '') < ?"
@@ -527,23 +525,24 @@ class SqliteBackend(Backend):
         assert message.agent_instance is not None  # validated
         now = _now()
         # Built before the write lock is taken (see _change): in the transaction only the checks
-        # that decide, each one indexed statement, and the identifier if another create took it.
+        # that decide (``_INSERT_IF_CURRENT``), and the identifier if another create took it.
         # Built on the agent row and newest id of this backend's last create when it has them
         # (``_recent``): the checks in the transaction find whether they are still current.
         key = _agent_key(message.agent_instance)
         agent = self._recent.agent(key)
         if agent is None:
             agent = _find_agent(self._db, message.agent_instance)
-        if agent is not None:  # else decided in the transaction: a known request_id still answers
+        insert_if_current = None  # without an agent row, decided in the transaction: a known request_id still answers
+        if agent is not None:
             newest = self._recent.newest_execution
             if newest is None:
                 newest = self._db.execute(_NEWEST_EXECUTION).fetchone()[0]
             execution, row = self._new_execution(message, agent, newest, now)
+            checks = (message.request_id, agent["id"], agent["name"], agent["version"], execution.id)
+            insert_if_current = (*row, *checks)
         with self._write() as conn:
-            if (
-                agent is not None
-                and conn.execute(_INSERT_IF_CURRENT, (*row, *_checked(message, agent, execution))).rowcount
-            ):
+            if insert_if_current is not None and conn.execute(_INSERT_IF_CURRENT, insert_if_current).rowcount:
+                assert agent is not None  # insert_if_current is built on one
                 current_agent = agent  # every check held: the one statement did it all
             else:
                 existing_row = conn.execute(
@@ -836,13 +835,6 @@ def _find_agent(conn: sqlite3.Connection, ref: pb.AgentInstanceRef) -> sqlite3.R
     key, value = _agent_key(ref)
     row: sqlite3.Row | None = conn.execute(f"{_AGENT_SELECT} WHERE {key} = ?", (value,)).fetchone()
     return row
-
-
-def _checked(
-    message: pb.CreateExecutionRequest, agent: _rows.StoredRow, execution: pb.Execution
-) -> tuple[_rows.SqlValue, ...]:
-    """The parameters of ``_INSERT_IF_CURRENT``'s checks."""
-    return (message.request_id, agent["id"], agent["name"], agent["version"], execution.id)
 
 
 class _StatusWrite(NamedTuple):
