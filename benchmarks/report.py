@@ -307,11 +307,11 @@ LIST_IMPORT_STEPS = (
     ("Python itself", "pass"),
     ("+ click", "import click"),
     ("+ asyncio, sqlite3 (stdlib the local backend needs)", "import asyncio, sqlite3"),
+    # betterproto2 reads its own version with importlib.metadata; the CLI hands it the version first.
     (
-        "+ importlib.metadata (betterproto2 reads its own version with it)",
-        "import importlib.metadata; importlib.metadata.version('betterproto2')",
+        "+ betterproto2 (its version from the CLI, cli/_betterproto2_version.py)",
+        "from stigmer_backend.cli import _betterproto2_version; _betterproto2_version.install(); import betterproto2",
     ),
-    ("+ betterproto2", "import betterproto2"),
     ("+ grpclib.server, h2 (betterproto2.grpclib: the generated service base)", "import betterproto2.grpclib"),
     ("+ google.protobuf descriptors (gen's reflection option)", "import google.protobuf.descriptor_pool"),
     ("+ dateutil (gen's well-known types)", "import dateutil.parser"),

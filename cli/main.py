@@ -61,6 +61,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="stigmer-backend", prog_name="stigmer")
 def cli() -> None:
     """Stigmer: run AI agents locally (SQLite) or against a remote backend (gRPC)."""
+    from . import _betterproto2_version
+
+    _betterproto2_version.install()  # runs before the command, whose body imports the generated code
 
 
 def main() -> None:
