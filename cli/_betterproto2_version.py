@@ -24,7 +24,7 @@ import os
 import sys
 import types
 
-__all__ = ["install"]
+__all__ = ["check_compiler_version", "install", "installed_version"]
 
 _NAME = "betterproto2._version"
 
