@@ -31,9 +31,10 @@ write (``stigmer_backend.backends.batched_writes``). The lifecycle is also run b
 batching, to show what joining the frames does by itself.
 
 Where a lifecycle's CPU goes is measured in the same rounds: the serving process as the bare
-server, as a bare grpclib server with a ``SqliteBackend`` behind it (the storage's cost), and as
-``stigmer server`` (what its token check, gate and request checks add); and the calling process
-with the generated stub and with CloudBackend.
+server, as a bare grpclib server with a ``MemoryBackend`` behind it (the contract's rules and
+messages, storage in dicts), with a ``SqliteBackend`` behind it (what SQLite storage adds to that),
+and as ``stigmer server`` (what its token check, gate and request checks add); and the calling
+process with the generated stub and with CloudBackend.
 
 Not a test: nothing here asserts; it measures and prints.
 """
@@ -142,7 +143,9 @@ class ConstantBackend(pb.BackendServiceBase):
         return self._updates[message.expected_version]
 
 
-async def bare_server(responses_file: str, default_codec: bool, batched: bool, sqlite: str | None = None) -> None:
+async def bare_server(
+    responses_file: str, default_codec: bool, batched: bool, sqlite: str | None = None, memory: bool = False
+) -> None:
     import signal
 
     from grpclib.protocol import H2Protocol
@@ -164,6 +167,10 @@ async def bare_server(responses_file: str, default_codec: bool, batched: bool, s
         from stigmer_backend.backends.sqlite import SqliteBackend
 
         backend: pb.BackendServiceBase = SqliteBackend(sqlite)
+    elif memory:  # the contract's rules and messages, without storage
+        from stigmer_backend.backends.memory import MemoryBackend
+
+        backend = MemoryBackend()
     else:
         backend = ConstantBackend(responses)
     server = (BatchingServer if batched else Server)([backend], codec=None if default_codec else ContractCodec())
@@ -182,7 +189,8 @@ class BareServer:
     """A bare grpclib server subprocess and a generated stub on a channel to it.
 
     It answers with the pre-built responses, or, given ``sqlite``, serves a ``SqliteBackend`` on
-    that file: the storage's cost apart from what ``stigmer server`` adds around it.
+    that file: the storage's cost apart from what ``stigmer server`` adds around it; or, with
+    ``memory``, a ``MemoryBackend``: the contract's rules without storage.
     """
 
     def __init__(
@@ -193,6 +201,7 @@ class BareServer:
         default_codec: bool,
         batched: bool = False,
         sqlite: Path | None = None,
+        memory: bool = False,
     ) -> None:
         from grpclib.client import Channel
 
@@ -200,6 +209,7 @@ class BareServer:
         command += ["--default-codec"] if default_codec else []
         command += ["--batched"] if batched else []
         command += ["--sqlite", str(sqlite)] if sqlite is not None else []
+        command += ["--memory"] if memory else []
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         line = self.process.stdout.readline().strip()
         if not line.startswith(LISTENING_PREFIX):
@@ -373,7 +383,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         server = ServerProcess.start(["--db", str(database), "--token-file", str(token_file)], env=env)
         remote = CloudBackend(server.endpoint, token=token)
         local = SqliteBackend(database)
-        bare = bare_default = bare_batched = bare_sqlite = None
+        bare = bare_default = bare_batched = bare_memory = bare_sqlite = None
         try:
             created, claimed, renewed, succeeded = await _fill(remote, 60)
             get_request = pb.GetExecutionRequest(execution_id=succeeded.execution.id)
@@ -394,8 +404,10 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
             bare = BareServer(responses_file, token, default_codec=False)
             bare_default = BareServer(responses_file, token, default_codec=True)
             bare_batched = BareServer(responses_file, token, default_codec=False, batched=True)
+            bare_memory = BareServer(responses_file, token, default_codec=False, memory=True)
             bare_sqlite = BareServer(responses_file, token, default_codec=False, sqlite=work / "bare.db")
-            await _fill(bare_sqlite.stub, 1)
+            for backed in (bare_memory, bare_sqlite):
+                await _fill(backed.stub, 1)
             # The bare lifecycle's requests have the sizes of the remote ones (ids of the same length).
             bare_execution = created.execution.id
 
@@ -433,6 +445,10 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
                     "bare": (lambda: bare.lifecycle(bare_execution), bare.process.pid),
                     "bare_default_codec": (lambda: bare_default.lifecycle(bare_execution), bare_default.process.pid),
                     "bare_batched": (lambda: bare_batched.lifecycle(bare_execution), bare_batched.process.pid),
+                    "bare_memory": (
+                        lambda: run_lifecycle(bare_memory.stub, f"memory-{next(serial):05d}"),
+                        bare_memory.process.pid,
+                    ),
                     "bare_sqlite": (
                         lambda: run_lifecycle(bare_sqlite.stub, f"bare-{next(serial):05d}"),
                         bare_sqlite.process.pid,
@@ -458,7 +474,7 @@ async def measure_async(quick: bool = False, rounds: int | None = None) -> dict[
         finally:
             await remote.aclose()
             await local.aclose()
-            for side in (bare, bare_default, bare_batched, bare_sqlite):
+            for side in (bare, bare_default, bare_batched, bare_memory, bare_sqlite):
                 if side is not None:
                     side.close()
             server.close()
@@ -535,10 +551,11 @@ def _where_it_goes(row: dict[str, Any]) -> list[str]:
     """The serving process's CPU per lifecycle, layer by layer, and the client's: medians over rounds."""
     server = {name: values["median"] for name, values in row["server_cpu_ms"].items() if name != "ratios"}
     client = {name: values["median"] for name, values in row["client_cpu_ms"].items() if name != "ratios"}
-    bare, storage, served = server["bare"], server["bare_sqlite"], server["remote"]
+    bare, rules, storage, served = server["bare"], server["bare_memory"], server["bare_sqlite"], server["remote"]
     return [
         f"       where it goes, CPU ms per lifecycle: serving process: grpclib and codec (bare) {bare:.2f},"
-        f" with SqliteBackend behind it {storage:.2f} (+{storage - bare:.2f}),"
+        f" with MemoryBackend behind it {rules:.2f} ({rules - bare:+.2f}: contract rules and messages),"
+        f" with SqliteBackend {storage:.2f} ({storage - rules:+.2f}: SQLite storage),"
         f" stigmer server {served:.2f} ({served - storage:+.2f}: token, gate, request checks);"
         f" calling process: generated stub {client['bare']:.2f}, CloudBackend {client['remote']:.2f}",
     ]
@@ -646,9 +663,14 @@ if __name__ == "__main__":
     parser.add_argument("--default-codec", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batched", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sqlite", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.bare_server:
-        asyncio.run(bare_server(arguments.bare_server, arguments.default_codec, arguments.batched, arguments.sqlite))
+        asyncio.run(
+            bare_server(
+                arguments.bare_server, arguments.default_codec, arguments.batched, arguments.sqlite, arguments.memory
+            )
+        )
     elif arguments.profile:
         print(profile_report(100 if arguments.quick else 300, "lifecycle"))
         print()

@@ -46,10 +46,12 @@ def test_the_remote_path_benchmark_runs_and_reports_every_figure():
         assert line in text
     assert "stigmer server" in text and "MiB" in text
     for row in figures["lifecycle"].values():
-        # The decomposition measured in the same rounds: the serving process alone, and the storage apart.
-        for side in ("remote", "bare", "bare_sqlite"):
+        # The decomposition measured in the same rounds: the serving process alone, the contract's
+        # rules without storage, and the storage apart.
+        for side in ("remote", "bare", "bare_memory", "bare_sqlite"):
             assert len(row["server_cpu_ms"][side]["rounds"]) == figures["rounds"]
-        assert f"{row['server_cpu_ms']['bare_sqlite']['median']:.2f}" in text
+        for side in ("bare_memory", "bare_sqlite"):
+            assert f"{row['server_cpu_ms'][side]['median']:.2f}" in text
 
     # benchmarks/run reads the goals' rows from this text (README's table).
     spec = importlib.util.spec_from_file_location("benchmark_report", REPO / "benchmarks/report.py")
