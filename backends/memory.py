@@ -38,6 +38,7 @@ class MemoryBackend(Backend):
         self._agents: dict[str, pb.AgentInstance] = {}  # by name
         self._agent_versions: dict[tuple[str, int], pb.AgentInstance] = {}
         self._executions: dict[str, pb.Execution] = {}
+        self._newest: str | None = None  # the greatest id: ids sort in creation order
         self._snapshots: dict[str, tuple[str, int]] = {}  # execution id -> agent version key
         self._by_request: dict[str, str] = {}
         self._history: dict[str, list[pb.Execution]] = {}
@@ -73,9 +74,9 @@ class MemoryBackend(Backend):
             return pb.CreateExecutionResponse(execution=existing, created=False)
         assert message.agent_instance is not None  # validate_create_execution requires it
         agent = self._agent(message.agent_instance)
-        newest = max(self._executions, default=None)
-        execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, newest), message, agent, _now())
+        execution = executions.new_execution(ids.next_id(ids.EXECUTION_PREFIX, self._newest), message, agent, _now())
         self._store(execution)
+        self._newest = execution.id
         self._snapshots[execution.id] = (agent.id, agent.version)
         self._by_request[message.request_id] = execution.id
         await self._notify()
