@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -423,9 +424,29 @@ def describe_exit(returncode: int | None) -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = []
+    """``count`` distinct loopback ports free now, for parts that bind them later.
+
+    Chosen outside the kernel's ephemeral range where it is known: a port from that range (what
+    binding port 0 gives) can be handed to any outgoing connection or port-0 listener before the
+    part binds it, and Temporal's dev server opens many of both while it starts, before its UI
+    binds (a CI run failed with the UI's port, picked by binding port 0, taken before Temporal bound
+    it). Outside the range, only another process choosing the same port on purpose can take it.
+    """
+    ephemeral = _ephemeral_ports()
+    outside = [port for port in range(10_000, 65_536) if port not in ephemeral]
+    sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for port in random.sample(outside, min(len(outside), 64 * count)):
+            if len(sockets) == count:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                sock.close()
+                continue
+            sockets.append(sock)
+        while len(sockets) < count:  # every port tried was taken
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
@@ -433,6 +454,15 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_ports() -> range:
+    """The ports the kernel assigns by itself (Linux); empty where that cannot be read."""
+    try:
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(0)
+    return range(low, high + 1)
 
 
 def start_ticks(pid: int) -> int | None:

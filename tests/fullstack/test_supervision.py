@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from stigmer_backend.fullstack import stack
 from stigmer_backend.fullstack.supervisor import MAX_DELAY, MAX_QUICK_FAILURES, restart_delay
 
 from .conftest import Tier2, pids_alive
@@ -90,6 +91,29 @@ def seen_pids(tier2: Tier2) -> Iterator[set[int]]:
 def test_the_backoff_doubles_from_half_a_second_to_thirty_then_gives_up() -> None:
     delays = [restart_delay(n) for n in range(1, MAX_QUICK_FAILURES + 2)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, MAX_DELAY, MAX_DELAY, None]
+
+
+def test_the_stacks_ports_are_free_distinct_and_outside_the_range_the_kernel_hands_out() -> None:
+    # A port from the kernel's own range can go to any outgoing connection before the part binds it.
+    low, high = (int(part) for part in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+    for _ in range(20):
+        ports = stack.free_ports(5)
+        assert len(set(ports)) == 5
+        assert not [port for port in ports if low <= port <= high], ports
+        for port in ports:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))  # still free
+
+
+def test_free_ports_skips_a_port_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        taken.listen()
+        # The busy port is the first one tried: it is passed over for the next.
+        monkeypatch.setattr(stack.random, "sample", lambda ports, k: [busy, *[p for p in ports if p != busy][:k]])
+        ports = stack.free_ports(2)
+    assert busy not in ports and len(set(ports)) == 2
 
 
 def test_local_start_help_states_the_supervisors_own_default() -> None:
