@@ -423,6 +423,9 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit {returncode}"
 
 
+_LAST_PORT = 65_535
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports free now, for parts that bind them later.
 
@@ -433,7 +436,7 @@ def free_ports(count: int) -> list[int]:
     it). Outside the range, only another process choosing the same port on purpose can take it.
     """
     ephemeral = _ephemeral_ports()
-    outside = [port for port in range(10_000, 65_536) if port not in ephemeral]
+    outside = [port for port in range(10_000, _LAST_PORT + 1) if port not in ephemeral]
     sockets: list[socket.socket] = []
     try:
         for port in random.sample(outside, min(len(outside), 64 * count)):
